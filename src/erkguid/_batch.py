@@ -1,0 +1,41 @@
+"""Per-sample (batch-wise) reductions, written once.
+
+Every norm and inner product in erkguid goes through these helpers: they reduce over all
+non-batch dimensions and accumulate in float32 (or float64 when the input is float64),
+whatever the model's dtype, so a sample's result never depends on the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def append_dims(v: Tensor, ndim: int) -> Tensor:
+    """Reshape a per-sample tensor ``[B]`` to ``[B, 1, ..., 1]`` with ``ndim`` dimensions."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The accumulation dtype for reductions: float64 stays float64, everything else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _flat(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1).to(acc_dtype(x.dtype))
+
+
+def bdot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-sample inner product ``<a_b, b_b>`` over all non-batch dims -> ``[B]``."""
+    return (_flat(a) * _flat(b)).sum(dim=1)
+
+
+def bnorm(x: Tensor) -> Tensor:
+    """Per-sample Euclidean norm over all non-batch dims -> ``[B]``."""
+    return torch.linalg.vector_norm(_flat(x), dim=1)
+
+
+def bsafe_div(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` where ``den > 0`` and exactly 0 elsewhere (no epsilon is added)."""
+    ok = den > 0
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))

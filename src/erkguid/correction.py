@@ -1,0 +1,128 @@
+"""ERK-Guid: the one correction every solver shares (Kong et al. 2026, Eq. 17-20, Alg. 1, Table 9).
+
+A solver never applies the correction itself. Each step exposes an :class:`ErkPair` built from
+values it has already computed (zero extra network evaluations); the sampling loop hands that
+pair to :func:`erk_guid`. The pair carries the solver-specific parts of Table 9 (which two
+states, which step size ``h``, the sign of beta), so the formula below is written once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ._batch import append_dims, bdot, bnorm, bsafe_div
+
+Scaling = Literal["z2", "abs", "alpha"]
+SCALINGS: tuple[str, ...] = ("z2", "abs", "alpha")
+
+
+@dataclass(frozen=True)
+class ErkPair:
+    """An embedded pair of states with their drifts, as listed in Table 9.
+
+    Attributes:
+        x: the state whose drift is projected (Heun: ``x_i``; DPM-Solver-2: ``x_i``; DEIS: ``x_i``).
+        f: the drift ``f(x; sigma)`` at ``x`` (``f_i`` of Alg. 1, line 4).
+        x_alt: the embedded partner (Heun: buffered ``x_i^Euler``; DPM-Solver-2: the
+            intermediate point; DEIS: ``x_{i-1}``).
+        f_alt: the drift at ``x_alt``.
+        h: the step size that scales ``z`` and the correction (Table 9 column ``h``).
+        sign: +1 for beta in {0, 1}; -1 for beta in {0, -1} (DEIS).
+    """
+
+    x: Tensor
+    f: Tensor
+    x_alt: Tensor
+    f_alt: Tensor
+    h: float
+    sign: float = 1.0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Per-sample stiffness ``rho`` (Eq. 17) and unit eigenvector ``v`` (Eq. 18)."""
+
+    rho: Tensor  # [B], float32/float64
+    v: Tensor  # [B, *S] in the accumulation dtype; zero where the drift difference is zero
+
+
+def estimate(pair: ErkPair) -> Estimate:
+    """Stiffness rho = ||df|| / ||dx|| (Eq. 17) and v = df / ||df|| (Eq. 18), per sample.
+
+    A sample whose ``dx`` is zero gets ``rho = 0``; a sample whose ``df`` is zero gets ``v = 0``.
+    """
+    dx = pair.x - pair.x_alt
+    df = pair.f - pair.f_alt
+    ndf = bnorm(df)
+    rho = bsafe_div(ndf, bnorm(dx))
+    acc = ndf.dtype
+    v = df.to(acc) * append_dims(bsafe_div(torch.ones_like(ndf), ndf), df.ndim)
+    return Estimate(rho=rho, v=v)
+
+
+def alpha(z: Tensor) -> Tensor:
+    """alpha(z) = (e^z - 1)/z - 1 - z/2 with alpha(0) = 0 (Eq. 15); stable near 0 by its series."""
+    small = z.abs() < 1e-3
+    zs = torch.where(small, torch.ones_like(z), z)
+    exact = torch.expm1(zs) / zs - 1 - zs / 2
+    series = z**2 / 6 + z**3 / 24 + z**4 / 120
+    return torch.where(small, series, exact)
+
+
+def scale_z(z: Tensor, scaling: str) -> Tensor:
+    """Modulation of z (App. B.3): ``z2`` -> z^2 (paper default), ``abs`` -> |z|, ``alpha`` -> alpha(z)."""
+    if scaling == "z2":
+        return z * z
+    if scaling == "abs":
+        return z.abs()
+    if scaling == "alpha":
+        return alpha(z)
+    raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+
+
+@dataclass(frozen=True)
+class Correction:
+    """The result of one ERK-Guid application.
+
+    Attributes:
+        x: corrected state (same dtype as the input state).
+        rho: per-sample stiffness estimate, ``[B]``.
+        beta: per-sample gate in {0, sign}, ``[B]``.
+        norm: per-sample norm of the applied correction ``||x_corrected - x_solver||``, ``[B]``.
+    """
+
+    x: Tensor
+    rho: Tensor
+    beta: Tensor
+    norm: Tensor
+
+
+def check_strengths(w_stiff: float, w_con: float) -> None:
+    """Raise a ValueError naming the argument when a strength is negative or not finite."""
+    for name, val in (("w_stiff", w_stiff), ("w_con", w_con)):
+        if not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {val!r}")
+
+
+def erk_guid(
+    x_next: Tensor, pair: ErkPair, w_stiff: float, w_con: float, scaling: str = "z2"
+) -> Correction:
+    """Apply Eq. 19 / Eq. 63 to a solver's proposal ``x_next``.
+
+    ``x_hat = x_next - sign * h * beta * s(z) * <f, v> v`` with ``beta = 1[rho > w_con]``,
+    ``z = w_stiff * h * rho`` and ``s`` the scaling of App. B.3 (``z^2`` by default).
+    Reductions run in float32 (float64 for float64 states); the result keeps ``x_next``'s dtype.
+    """
+    est = estimate(pair)
+    h = float(pair.h)
+    gate = (est.rho > w_con).to(est.rho.dtype)
+    z = w_stiff * h * est.rho
+    coef = pair.sign * h * gate * scale_z(z, scaling) * bdot(pair.f, est.v)  # [B]
+    delta = append_dims(coef, est.v.ndim) * est.v
+    x_hat = (x_next.to(delta.dtype) - delta).to(x_next.dtype)
+    return Correction(x=x_hat, rho=est.rho, beta=pair.sign * gate, norm=coef.abs())

@@ -1,0 +1,85 @@
+"""Built-in exact-score models: the 2-D tree, the 64-D digits mixture and an isotropic Gaussian."""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+
+import numpy as np
+import torch
+
+from .gmm import GaussianMixture
+
+
+def tree_2d(depth: int = 5, width: float = 0.018) -> GaussianMixture:
+    """A 2-D branching 'tree' of narrow, elongated Gaussians (two classes: left/right crown).
+
+    In the spirit of the Autoguidance toy (Karras et al. 2024) and Fig. 1 of the ERK-Guid paper:
+    every branch segment carries three components elongated along the segment and very narrow
+    across it, so the probability-flow ODE is stiff in the gaps between diverging branches.
+    The trunk belongs to both classes (it is listed once per class at half weight).
+    """
+    means, covs, weights, labels = [], [], [], []
+
+    def add(p: np.ndarray, q: np.ndarray, level: int, label: int, w: float) -> None:
+        seg = q - p
+        length = float(np.linalg.norm(seg))
+        u = seg / length
+        n = np.array([-u[1], u[0]])
+        along, across = length / 5.0, width * 0.8**level
+        cov = along**2 * np.outer(u, u) + across**2 * np.outer(n, n)
+        for t in (1 / 6, 1 / 2, 5 / 6):
+            means.append(p + t * seg)
+            covs.append(cov)
+            weights.append(w * length * 0.9**level / 3)
+            labels.append(label)
+
+    def grow(p: np.ndarray, angle: float, length: float, level: int, label: int | None) -> None:
+        q = p + length * np.array([math.cos(angle), math.sin(angle)])
+        if label is None:  # trunk: both classes
+            add(p, q, level, 0, 0.5)
+            add(p, q, level, 1, 0.5)
+        else:
+            add(p, q, level, label, 1.0)
+        if level < depth:
+            spread = 0.55 * 0.85**level
+            grow(q, angle + spread, 0.68 * length, level + 1, 0 if label is None else label)
+            grow(q, angle - spread, 0.68 * length, level + 1, 1 if label is None else label)
+
+    grow(np.array([0.0, -1.1]), math.pi / 2, 0.7, 0, None)
+    return GaussianMixture(
+        torch.tensor(np.array(weights)), torch.tensor(np.array(means)), torch.tensor(np.array(covs)),
+        labels=torch.tensor(labels), name="tree2d",
+    )
+
+
+def digits_64d(image_shape: bool = False) -> GaussianMixture:
+    """A 64-D mixture fitted to scikit-learn's 8x8 digits (values in [-1, 1]); 10 classes.
+
+    Parameters ship with the package (``data/digits_gmm.npz``, made by
+    ``scripts/fit_digits_gmm.py``: two full-covariance components per class). With
+    ``image_shape=True`` states are ``[B, 1, 8, 8]`` instead of ``[B, 64]``.
+    """
+    with resources.files("erkguid.data").joinpath("digits_gmm.npz").open("rb") as fh:
+        z = np.load(fh, allow_pickle=False)
+        w, mu, cov, lab = (torch.tensor(z[k]) for k in ("weights", "means", "covs", "labels"))
+    return GaussianMixture(w, mu.double(), cov.double(), labels=lab, shape=(1, 8, 8) if image_shape else None, name="digits64")
+
+
+def isotropic_gaussian(dim: int = 16, std: float = 0.5, mean: float = 0.0) -> GaussianMixture:
+    """N(mean, std^2 I): its probability-flow ODE has the closed form of ``ode_solution``."""
+    if dim < 1 or std <= 0:
+        raise ValueError("dim must be >= 1 and std > 0")
+    return GaussianMixture(
+        [1.0], torch.full((1, dim), float(mean)), torch.full((1, dim), float(std) ** 2), name=f"gauss{dim}"
+    )
+
+
+MODELS = {"tree2d": tree_2d, "digits64": digits_64d, "gauss": isotropic_gaussian}
+
+
+def get_model(name: str) -> GaussianMixture:
+    """A built-in exact model by name: ``tree2d``, ``digits64`` or ``gauss``."""
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+    return MODELS[name]()

@@ -1,0 +1,103 @@
+"""Noise-level grids (k-diffusion convention: strictly decreasing, a final 0 appended).
+
+All grids are float64 1-D tensors of length ``num_steps + 1``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def _append_zero(s: Tensor) -> Tensor:
+    return torch.cat([s, s.new_zeros(1)])
+
+
+def _check_range(num_steps: int, sigma_min: float, sigma_max: float) -> None:
+    if int(num_steps) != num_steps or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    if not (0 < sigma_min < sigma_max):
+        raise ValueError(
+            f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}"
+        )
+
+
+def edm_sigmas(
+    num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0
+) -> Tensor:
+    """EDM (Karras et al. 2022, Eq. 5) polynomial grid of ``num_steps`` levels, then 0."""
+    _check_range(num_steps, sigma_min, sigma_max)
+    if num_steps == 1:
+        return _append_zero(torch.tensor([sigma_max], dtype=torch.float64))
+    ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return _append_zero((hi + ramp * (lo - hi)) ** rho)
+
+
+def logsnr_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0) -> Tensor:
+    """Grid uniform in log-SNR (= uniform in log sigma), then 0 (DPM-Solver's 'logSNR')."""
+    _check_range(num_steps, sigma_min, sigma_max)
+    logs = torch.linspace(math.log(sigma_max), math.log(sigma_min), num_steps, dtype=torch.float64)
+    return _append_zero(logs.exp())
+
+
+def vp_time_uniform_sigmas(
+    num_steps: int,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    beta_d: float = 19.9,
+    beta_min: float = 0.1,
+    eps_t: float | None = None,
+) -> Tensor:
+    """VP 'time-uniform' grid: uniform in VP time t, mapped to EDM sigma, then 0.
+
+    sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1) (Song et al. 2021; EDM Table 1).
+    The end points are the times whose sigma equals ``sigma_max`` and ``sigma_min``.
+    """
+    _check_range(num_steps, sigma_min, sigma_max)
+
+    def t_of(sigma: float) -> float:  # inverse of sigma(t), positive root of the quadratic
+        c = math.log1p(sigma**2)
+        return (math.sqrt(beta_min**2 + 2 * beta_d * c) - beta_min) / beta_d
+
+    t_max = t_of(sigma_max)
+    t_min = t_of(sigma_min) if eps_t is None else eps_t
+    t = torch.linspace(t_max, t_min, num_steps, dtype=torch.float64)
+    return _append_zero(torch.sqrt(torch.expm1(0.5 * beta_d * t**2 + beta_min * t)))
+
+
+SCHEDULES = {"edm": edm_sigmas, "logsnr": logsnr_sigmas, "time_uniform": vp_time_uniform_sigmas}
+
+
+def get_sigmas(name: str, num_steps: int, **kwargs: float) -> Tensor:
+    """Look a schedule up by name (``edm``, ``logsnr``, ``time_uniform``)."""
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
+    return SCHEDULES[name](num_steps, **kwargs)
+
+
+def check_sigmas(sigmas: Tensor | Sequence[float], name: str = "sigmas") -> Tensor:
+    """Validate a user grid and return it as a float64 CPU tensor.
+
+    Requires a 1-D, finite, strictly decreasing sequence of at least two non-negative values
+    whose last entry is exactly 0 and whose other entries are positive.
+    """
+    s = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
+    if s.ndim != 1 or s.numel() < 2:
+        raise ValueError(f"{name} must be a 1-D sequence of at least 2 values, got shape {tuple(s.shape)}")
+    if not torch.isfinite(s).all():
+        raise ValueError(f"{name} must be finite, got {s.tolist()}")
+    if (s < 0).any():
+        raise ValueError(f"{name} must be non-negative, got a negative value at index {int((s < 0).nonzero()[0])}")
+    if s[-1] != 0:
+        raise ValueError(f"{name} must end in 0 (k-diffusion convention), got last value {float(s[-1])}")
+    bad = (s[1:] >= s[:-1]).nonzero()
+    if bad.numel():
+        j = int(bad[0])
+        raise ValueError(
+            f"{name} must be strictly decreasing: {name}[{j + 1}]={float(s[j + 1])} >= {name}[{j}]={float(s[j])}"
+        )
+    return s

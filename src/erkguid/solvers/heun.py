@@ -1,0 +1,46 @@
+"""Heun's method, EDM Algorithm 1, with its embedded Euler solution as the ERK pair."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+
+from ..correction import ErkPair
+from .base import Solver, StepContext, StepOut, register, to_d
+
+
+class HeunCarry(NamedTuple):
+    """The buffered Euler point of the previous step and its drift (Alg. 1, line 20)."""
+
+    x_euler: Tensor
+    f_euler: Tensor
+
+
+def heun_step(ctx: StepContext, i: int, x: Tensor, carry: HeunCarry | None = None) -> StepOut:
+    """One Heun step (Eq. 5); the step to sigma = 0 is a plain Euler step (EDM Alg. 1).
+
+    Embedded pair (Table 9, Alg. 1 lines 7-9): the current state ``x_i`` with ``f_i`` against
+    the previous step's Euler point ``x_i^Euler`` with ``f_i^Euler``, ``h = sigma_i - sigma_{i+1}``,
+    beta in {0, 1}. There is no pair at the first step.
+    """
+    sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
+    denoised = ctx.denoise(x, sigma)
+    f = to_d(x, sigma, denoised)
+    h = sigma - sigma_next
+    pair = None if carry is None else ErkPair(x, f, carry.x_euler, carry.f_euler, h)
+    x_euler = x - h * f  # Alg. 1, line 15
+    if sigma_next == 0:  # final step: Euler (Alg. 1, line 22)
+        return StepOut(x_euler, denoised, None, pair)
+    f_euler = to_d(x_euler, sigma_next, ctx.denoise(x_euler, sigma_next))  # line 17
+    x_heun = x - h * (0.5 * f + 0.5 * f_euler)  # line 18
+    return StepOut(x_heun, denoised, HeunCarry(x_euler, f_euler), pair)
+
+
+def _heun_nfe(n: int) -> int:
+    return 2 * n - 1
+
+
+HEUN = register(
+    Solver("heun", heun_step, order=2, nfe=_heun_nfe, doc="Heun / EDM Alg. 1 (Eq. 5); pair: previous Euler point")
+)
