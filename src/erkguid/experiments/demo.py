@@ -119,7 +119,9 @@ def run_demo(
 def format_table(rows: list[Row] | list[dict[str, Any]]) -> str:
     """Markdown table of demo rows."""
     rs = [asdict(r) if isinstance(r, Row) else r for r in rows]
-    head = "| NFE | w_stiff | w_con | err mean | err median | err / Heun [95% CI] | sliced W2 | energy | log-lik | gated | verdict |"
+    head = (
+        "| NFE | w_stiff | w_con | err mean | err median | err / Heun [95% CI] | sliced W2 | energy | log-lik | gated | verdict |"
+    )
     lines = [head, "|" + "---|" * 11]
     for r in rs:
         gated = "—" if r["w_stiff"] == 0 else f"{r['gated']:.2f}"
