@@ -101,7 +101,8 @@ def sample(
         **extra: passed through to ``denoiser`` (class labels, text embeddings, ...).
 
     Returns:
-        The samples at sigma = 0, same shape and dtype as ``x``.
+        The samples at sigma = 0, same shape and dtype as ``x``. The state is carried in at least
+        float32 (float64 stays float64) whatever the dtype of ``x`` or of the model's output.
     """
     _check_x(x)
     grid = check_sigmas(sigmas)
@@ -119,9 +120,11 @@ def sample(
         if len(noise) != x.shape[0]:
             raise ValueError(f"seeds holds {len(noise)} seeds for a batch of {x.shape[0]}")
 
+    out_dtype = x.dtype
+    x = x.to(torch.promote_types(x.dtype, torch.float32))  # the state never lives in fp16/bf16
     counter = {"nfe": 0, "step": 0}
-    ctx = StepContext(make_denoise(denoiser, x, extra, counter), grid, noise)
     guide = w_stiff > 0
+    ctx = StepContext(make_denoise(denoiser, x, extra, counter), grid, noise, want_pair=guide or callback is not None)
     carry: Any = None
     n = grid.numel() - 1
     for i in tqdm(range(n), disable=not progress, desc=f"{spec.name}{' +ERK' if guide else ''}", leave=False):
@@ -150,7 +153,7 @@ def sample(
                 }
             )
         x, carry = x_next, out.carry
-    return x
+    return x.to(out_dtype)
 
 
 class Trace:

@@ -36,11 +36,15 @@ class StepContext:
         noise: ``noise(like)`` -> standard normal tensor shaped like ``like`` drawn from
             per-sample generators (a sample's noise depends only on its seed); ``None`` for
             deterministic sampling.
+        want_pair: whether anything consumes the embedded pair (ERK-Guid, a callback); a step
+            may then skip buffering states that only the pair needs (plain Heun keeps no
+            Euler point), so the plain solver carries no extra memory.
     """
 
     denoise: Denoise
     sigmas: Tensor
     noise: Callable[[Tensor], Tensor] | None = None
+    want_pair: bool = True
 
     def sigma(self, i: int) -> float:
         return float(self.sigmas[i])

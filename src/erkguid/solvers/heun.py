@@ -34,7 +34,7 @@ def heun_step(ctx: StepContext, i: int, x: Tensor, carry: HeunCarry | None = Non
         return StepOut(x_euler, denoised, None, pair)
     f_euler = to_d(x_euler, sigma_next, ctx.denoise(x_euler, sigma_next))  # line 17
     x_heun = x - h * (0.5 * f + 0.5 * f_euler)  # line 18
-    return StepOut(x_heun, denoised, HeunCarry(x_euler, f_euler), pair)
+    return StepOut(x_heun, denoised, HeunCarry(x_euler, f_euler) if ctx.want_pair else None, pair)
 
 
 def _heun_nfe(n: int) -> int:
