@@ -26,7 +26,11 @@ def _flat(x: Tensor) -> Tensor:
 
 
 def bdot(a: Tensor, b: Tensor) -> Tensor:
-    """Per-sample inner product ``<a_b, b_b>`` over all non-batch dims -> ``[B]``."""
+    """Per-sample inner product ``<a_b, b_b>`` over all non-batch dims -> ``[B]``.
+
+    An elementwise product and a row sum: the reduction order of a row does not depend on the
+    batch size (a batched matmul's does), so results are bit-identical alone or in a batch.
+    """
     return (_flat(a) * _flat(b)).sum(dim=1)
 
 

@@ -51,17 +51,21 @@ class Estimate:
     v: Tensor  # [B, *S] in the accumulation dtype; zero where the drift difference is zero
 
 
+def _drift_difference(pair: ErkPair) -> tuple[Tensor, Tensor, Tensor]:
+    """(df, ||df||, rho): the ERK drift difference (a fresh tensor), its norm and Eq. 17."""
+    ndx = bnorm(pair.x - pair.x_alt)  # the difference is freed at once
+    df = pair.f - pair.f_alt
+    ndf = bnorm(df)
+    return df, ndf, bsafe_div(ndf, ndx)
+
+
 def estimate(pair: ErkPair) -> Estimate:
     """Stiffness rho = ||df|| / ||dx|| (Eq. 17) and v = df / ||df|| (Eq. 18), per sample.
 
     A sample whose ``dx`` is zero gets ``rho = 0``; a sample whose ``df`` is zero gets ``v = 0``.
     """
-    dx = pair.x - pair.x_alt
-    df = pair.f - pair.f_alt
-    ndf = bnorm(df)
-    rho = bsafe_div(ndf, bnorm(dx))
-    acc = ndf.dtype
-    v = df.to(acc) * append_dims(bsafe_div(torch.ones_like(ndf), ndf), df.ndim)
+    df, ndf, rho = _drift_difference(pair)
+    v = df.to(ndf.dtype).mul_(append_dims(bsafe_div(torch.ones_like(ndf), ndf), df.ndim))  # in place: df is ours
     return Estimate(rho=rho, v=v)
 
 
@@ -118,11 +122,11 @@ def erk_guid(
     ``z = w_stiff * h * rho`` and ``s`` the scaling of App. B.3 (``z^2`` by default).
     Reductions run in float32 (float64 for float64 states); the result keeps ``x_next``'s dtype.
     """
-    est = estimate(pair)
+    df, ndf, rho = _drift_difference(pair)
     h = float(pair.h)
-    gate = (est.rho > w_con).to(est.rho.dtype)
-    z = w_stiff * h * est.rho
-    coef = pair.sign * h * gate * scale_z(z, scaling) * bdot(pair.f, est.v)  # [B]
-    delta = append_dims(coef, est.v.ndim) * est.v
-    x_hat = (x_next.to(delta.dtype) - delta).to(x_next.dtype)
-    return Correction(x=x_hat, rho=est.rho, beta=pair.sign * gate, norm=coef.abs())
+    gate = (rho > w_con).to(rho.dtype)
+    z = w_stiff * h * rho
+    inv = bsafe_div(torch.ones_like(ndf), ndf)  # v = df / ||df|| is never materialised
+    coef = pair.sign * h * gate * scale_z(z, scaling) * bdot(pair.f, df) * inv  # [B]: Eq. 19's scalar
+    x_hat = torch.addcmul(x_next.to(ndf.dtype), append_dims(coef * inv, df.ndim), df.to(ndf.dtype), value=-1.0)
+    return Correction(x=x_hat.to(x_next.dtype), rho=rho, beta=pair.sign * gate, norm=coef.abs())

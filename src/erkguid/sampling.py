@@ -153,6 +153,7 @@ def sample(
                 }
             )
         x, carry = x_next, out.carry
+        del out, stats, x_next  # release the step's pair and proposal before the next step
     return x.to(out_dtype)
 
 

@@ -1,0 +1,161 @@
+"""`erkguid overhead`: cost of the ERK-Guid correction relative to one denoiser evaluation.
+
+Two states (issue 2): the 64-D digits mixture at batch 1024 (exact denoiser) and an
+image-shaped state [8, 4, 64, 64] with a small convolutional stand-in network. For each, the
+median wall time of one denoiser evaluation, of one ERK-Guid correction (estimate + Eq. 19 on a
+real pair taken from a Heun run) and of a whole Heun run with and without ERK-Guid, measured
+in one process. Peak memory: maximum resident set size of Heun vs ERK-Guid runs, each in a
+fresh subprocess, on a large state with an elementwise denoiser, in units of one state tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..correction import ErkPair, erk_guid
+from ..models import digits_64d
+from ..noise import randn_from_seeds
+from ..sampling import sample
+from ..schedules import edm_sigmas
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+class ConvDenoiser(nn.Module):
+    """A small EDM-preconditioned conv net (random weights): a stand-in image model."""
+
+    def __init__(self, channels: int = 4, width: int = 64, sigma_data: float = 0.5) -> None:
+        super().__init__()
+        self.sigma_data = sigma_data
+        self.net = nn.Sequential(
+            nn.Conv2d(channels + 1, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s = sigma.reshape(-1, 1, 1, 1).to(x.dtype)
+        sd2 = self.sigma_data**2
+        c_in, c_skip = 1 / (s**2 + sd2).sqrt(), sd2 / (s**2 + sd2)
+        c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
+        noise_map = (s.log() / 4).expand(x.shape[0], 1, *x.shape[2:])
+        return c_skip * x + c_out * self.net(torch.cat([c_in * x, noise_map], 1))
+
+
+def _case(name: str, denoiser: Callable[..., torch.Tensor], x: torch.Tensor, steps: int, repeats: int) -> dict[str, Any]:
+    sig = edm_sigmas(steps)
+    s_mid = torch.full((x.shape[0],), float(sig[steps // 2]), dtype=x.dtype)
+    with torch.inference_mode():
+        t_den = _median_time(lambda: denoiser(x, s_mid), repeats)
+        captured: dict[str, Any] = {}
+
+        def grab(info: dict[str, Any]) -> None:
+            if info["i"] == steps // 2:
+                captured["x"] = info["x"].clone()
+
+        sample(denoiser, x, sig, w_stiff=1.0, w_con=0.0, callback=grab)
+        # a real pair: the state at mid-run and a nearby Euler-like point
+        xs = captured["x"]
+        s = float(sig[steps // 2])
+        f = (xs - denoiser(xs, s_mid)) / s
+        x_alt = xs - 0.01 * f
+        f_alt = (x_alt - denoiser(x_alt, s_mid)) / s
+        pair = ErkPair(xs, f, x_alt, f_alt, h=float(sig[steps // 2] - sig[steps // 2 + 1]))
+        t_corr = _median_time(lambda: erk_guid(xs, pair, 1.0, 0.0), repeats * 3)
+        t_heun = _median_time(lambda: sample(denoiser, x, sig), max(3, repeats // 3))
+        t_erk = _median_time(lambda: sample(denoiser, x, sig, w_stiff=1.0, w_con=0.5), max(3, repeats // 3))
+    corrected_steps = steps - 2  # no pair at step 0, never on the final step to 0
+    return {
+        "case": name,
+        "state_shape": list(x.shape),
+        "denoiser_eval_ms": 1e3 * t_den,
+        "correction_ms": 1e3 * t_corr,
+        "correction_over_denoiser": t_corr / t_den,
+        "heun_run_s": t_heun,
+        "erk_run_s": t_erk,
+        "run_overhead_per_corrected_step_over_denoiser": (t_erk - t_heun) / corrected_steps / t_den,
+        "steps": steps,
+    }
+
+
+_MEM_SNIPPET = """
+import resource, sys, torch, erkguid as eg
+torch.set_num_threads(1)
+shape = (8, 4, 512, 512)
+x = torch.randn(shape) * 80
+den = lambda x, s: torch.tanh(x) * 0.5
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+eg.sample(den, x, eg.edm_sigmas(6), w_stiff=float(sys.argv[1]), w_con=0.0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
+"""
+
+
+def _peak_rss_kib(w_stiff: float) -> int:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run([sys.executable, "-c", _MEM_SNIPPET, str(w_stiff)], capture_output=True, text=True, env=env, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def run_overhead(out_dir: str | Path | None = "runs/overhead", repeats: int = 15) -> dict[str, Any]:
+    """Measure both cases and the memory comparison; write ``overhead.json``.
+
+    Timings run single-threaded (``torch.set_num_threads(1)``) so that they measure the work
+    itself rather than thread contention on a shared machine; the previous setting is restored.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_overhead(out_dir, repeats)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_overhead(out_dir: str | Path | None, repeats: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    gmm = digits_64d()
+    x64 = randn_from_seeds(range(1024), (64,), sigma=80.0)
+    conv = ConvDenoiser().eval()
+    ximg = randn_from_seeds(range(8), (4, 64, 64), sigma=80.0)
+    cases = [
+        _case("digits64 mixture, batch 1024", gmm, x64, 16, repeats),
+        _case("conv net, [8, 4, 64, 64]", conv, ximg, 16, repeats),
+    ]
+    heun_kib, erk_kib = _peak_rss_kib(0.0), _peak_rss_kib(1.0)
+    state_kib = 8 * 4 * 512 * 512 * 4 / 1024
+    result = {
+        "cases": cases,
+        "memory": {
+            "state_shape": [8, 4, 512, 512],
+            "state_tensor_MiB": state_kib / 1024,
+            "heun_peak_rss_increase_MiB": heun_kib / 1024,
+            "erk_peak_rss_increase_MiB": erk_kib / 1024,
+            "extra_state_tensors": (erk_kib - heun_kib) / state_kib,
+        },
+        "threads": torch.get_num_threads(),
+        "loadavg": os.getloadavg(),
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "overhead.json").write_text(json.dumps(result, indent=2))
+    return result
