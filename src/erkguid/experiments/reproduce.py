@@ -238,7 +238,7 @@ def _models(quick: bool, model: str | None) -> list[str]:
 def _sizes(quick: bool, name: str) -> dict[str, int]:
     if quick:
         return {"num_samples": 8, "steps": 8, "substeps": 10}
-    return {"num_samples": 256 if name == "tree2d" else 64, "steps": 32, "substeps": 100}
+    return {"num_samples": 128 if name == "tree2d" else 32, "steps": 32, "substeps": 100}
 
 
 def _increasing(v: list[float]) -> bool:
@@ -388,7 +388,7 @@ def run_fig7(quick: bool = False, progress: bool = True, model: str | None = Non
     """Fig. 7: JVP power-iteration convergence |rho_k - rho_final| along a Heun run (median, quartiles)."""
     name = model or ("tree2d" if quick else "digits64")
     m = get_model(name)
-    num, steps, iters = (4, 6, 40) if quick else (16, 32, 300)
+    num, steps, iters = (4, 6, 40) if quick else (8, 32, 300)
     seeds = list(range(num))
     x = randn_from_seeds(seeds, m.shape, sigma=SIGMA_MAX, dtype=torch.float64)
     grid = edm_sigmas(steps, sigma_max=SIGMA_MAX)
