@@ -458,7 +458,8 @@ def _plt() -> Any:
 def format_rows(claims: list[dict[str, str]], command: str) -> str:
     """Markdown rows: figure | claim | paper | ours | command | reproduces."""
     lines = ["| figure | claim | paper | ours | command | reproduces |", "|---|---|---|---|---|---|"]
-    lines += [f"| {c['figure']} | {c['claim']} | {c['paper']} | {c['ours']} | `{command}` | {c['verdict']} |" for c in claims]
+    cells = [{f: c[f].replace("|", "\\|") for f in c} for c in claims]  # a literal | breaks the table
+    lines += [f"| {c['figure']} | {c['claim']} | {c['paper']} | {c['ours']} | `{command}` | {c['verdict']} |" for c in cells]
     return "\n".join(lines) + "\n"
 
 
