@@ -1,0 +1,225 @@
+"""Reference spectra of the probability-flow drift and the paper's alignment measurements.
+
+The drift is f(x; sigma) = (x - D(x; sigma)) / sigma (Eq. 1); its Jacobian J = -sigma * Hessian of
+log p is symmetric (Eq. 10). This module gives, per sample:
+
+* :func:`exact_jacobian` - J built column by column from JVPs with one-hot tangents (App. B.1),
+  for small dimension;
+* :func:`power_iteration` - JVP power iteration from a seeded random start for any dimension
+  (App. B.2: 300 iterations), with the estimate after every iteration (Fig. 7);
+* :func:`spectrum` - eigenvalues/eigenvectors sorted by |lambda|, oriented toward the drift
+  (sign chosen so that <v, f> >= 0, App. B.1/B.2 "via Eq. 15");
+* :func:`heun_euler_step` / :func:`substep_reference` - a single Heun step with its embedded Euler
+  solution and the 100-substep reference of App. B.1, for the LTE and the ERK solution difference.
+
+The cost-free ERK estimators themselves (Eq. 17-18) live in :func:`erkguid.correction.estimate`.
+A sample's result never depends on the rest of its batch: the denoiser must be per-sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._batch import append_dims, bdot, bnorm, bsafe_div
+from .noise import PerSampleNoise
+from .solvers.base import StepContext
+from .solvers.heun import heun_step
+
+Denoiser = Callable[..., Tensor]
+
+
+def _sigma_vec(x: Tensor, sigma: float | Tensor) -> Tensor:
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    s = s.expand(x.shape[0]) if s.ndim == 0 else s.reshape(-1)
+    if s.numel() != x.shape[0]:
+        raise ValueError(f"sigma must be a scalar or have one value per sample ({x.shape[0]}), got {s.numel()}")
+    if not bool((s > 0).all()):
+        raise ValueError("sigma must be > 0 (the drift of Eq. 1 is undefined at sigma = 0)")
+    return s
+
+
+def drift_fn(denoiser: Denoiser, sigma: float | Tensor, **extra: Any) -> Callable[[Tensor], Tensor]:
+    """``x -> f(x; sigma) = (x - D(x; sigma)) / sigma`` (Eq. 1), sigma scalar or per sample."""
+
+    def f(x: Tensor) -> Tensor:
+        s = _sigma_vec(x, sigma)
+        return (x - denoiser(x, s, **extra)) / append_dims(s, x.ndim)
+
+    return f
+
+
+def cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Per-sample cosine similarity ``<a, b> / (||a|| ||b||)`` (0 where a norm is 0) -> ``[B]``."""
+    return bsafe_div(bdot(a, b), bnorm(a) * bnorm(b))
+
+
+def orient(v: Tensor, f: Tensor) -> Tensor:
+    """Flip each sample's ``v`` so that ``<v, f> >= 0`` (the paper's orientation toward the drift)."""
+    sign = torch.where(bdot(v, f) < 0, -1.0, 1.0).to(v.dtype)
+    return v * append_dims(sign, v.ndim)
+
+
+def exact_jacobian(denoiser: Denoiser, x: Tensor, sigma: float | Tensor, **extra: Any) -> Tensor:
+    """J = df/dx per sample, ``[B, d, d]`` with ``d = prod(x.shape[1:])``; column j is J e_j (JVP).
+
+    One batched JVP per coordinate (App. B.1); meant for small ``d`` (tree: 2, digits: 64).
+    """
+    f = drift_fn(denoiser, sigma, **extra)
+    b, d = x.shape[0], x[0].numel()
+    cols = []
+    for j in range(d):
+        e = torch.zeros(b, d, dtype=x.dtype, device=x.device)
+        e[:, j] = 1.0
+        _, jv = torch.func.jvp(f, (x,), (e.reshape(x.shape),))
+        cols.append(jv.reshape(b, d))
+    return torch.stack(cols, dim=2)
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Eigen-decomposition of the (symmetrised) drift Jacobian, per sample.
+
+    Attributes:
+        eigvals: ``[B, d]`` sorted by decreasing ``|lambda|`` (``eigvals[:, 0]`` is the dominant one).
+        eigvecs: ``[B, d, d]``; column k pairs with ``eigvals[:, k]``, oriented so ``<v_k, f> >= 0``.
+    """
+
+    eigvals: Tensor
+    eigvecs: Tensor
+
+    @property
+    def stiffness(self) -> Tensor:
+        """|lambda_max| per sample ``[B]`` (the reference the estimator rho of Eq. 17 targets)."""
+        return self.eigvals[:, 0].abs()
+
+    def vector(self, k: int, shape: Sequence[int]) -> Tensor:
+        """The k-th eigenvector of every sample, reshaped to the state shape ``[B, *shape]``."""
+        return self.eigvecs[:, :, k].reshape((-1, *shape))
+
+
+def spectrum(jac: Tensor, f: Tensor) -> Spectrum:
+    """Eigenpairs of ``(J + J^T)/2`` sorted by ``|lambda|`` (descending), oriented toward ``f`` (Eq. 15)."""
+    if jac.ndim != 3 or jac.shape[1] != jac.shape[2]:
+        raise ValueError(f"jac must be [B, d, d], got {tuple(jac.shape)}")
+    evals, evecs = torch.linalg.eigh(0.5 * (jac + jac.transpose(1, 2)))
+    order = evals.abs().argsort(dim=1, descending=True)
+    evals = evals.gather(1, order)
+    evecs = evecs.gather(2, order[:, None, :].expand_as(evecs))
+    ff = f.reshape(f.shape[0], -1).to(evecs.dtype)
+    sign = torch.where(torch.einsum("bdk,bd->bk", evecs, ff) < 0, -1.0, 1.0).to(evecs.dtype)
+    return Spectrum(evals, evecs * sign[:, None, :])
+
+
+def exact_spectrum(denoiser: Denoiser, x: Tensor, sigma: float | Tensor, **extra: Any) -> Spectrum:
+    """:func:`spectrum` of :func:`exact_jacobian` at ``x``, oriented toward f(x; sigma)."""
+    return spectrum(exact_jacobian(denoiser, x, sigma, **extra), drift_fn(denoiser, sigma, **extra)(x))
+
+
+@dataclass(frozen=True)
+class PowerResult:
+    """JVP power iteration result, per sample.
+
+    Attributes:
+        eigval: ``[B]`` signed Rayleigh quotient <v, J v> at the last iterate (dominant eigenvalue).
+        vector: ``[B, *S]`` unit dominant eigenvector, oriented so that ``<v, f> >= 0``.
+        history: ``[iters, B]`` stiffness estimate ||J v_k|| after each iteration (Fig. 7).
+    """
+
+    eigval: Tensor
+    vector: Tensor
+    history: Tensor
+
+    @property
+    def stiffness(self) -> Tensor:
+        return self.eigval.abs()
+
+
+def power_iteration(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigma: float | Tensor,
+    *,
+    iters: int = 300,
+    seeds: Sequence[int] | Tensor | None = None,
+    **extra: Any,
+) -> PowerResult:
+    """Dominant eigenpair of J = df/dx by JVP power iteration (App. B.2), any dimension.
+
+    ``v_0`` is standard normal from one generator per sample (``seeds``, default ``0..B-1``);
+    ``v_{k+1} = J v_k / ||J v_k||``. The iteration converges to the eigenvalue of largest magnitude.
+    """
+    if int(iters) != iters or iters < 1:
+        raise ValueError(f"iters must be a positive integer, got {iters!r}")
+    f = drift_fn(denoiser, sigma, **extra)
+    noise = PerSampleNoise(range(x.shape[0]) if seeds is None else seeds, x.device)
+    if len(noise) != x.shape[0]:
+        raise ValueError(f"seeds holds {len(noise)} seeds for a batch of {x.shape[0]}")
+    v = noise(x)
+    v = v * append_dims(bsafe_div(torch.ones(x.shape[0], dtype=v.dtype, device=x.device), bnorm(v).to(v.dtype)), x.ndim)
+    hist = []
+    fx = None
+    for _ in range(int(iters)):
+        fx, jv = torch.func.jvp(f, (x,), (v,))
+        n = bnorm(jv)
+        hist.append(n)
+        v_new = jv * append_dims(bsafe_div(torch.ones_like(n), n).to(jv.dtype), x.ndim)
+        v = torch.where(append_dims(n > 0, x.ndim), v_new, v)
+    assert fx is not None
+    _, jv = torch.func.jvp(f, (x,), (v,))
+    lam = bdot(v, jv)
+    return PowerResult(lam, orient(v, fx), torch.stack(hist))
+
+
+def _single_step_ctx(denoiser: Denoiser, x: Tensor, grid: Tensor, extra: dict[str, Any]) -> StepContext:
+    def denoise(y: Tensor, s: float) -> Tensor:
+        return denoiser(y, torch.full((y.shape[0],), float(s), dtype=y.dtype, device=y.device), **extra)
+
+    return StepContext(denoise, grid)
+
+
+def heun_euler_step(
+    denoiser: Denoiser, x: Tensor, sigma: float, sigma_next: float, **extra: Any
+) -> tuple[Tensor, Tensor]:
+    """One Heun step (Eq. 5) from ``x`` and its embedded Euler solution (Eq. 3): ``(x_heun, x_euler)``.
+
+    Uses the library's Heun step, so ``x_heun - x_euler`` is the ERK solution difference of Eq. 16.
+    """
+    if not sigma > sigma_next > 0:
+        raise ValueError(f"need sigma > sigma_next > 0, got {sigma} and {sigma_next}")
+    grid = torch.tensor([sigma, sigma_next, 0.0], dtype=torch.float64)
+    out = heun_step(_single_step_ctx(denoiser, x, grid, extra), 0, x, None)
+    return out.x, out.carry.x_euler
+
+
+def substep_reference(
+    denoiser: Denoiser, x: Tensor, sigma: float, sigma_next: float, substeps: int = 100, **extra: Any
+) -> Tensor:
+    """The step ``sigma -> sigma_next`` split into ``substeps`` equal Heun substeps (App. B.1 reference)."""
+    if int(substeps) != substeps or substeps < 1:
+        raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
+    if not sigma > sigma_next > 0:
+        raise ValueError(f"need sigma > sigma_next > 0, got {sigma} and {sigma_next}")
+    fine = torch.linspace(sigma, sigma_next, int(substeps) + 1, dtype=torch.float64)
+    grid = torch.cat([fine, fine.new_zeros(1)])
+    ctx = _single_step_ctx(denoiser, x, grid, extra)
+    for i in range(int(substeps)):
+        x = heun_step(ctx, i, x, None).x
+    return x
+
+
+def quantile_bins(values: Tensor, num_bins: int = 4) -> Tensor:
+    """Bin index in ``0..num_bins-1`` of each value by its empirical quantile (Q0-25, ..., Q75-100)."""
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+    edges = torch.quantile(values.double(), torch.linspace(0, 1, num_bins + 1, dtype=torch.float64)[1:-1])
+    return torch.bucketize(values.double(), edges, right=True).clamp_max(num_bins - 1)
+
+
+def binned_median(values: Tensor, bins: Tensor, num_bins: int = 4) -> list[float]:
+    """Median of ``values`` within each bin (NaN for an empty bin)."""
+    return [float(values[bins == k].median()) if bool((bins == k).any()) else float("nan") for k in range(num_bins)]
