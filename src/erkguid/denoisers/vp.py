@@ -56,15 +56,22 @@ class DiscreteVPSchedule:
         trained_betas: Sequence[float] | None = None,
         quantize: bool = False,
     ) -> DiscreteVPSchedule:
-        """Build from DDPM betas (diffusers' ``linear`` / ``scaled_linear`` or explicit ``trained_betas``)."""
+        """Build from DDPM betas (diffusers' ``beta_schedule`` names or explicit ``trained_betas``)."""
         if trained_betas is not None:
             betas = torch.as_tensor(trained_betas, dtype=torch.float64)
         elif beta_schedule == "linear":
             betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
         elif beta_schedule == "scaled_linear":
             betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+        elif beta_schedule == "squaredcos_cap_v2":  # cosine schedule (Nichol & Dhariwal 2021), betas capped at 0.999
+            i = torch.arange(num_train_timesteps + 1, dtype=torch.float64) / num_train_timesteps
+            abar = torch.cos((i + 0.008) / 1.008 * math.pi / 2) ** 2
+            betas = (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
         else:
-            raise ValueError(f"beta_schedule must be 'linear' or 'scaled_linear' (or pass trained_betas), got {beta_schedule!r}")
+            raise ValueError(
+                "beta_schedule must be 'linear', 'scaled_linear' or 'squaredcos_cap_v2' (or pass trained_betas), "
+                f"got {beta_schedule!r}"
+            )
         return cls(torch.cumprod(1 - betas, 0), quantize=quantize)
 
     @property
