@@ -178,3 +178,28 @@ def test_guidance_errors():
         ErkProj(NET, 1.0)
     with pytest.raises(ValueError, match="component labels"):
         ConditionalMixture(erkguid.isotropic_gaussian())
+
+
+def test_erk_proj_estimate_uses_plain_guided_drift_eq_56_57():
+    g = cfg(NET, 3.0, {"class_labels": None})
+    sigmas = erkguid.edm_sigmas(5, 0.02, 20.0)
+    x0 = erkguid.randn_from_seeds(range(4), (2,), sigma=20.0, dtype=torch.float64)
+    lab = LABELS[:4]
+    proj = ErkProj(g, 2.0)
+    states, ests = [], []
+
+    def cb(info):
+        proj.update(info)
+        states.append(info["x"])
+        ests.append(proj.est)
+
+    sample(proj, x0, sigmas, callback=cb, class_labels=lab)
+    s = sigmas.tolist()
+    # step 1's pair: x_1 against the Euler point of step 0 (built from step 0's projected-free drift)
+    f0 = guided_drift(g, x0, s[0], lab)  # step 0 has no estimate yet: plain guidance
+    x_e = x0 - (s[0] - s[1]) * f0
+    fw1, fwe = guided_drift(g, states[0], s[1], lab), guided_drift(g, x_e, s[1], lab)
+    rho = (fw1 - fwe).norm(dim=1) / (states[0] - x_e).norm(dim=1)
+    assert ests[0] is None
+    torch.testing.assert_close(ests[1].rho, rho, rtol=1e-10, atol=0)
+    torch.testing.assert_close(ests[1].v, (fw1 - fwe) / (fw1 - fwe).norm(dim=1, keepdim=True), rtol=1e-10, atol=1e-12)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ._batch import append_dims, bdot
-from .correction import Estimate, estimate
+from .correction import ErkPair, Estimate, estimate
 from .sampling import sample
 
 Denoiser = Callable[..., Tensor]
@@ -192,10 +192,15 @@ class ErkProj:
 
     Use ``proj = ErkProj(guided, w_proj)`` and ``sample(proj, ..., callback=proj.update)``, or
     simply :func:`sample_erk_proj`. After each step the loop hands the step's embedded pair to
-    :meth:`update`; later evaluations use that pair's rho and v (the latest available estimate: the
-    pair of step i is known only after step i's first evaluation, so step i+1 uses it). Before the
-    first pair exists (and where rho = 0) eta = 1: plain guidance. Per-sample throughout.
+    :meth:`update`, which computes rho and v (Eq. 56-57) from the *plain* guided drift f^w of
+    Eq. 55 at the pair's two states, re-combined from the branch outputs this object cached when
+    it evaluated them (no extra network calls; falls back to the pair's own drifts if a state was
+    not evaluated here). Later evaluations project the guidance with that estimate (the pair of
+    step i is complete only after step i's first evaluation, so step i+1 uses it). Before the
+    first pair (and where rho = 0) eta = 1: plain guidance. Per-sample throughout.
     """
+
+    CACHE = 6  # evaluations remembered: enough for pairs that reach back one step
 
     def __init__(self, guided: Guided, w_proj: float) -> None:
         if not isinstance(guided, Guided):
@@ -204,12 +209,23 @@ class ErkProj:
             raise ValueError(f"w_proj must be a finite number >= 0, got {w_proj!r}")
         self.guided, self.w_proj = guided, float(w_proj)
         self.est: Estimate | None = None
+        self._cache: list[tuple[Tensor, Tensor]] = []  # (x, plain guided drift f^w at x)
+
+    def _plain_drift(self, x: Tensor) -> Tensor | None:
+        for cx, f in reversed(self._cache):
+            if cx.shape == x.shape and torch.equal(cx, x):
+                return f
+        return None
 
     def update(self, info: Mapping[str, Any]) -> None:
-        """Sampling callback: keep the latest pair's per-sample (rho, v)."""
+        """Sampling callback: per-sample (rho, v) of the latest pair from the plain guided drift."""
         pair = info.get("pair")
-        if pair is not None:
-            self.est = estimate(pair)
+        if pair is None:
+            return
+        f, f_alt = self._plain_drift(pair.x), self._plain_drift(pair.x_alt)
+        if f is not None and f_alt is not None:
+            pair = ErkPair(pair.x, f, pair.x_alt, f_alt, pair.h, pair.sign)
+        self.est = estimate(pair)
 
     def eta(self) -> Tensor | None:
         """Per-sample eta = exp(-w_proj * rho) (Eq. 59), or None before the first pair."""
@@ -219,6 +235,8 @@ class ErkProj:
         g = self.guided
         d_main, d_ref = g.branches(x, sigma, **cond)
         delta = d_main - d_ref  # -sigma * g of Eq. 54; the projection is linear, so done on D
+        s = append_dims(_sigma_vec(sigma, x).to(d_main.dtype), x.ndim)
+        self._cache = [*self._cache[1 - self.CACHE:], (x.detach().clone(), (x - (d_main + (g.w - 1.0) * delta)) / s)]
         if self.est is not None:
             if self.est.v.shape != x.shape:
                 raise ValueError(f"ErkProj holds an estimate for shape {tuple(self.est.v.shape)}, got {tuple(x.shape)}; "
