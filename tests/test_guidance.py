@@ -203,3 +203,16 @@ def test_erk_proj_estimate_uses_plain_guided_drift_eq_56_57():
     assert ests[0] is None
     torch.testing.assert_close(ests[1].rho, rho, rtol=1e-10, atol=0)
     torch.testing.assert_close(ests[1].v, (fw1 - fwe) / (fw1 - fwe).norm(dim=1, keepdim=True), rtol=1e-10, atol=1e-12)
+
+
+def test_guidance_experiment_small():
+    from erkguid.experiments.guidance import VARIANTS, format_table, run_guidance
+
+    res = run_guidance(None, num_samples=16, steps=(3,), ref_rtol=1e-3, progress=False)
+    rows = res["rows"]
+    assert len(rows) == 2 * len(VARIANTS)
+    for r in rows:  # Heun: 2N - 1 loop calls; both branches evaluated at every call (no interval)
+        assert r["nfe_loop"] == 5 and r["nfe_network"] == 10.0
+        assert r["err_mean"] > 0 and math.isfinite(r["nll"])
+    assert "files" not in res
+    assert "| CFG | +ERK-Proj | 3 |" in format_table(res)

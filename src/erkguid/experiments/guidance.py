@@ -75,6 +75,7 @@ def run_guidance(
     w_con: float = 0.5,
     w_proj: float | None = None,
     sigma_max: float = 80.0,
+    ref_rtol: float = 1e-6,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def run_guidance(
     for kind, w in kinds:
         guided = build_guidance(model, kind, w, broaden)
         t = time.perf_counter()
-        ref, gap = check_reference(guided, x0, sigma_max, rtol=1e-6, class_labels=labels)
+        ref, gap = check_reference(guided, x0, sigma_max, rtol=ref_rtol, class_labels=labels)
         refs[kind] = {"w": w, "max_gap_vs_100x_looser": gap, "seconds": time.perf_counter() - t,
                       "sliced_w2": class_sliced_w2(model, ref.x, labels, truth),
                       "nll": float(-model.log_prob(ref.x, class_labels=labels).mean())}
@@ -134,7 +135,8 @@ def run_guidance(
         "num_samples": num_samples,
         "seed": seed,
         "settings": {"w_cfg": w_cfg, "w_ag": w_ag, "ag_broaden": broaden, "w_stiff": w_stiff, "w_con": w_con,
-                     "w_proj": w_p, "solver": "heun", "sigma_max": sigma_max},
+                     "w_proj": w_p, "solver": "heun", "sigma_max": sigma_max,
+                     "reference_rtol": ref_rtol / 100},
         "target": "exact class-conditional p(x | c) (sliced W2 per class, averaged; NLL = -log p(x | c))",
         "reference": refs,
         "truth_vs_truth_sliced_w2": class_sliced_w2(model, truth_all, truth_labels, truth2),
