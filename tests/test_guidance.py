@@ -216,3 +216,15 @@ def test_guidance_experiment_small():
         assert r["err_mean"] > 0 and math.isfinite(r["nll"])
     assert "files" not in res
     assert "| CFG | +ERK-Proj | 3 |" in format_table(res)
+
+
+def test_batched_interval_and_counted():
+    x = noisy()
+    inside = (SIG >= 0.3) & (SIG <= 2.0)
+    g = cfg(NET, 3.0, {"class_labels": torch.tensor(ConditionalMixture.NULL)}, interval=(0.3, 2.0), batched=True)
+    want = cfg(NET, 3.0, {"class_labels": None}, interval=(0.3, 2.0))(x, SIG, class_labels=LABELS)
+    torch.testing.assert_close(g(x, SIG, class_labels=LABELS), want, rtol=1e-12, atol=1e-12)
+    assert (g.counter.calls, g.counter.rows) == (1, B + int(inside.sum()))
+    c = erkguid.Counted(GMM.denoise)
+    sample(c, x, erkguid.edm_sigmas(3, 0.05, 5.0))
+    assert (c.counter.calls, c.counter.rows) == (5, 5 * B)
