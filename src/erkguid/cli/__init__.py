@@ -15,4 +15,4 @@ def main() -> None:
 
 # Each command lives in its own module and registers itself on ``main``.
 from . import core  # noqa: E402,F401
-from . import guidance as _guidance  # noqa: E402,F401
+from . import guidance as _guidance_cli  # noqa: E402,F401
