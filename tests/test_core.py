@@ -125,8 +125,8 @@ def test_nfe_equal_for_heun_and_erk_and_first_step_uncorrected():
     x = noise(32, (2,), torch.float32)
     for w in (0.0, 1.0):
         c = Counting(m)
-        seen = {}
-        eg.sample(c, x, eg.edm_sigmas(9), w_stiff=w, w_con=0.0, callback=lambda info: seen.setdefault(info["i"], info))
+        seen: dict[int, dict] = {}
+        eg.sample(c, x, eg.edm_sigmas(9), w_stiff=w, w_con=0.0, callback=lambda info, seen=seen: seen.setdefault(info["i"], info))
         assert c.calls == 2 * 9 - 1
         assert seen[0]["rho"] is None and seen[0]["correction_norm"] is None
         assert seen[8]["rho"] is None  # the final Euler step is never corrected
@@ -222,7 +222,8 @@ def test_zero_dx_gets_no_correction():
 def test_sign_and_scalings():
     x = torch.zeros(1, 2, dtype=torch.float64)
     f = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
-    pair = ErkPair(x, f, x - torch.tensor([[0.1, 0.0]], dtype=torch.float64), f - torch.tensor([[0.4, 0.0]], dtype=torch.float64), h=0.5)
+    dx, df = torch.tensor([[0.1, 0.0]], dtype=torch.float64), torch.tensor([[0.4, 0.0]], dtype=torch.float64)
+    pair = ErkPair(x, f, x - dx, f - df, h=0.5)
     z = 1.0 * 0.5 * 4.0
     for scaling, s in (("z2", z * z), ("abs", z), ("alpha", (math.exp(z) - 1) / z - 1 - z / 2)):
         c = erk_guid(x, pair, 1.0, 0.0, scaling)
