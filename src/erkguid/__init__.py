@@ -5,7 +5,8 @@ Runge-Kutta Guidance", ICLR 2026.
 """
 
 from .correction import SCALINGS, Correction, ErkPair, Estimate, alpha, erk_guid, estimate
-from .models import GaussianMixture, digits_64d, get_model, isotropic_gaussian, tree_2d
+from .guidance import Counted, ErkProj, Guided, autoguidance, cfg, sample_erk_proj
+from .models import ConditionalMixture, GaussianMixture, digits_64d, get_model, isotropic_gaussian, tree_2d
 from .noise import PerSampleNoise, randn_from_seeds
 from .reference import ReferenceResult, check_reference, reference_solve
 from .sampling import NonFiniteError, Trace, sample
@@ -17,10 +18,14 @@ __version__ = "0.1.0"
 __all__ = [
     "SCALINGS",
     "SOLVERS",
+    "ConditionalMixture",
     "Correction",
+    "Counted",
+    "ErkProj",
     "ErkPair",
     "Estimate",
     "GaussianMixture",
+    "Guided",
     "NonFiniteError",
     "PerSampleNoise",
     "ReferenceResult",
@@ -30,6 +35,8 @@ __all__ = [
     "Trace",
     "__version__",
     "alpha",
+    "autoguidance",
+    "cfg",
     "check_reference",
     "check_sigmas",
     "digits_64d",
@@ -45,6 +52,7 @@ __all__ = [
     "reference_solve",
     "register",
     "sample",
+    "sample_erk_proj",
     "tree_2d",
     "vp_time_uniform_sigmas",
 ]

@@ -94,7 +94,8 @@ def sample(
         scaling: modulation of z (App. B.3): ``z2`` (paper), ``abs`` or ``alpha``.
         callback: called after every step with a dict: ``x``, ``i``, ``sigma``, ``sigma_next``,
             ``denoised``, ``nfe`` (cumulative) and, where the step had an ERK pair, per-sample
-            ``rho``, ``beta`` and ``correction_norm`` (``None`` otherwise). See :class:`Trace`.
+            ``rho``, ``beta`` and ``correction_norm`` (``None`` otherwise), and ``pair``: the step's
+            :class:`ErkPair` or ``None`` (ERK-Proj reads it). See :class:`Trace`.
         progress: show a tqdm progress bar.
         solver_options: keyword options of the solver's step (see ``Solver.options``).
         seeds: one seed per sample for stochastic solvers (noise depends only on the seed).
@@ -147,6 +148,7 @@ def sample(
                     "rho": None if stats is None else stats.rho,
                     "beta": None if stats is None else stats.beta,
                     "correction_norm": None if stats is None else (stats.norm if guide else torch.zeros_like(stats.norm)),
+                    "pair": out.pair,
                 }
             )
         x, carry = x_next, out.carry
