@@ -181,3 +181,17 @@ def test_gmm_file_loader_and_registration_hook(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "o" / gen.METADATA).read_text())
     assert meta["settings"]["model"] == "testscheme:abc" and meta["versions"]["torch"] == torch.__version__
     assert meta["nfe_per_sample"] == 5
+
+
+def test_generate_bench_cli_writes_consistent_json(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["generate-bench", "--out", str(tmp_path), "--batch", "2", "--size", "8", "--steps", "3",
+                                  "--repeats", "1", "--threads", "1", "--quiet"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "generate_bench.json").read_text())
+    (s,) = res["summary"]
+    assert s["solver"] == "heun" and len(res["runs"]) == 2
+    for run in res["runs"]:
+        assert 0 < run["net_s"] < run["wall_s"] and run["overhead"] == pytest.approx(1 - run["net_s"] / run["wall_s"])
+        assert run["load1_before"] >= 0
+    assert s["throughput_ratio_erk_over_plain"] == pytest.approx(s["erk"]["samples_per_s"] / s["plain"]["samples_per_s"])
+    assert "throughput ERK-Guid / plain" in r.output

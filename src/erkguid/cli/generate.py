@@ -48,3 +48,26 @@ def generate(model_spec: str, seeds: str, out: Path, solver: str, steps: int, sc
         raise click.ClickException(str(e)) from None
     if res["rank"] == 0:
         click.echo(json.dumps(res))
+
+
+@main.command("generate-bench")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/generate_bench"), show_default=True)
+@click.option("--batch", type=int, default=64, show_default=True)
+@click.option("--size", type=int, default=32, show_default=True, help="Image side (3 x size x size).")
+@click.option("--steps", type=int, default=18, show_default=True)
+@click.option("--repeats", type=int, default=3, show_default=True)
+@click.option("--solvers", default="heun", show_default=True, help="Comma-separated solver names.")
+@click.option("--w-stiff", type=float, default=1.0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
+@click.option("--quiet", is_flag=True)
+def generate_bench(out: Path, batch: int, size: int, steps: int, repeats: int, solvers: str, w_stiff: float,
+                   threads: int | None, quiet: bool) -> None:
+    """Throughput and sampler overhead (share of wall time outside the network): plain vs ERK-Guid, small U-Net, CPU."""
+    from ..experiments.generate_bench import format_table, run_bench
+
+    res = run_bench(out, batch=batch, size=size, steps=steps, repeats=repeats,
+                    solvers=tuple(s.strip() for s in solvers.split(",") if s.strip()), w_stiff=w_stiff,
+                    threads=threads, progress=not quiet)
+    click.echo(format_table(res))
+    for f in res.get("files", []):
+        click.echo(f"wrote {f}")
