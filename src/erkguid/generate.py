@@ -1,0 +1,437 @@
+"""Production batch generation: one file per seed, resumable, atomic, sharded over torch.distributed.
+
+Design (the contract the tests check):
+
+* **A sample depends only on its seed.** Its initial noise, its class label (when the model is
+  class-conditional and no class is fixed) and the noise of stochastic solvers come from
+  generators derived from that seed alone (:mod:`erkguid.noise`).
+* **Fixed batches.** The seed list is cut into consecutive chunks of ``batch_size``; chunk ``k``
+  is computed by rank ``k % world_size``. A chunk whose files all exist is skipped; otherwise the
+  whole chunk is recomputed (same batch, so the same bytes) and its missing files are written. A
+  run killed at any moment and restarted, or run on any number of ranks, therefore writes exactly
+  the files of one uninterrupted single-process run.
+* **Atomic files.** Each file is written to ``<name>.partial`` and renamed; a file that exists
+  under its final name is complete. Stale ``.partial`` files are removed at start.
+* **Metadata.** ``generate.json`` records model, solver, grid, strengths and versions; a restart
+  with different settings into the same directory is refused.
+
+Models come from a small resolver (:func:`resolve_model`): built-in exact models by name, a GMM
+``.npz`` file (``gmm:PATH``), and any scheme registered with :func:`register_model_loader`
+(learned / diffusers / EDM loaders plug in there).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import os
+import platform
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .noise import randn_from_seeds
+from .sampling import sample
+from .schedules import check_sigmas, get_sigmas
+from .solvers import get_solver
+
+METADATA = "generate.json"
+PARTIAL = ".partial"
+MAX_SEED = 2**63 - 1
+
+
+# --------------------------------------------------------------------------- seeds
+def parse_seeds(spec: str | Sequence[int]) -> list[int]:
+    """Parse ``"0-49999"``, ``"0,5,10-19"`` (inclusive ranges) or a list of ints into unique seeds."""
+    if not isinstance(spec, str):
+        seeds = [int(s) for s in spec]
+    else:
+        seeds = []
+        for part in spec.replace(" ", "").split(","):
+            if not part:
+                raise ValueError(f"seeds: empty item in {spec!r}")
+            lo_s, sep, hi_s = part.partition("-")
+            try:
+                lo, hi = int(lo_s), int(hi_s) if sep else int(lo_s)
+            except ValueError:
+                raise ValueError(f"seeds: {part!r} is not an integer or an inclusive range A-B (in {spec!r})") from None
+            if hi < lo:
+                raise ValueError(f"seeds: bad range {part!r} (end {hi} < start {lo})")
+            seeds.extend(range(lo, hi + 1))
+    if not seeds:
+        raise ValueError("seeds: no seeds given")
+    bad = [s for s in seeds if s < 0 or s > MAX_SEED]
+    if bad:
+        raise ValueError(f"seeds must lie in [0, 2^63 - 1], got {bad[0]}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("seeds: a seed is listed twice")
+    return seeds
+
+
+def _derived(seed: int, stream: int) -> int:
+    """An independent 63-bit seed for ``stream`` of ``seed`` (numpy SeedSequence)."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def class_for_seed(seed: int, num_classes: int) -> int:
+    """The class label of a seed when none is fixed: uniform, from the seed's own stream."""
+    return int(np.random.default_rng(_derived(seed, 1)).integers(num_classes))
+
+
+def solver_seed(seed: int) -> int:
+    """The seed of a sample's solver noise (independent of its initial noise)."""
+    return _derived(seed, 2)
+
+
+# --------------------------------------------------------------------------- models
+@dataclass
+class GenModel:
+    """What ``generate`` needs from a model.
+
+    Attributes:
+        name: the spec it was resolved from.
+        denoiser: ``D(x, sigma, class_labels=None)`` returning x0 (EDM convention, sigma ``[B]``).
+        shape: per-sample state shape; 3-D ``(C, H, W)`` with C in {1, 3} is written as PNG.
+        sigma_min, sigma_max: default grid range.
+        num_classes: number of classes for class-conditional models, else ``None``.
+        info: JSON-able description stored in the metadata.
+        value_range: data range mapped to [0, 255] for PNG output.
+    """
+
+    name: str
+    denoiser: Callable[..., Tensor]
+    shape: tuple[int, ...]
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    num_classes: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    value_range: tuple[float, float] = (-1.0, 1.0)
+
+
+ModelLoader = Callable[[str], GenModel]
+LOADERS: dict[str, ModelLoader] = {}
+
+
+def register_model_loader(scheme: str, loader: ModelLoader) -> ModelLoader:
+    """Make ``resolve_model("<scheme>:<arg>")`` call ``loader(arg)``; e.g. ``diffusers``, ``edm``, ``learned``."""
+    if not scheme.isidentifier():
+        raise ValueError(f"scheme must be an identifier, got {scheme!r}")
+    LOADERS[scheme] = loader
+    return loader
+
+
+def _gmm_model(gmm: Any, spec: str, info: dict[str, Any]) -> GenModel:
+    return GenModel(
+        name=spec, denoiser=gmm.denoise, shape=tuple(gmm.shape), num_classes=gmm.num_classes if gmm.labels is not None else None,
+        info={"kind": "gaussian_mixture", "components": gmm.num_components, "dim": gmm.dim, **info},
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _builtin(name: str) -> GenModel:
+    from .models import MODELS, digits_64d
+
+    if name == "digits64-image":
+        return _gmm_model(digits_64d(image_shape=True), name, {"builtin": name})
+    if name not in MODELS:
+        raise ValueError(f"model must be a built-in ({sorted([*MODELS, 'digits64-image'])}) or SCHEME:ARG with a scheme "
+                         f"in {sorted(LOADERS)}, got {name!r}")
+    return _gmm_model(MODELS[name](), name, {"builtin": name})
+
+
+def _gmm_file(path: str) -> GenModel:
+    from .models import GaussianMixture
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"model file not found: {p} (gmm:PATH wants an .npz with weights, means, covs[, labels, shape])")
+    with np.load(p, allow_pickle=False) as z:
+        missing = {"weights", "means", "covs"} - set(z.files)
+        if missing:
+            raise ValueError(f"model file {p} lacks arrays {sorted(missing)}")
+        lab = torch.tensor(z["labels"]) if "labels" in z.files else None
+        shape = tuple(int(s) for s in z["shape"]) if "shape" in z.files else None
+        gmm = GaussianMixture(torch.tensor(z["weights"]), torch.tensor(z["means"]).double(), torch.tensor(z["covs"]).double(),
+                              labels=lab, shape=shape, name=p.stem)
+    return _gmm_model(gmm, f"gmm:{p}", {"file": str(p)})
+
+
+register_model_loader("builtin", _builtin)
+register_model_loader("gmm", _gmm_file)
+
+
+def resolve_model(spec: str) -> GenModel:
+    """A :class:`GenModel` from ``NAME`` (built-in) or ``SCHEME:ARG`` (a registered loader)."""
+    scheme, sep, arg = spec.partition(":")
+    if sep and scheme in LOADERS:
+        return LOADERS[scheme](arg)
+    if sep or any(spec.endswith(e) for e in (".npz", ".pt", ".pth", ".safetensors", ".pkl")):
+        if sep and len(scheme) > 1:
+            raise ValueError(f"model: unknown scheme {scheme!r} in {spec!r}; registered: {sorted(LOADERS)}")
+        raise FileNotFoundError(f"model file not found or has no loader: {spec!r} (use gmm:PATH or a registered scheme)"
+                                if not Path(spec).exists() else f"model: {spec!r} is a file; prefix it with its loader, "
+                                f"one of {sorted(LOADERS)}")
+    return _builtin(spec)
+
+
+# --------------------------------------------------------------------------- files
+def seed_path(out: Path, seed: int, ext: str) -> Path:
+    """``out/<seed rounded down to 1000>/<seed>.<ext>`` (EDM layout; 1000 files per folder)."""
+    return out / f"{seed - seed % 1000:06d}" / f"{seed:06d}.{ext}"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via ``path.partial`` + rename, so ``path`` exists only when complete."""
+    tmp = path.with_name(path.name + PARTIAL)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+    os.replace(tmp, path)
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """An uncompressed .npz readable by ``np.load`` with fixed timestamps (identical bytes for identical arrays)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            arr_buf = io.BytesIO()
+            np.lib.format.write_array(arr_buf, np.asarray(arr), allow_pickle=False)
+            zf.writestr(info, arr_buf.getvalue())
+    return buf.getvalue()
+
+
+def png_bytes(x: Tensor, value_range: tuple[float, float]) -> bytes:
+    """A ``[C, H, W]`` state (C = 1 or 3) as an 8-bit PNG; ``value_range`` maps to [0, 255]."""
+    from PIL import Image
+
+    lo, hi = value_range
+    u8 = ((x.double() - lo) * (255.0 / (hi - lo))).round().clamp(0, 255).to(torch.uint8).cpu()
+    arr = u8[0].numpy() if u8.shape[0] == 1 else u8.permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def auto_format(shape: Sequence[int]) -> str:
+    return "png" if len(shape) == 3 and shape[0] in (1, 3) else "npz"
+
+
+def clean_partials(out: Path) -> int:
+    """Remove stale ``*.partial`` files left by a killed run; returns how many."""
+    n = 0
+    for p in out.glob(f"*/*{PARTIAL}"):
+        p.unlink(missing_ok=True)
+        n += 1
+    for p in out.glob(f"*{PARTIAL}"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def check_writable(out: Path) -> None:
+    """Create ``out`` and check that files can be written there, with a clear error otherwise."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output directory {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}{PARTIAL}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"output directory {out} is not writable: {e.strerror or e}") from None
+
+
+def versions() -> dict[str, str]:
+    from . import __version__
+
+    return {"erkguid": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+# --------------------------------------------------------------------------- distributed
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def broadcast(self, obj: Any) -> Any:
+        """``obj`` of rank 0 on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def init_distributed(device: str | None = None) -> Dist:
+    """Join the torch.distributed group started by ``torchrun`` (gloo on CPU, nccl on CUDA), if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device(f"cuda:{local}") if cuda else torch.device(device or "cpu")
+    if world <= 1:
+        return Dist(0, 1, dev)
+    dist = torch.distributed
+    if not dist.is_initialized():
+        if cuda:
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), dev)
+
+
+# --------------------------------------------------------------------------- generation
+@dataclass
+class Settings:
+    """Everything that determines the bytes of the output files (stored in ``generate.json``)."""
+
+    model: str
+    solver: str = "heun"
+    steps: int = 18
+    schedule: str = "edm"
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    w_stiff: float = 0.0
+    w_con: float = 0.0
+    scaling: str = "z2"
+    class_label: int | None = None
+    dtype: str = "float32"
+    batch_size: int = 64
+    format: str = "auto"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _metadata(s: Settings, model: GenModel, sigmas: Tensor, fmt: str) -> dict[str, Any]:
+    return {
+        "settings": {**s.as_dict(), "format": fmt},
+        "model": {"spec": model.name, "shape": list(model.shape), "num_classes": model.num_classes, **model.info},
+        "sigmas": [float(v) for v in sigmas],
+        "nfe_per_sample": get_solver(s.solver).nfe(len(sigmas) - 1),
+        "seeds": "one file per seed: <out>/<seed - seed % 1000:06d>/<seed:06d>.<ext>; "
+                 "class label and solver noise derived from the seed (erkguid.generate)",
+        "versions": versions(),
+    }
+
+
+def _check_or_write_metadata(out: Path, meta: dict[str, Any]) -> None:
+    path = out / METADATA
+    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    if path.exists():
+        old = json.loads(path.read_text())
+        diffs = [k for k in sorted(set(old) | set(meta)) if old.get(k) != json.loads(text).get(k)]
+        if diffs:
+            raise ValueError(f"output directory {out} holds a run with different {', '.join(diffs)} "
+                             f"(see {path}); use another --out or delete it")
+        return
+    atomic_write(path, text.encode())
+
+
+def generate(
+    out: str | Path,
+    settings: Settings,
+    seeds: str | Sequence[int],
+    *,
+    progress: bool = True,
+    device: str | None = None,
+    sleep_per_batch: float = 0.0,
+) -> dict[str, Any]:
+    """Generate one file per seed into ``out``; returns counts and timing for this rank.
+
+    Safe to re-run: complete files are skipped (see the module docstring for the guarantees).
+    """
+    seed_list = parse_seeds(seeds)
+    s = settings
+    if int(s.batch_size) != s.batch_size or s.batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {s.batch_size!r}")
+    get_solver(s.solver)
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(s.dtype)
+    if dtype is None:
+        raise ValueError(f"dtype must be float32 or float64, got {s.dtype!r}")
+    model = resolve_model(s.model)
+    if s.class_label is not None and (model.num_classes is None or not 0 <= s.class_label < model.num_classes):
+        raise ValueError(f"class_label {s.class_label} is not a class of model {model.name!r} "
+                         f"(classes: {model.num_classes or 'none, unconditional'})")
+    fmt = auto_format(model.shape) if s.format == "auto" else s.format
+    if fmt not in ("png", "npz"):
+        raise ValueError(f"format must be auto, png or npz, got {s.format!r}")
+    if fmt == "png" and auto_format(model.shape) != "png":
+        raise ValueError(f"format png needs image-shaped states (C, H, W) with C in (1, 3); "
+                         f"model {model.name!r} has {model.shape}")
+    kw = {} if s.sigma_min is None else {"sigma_min": s.sigma_min}
+    kw |= {"sigma_max": model.sigma_max if s.sigma_max is None else s.sigma_max}
+    kw.setdefault("sigma_min", model.sigma_min)
+    sigmas = check_sigmas(get_sigmas(s.schedule, s.steps, **kw))
+    out = Path(out)
+
+    dist = init_distributed(device)
+    err = None
+    if dist.rank == 0:
+        try:
+            check_writable(out)
+            _check_or_write_metadata(out, _metadata(s, model, sigmas, fmt))
+            clean_partials(out)
+        except (OSError, ValueError) as e:
+            err = e
+    err = dist.broadcast(err)
+    if err is not None:
+        raise err
+
+    chunks = [seed_list[k : k + s.batch_size] for k in range(0, len(seed_list), s.batch_size)]
+    mine = chunks[dist.rank :: dist.world]
+    todo = [c for c in mine if not all(seed_path(out, q, fmt).exists() for q in c)]
+    written = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=sum(len(c) for c in todo), unit="sample", desc=f"generate {s.solver}{' +ERK' if s.w_stiff else ''}",
+               disable=not progress or dist.rank != 0, dynamic_ncols=True)
+    for chunk in todo:
+        x = randn_from_seeds(chunk, model.shape, sigma=float(sigmas[0]), dtype=dtype, device=dist.device)
+        extra: dict[str, Any] = {}
+        labels = None
+        if model.num_classes is not None:
+            labels = torch.tensor([s.class_label if s.class_label is not None else class_for_seed(q, model.num_classes)
+                                   for q in chunk], device=dist.device)
+            extra["class_labels"] = labels
+        with torch.no_grad():
+            y = sample(model.denoiser, x, sigmas, solver=s.solver, w_stiff=s.w_stiff, w_con=s.w_con, scaling=s.scaling,
+                       seeds=[solver_seed(q) for q in chunk], **extra)
+        for b, q in enumerate(chunk):
+            path = seed_path(out, q, fmt)
+            if path.exists():
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if fmt == "png":
+                data = png_bytes(y[b], model.value_range)
+            else:
+                arrays = {"x": y[b].cpu().numpy(), "seed": np.array(q, dtype=np.int64)}
+                if labels is not None:
+                    arrays["class_label"] = np.array(int(labels[b]), dtype=np.int64)
+                data = npz_bytes(**arrays)
+            atomic_write(path, data)
+            written += 1
+        bar.update(len(chunk))
+        if sleep_per_batch:
+            time.sleep(sleep_per_batch)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    dist.barrier()
+    return {
+        "rank": dist.rank, "world_size": dist.world, "seeds": len(seed_list), "format": fmt,
+        "skipped": sum(len(c) for c in mine) - sum(len(c) for c in todo), "written": written,
+        "seconds": seconds, "samples_per_second": (sum(len(c) for c in todo) / seconds) if todo and seconds > 0 else math.nan,
+    }

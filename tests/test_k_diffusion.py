@@ -1,0 +1,111 @@
+"""k-diffusion-signature ERK samplers vs k-diffusion's own samplers (strength 0) and erkguid.sample."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import erkguid
+from erkguid.integrations import k_diffusion as kd
+from erkguid.schedules import edm_sigmas
+
+from ._kdiff_ref import load_kdiff_sampling
+
+REF = load_kdiff_sampling()
+MODEL = erkguid.digits_64d(image_shape=True)
+# k-diffusion name -> its reference sampler (every variant erkguid has a solver for)
+PAIRS = [(name, getattr(REF, f"sample_{name}")) for name in kd.available() if hasattr(REF, f"sample_{name}")]
+
+
+def _x(n: int = 6, sigma_max: float = 80.0) -> torch.Tensor:
+    return erkguid.randn_from_seeds(range(n), MODEL.shape, sigma=sigma_max, dtype=torch.float64)
+
+
+def test_heun_is_covered() -> None:
+    assert "heun" in [p[0] for p in PAIRS]
+    assert kd.sample_erk_heun is kd.SAMPLERS["erk_heun"]
+    assert kd.sample_erk_heun.__name__ == "sample_erk_heun"
+
+
+@pytest.mark.parametrize("name,ref", PAIRS)
+def test_strength_zero_matches_k_diffusion(name: str, ref) -> None:
+    sigmas = edm_sigmas(7).to(torch.float64)
+    x = _x()
+    torch.manual_seed(0)
+    want = ref(MODEL.denoise, x.clone(), sigmas, disable=True)
+    got = getattr(kd, f"sample_erk_{name}")(MODEL.denoise, x.clone(), sigmas, disable=True, w_stiff=0.0)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name,ref", PAIRS)
+def test_callbacks_match_k_diffusion(name: str, ref) -> None:
+    sigmas = edm_sigmas(5).to(torch.float64)
+    x = _x(3)
+    want, got = [], []
+    ref(MODEL.denoise, x.clone(), sigmas, callback=want.append, disable=True)
+    getattr(kd, f"sample_erk_{name}")(MODEL.denoise, x.clone(), sigmas, callback=got.append, disable=True, w_stiff=0.0)
+    assert len(got) == len(want) == 5
+    for a, b in zip(got, want):
+        assert set(b) <= set(a)
+        assert a["i"] == b["i"] and float(a["sigma"]) == float(b["sigma"]) == float(a["sigma_hat"])
+        torch.testing.assert_close(a["x"], b["x"], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(a["denoised"], b["denoised"], rtol=1e-10, atol=1e-10)
+
+
+def test_positive_strength_equals_erkguid_sample_and_differs_from_plain() -> None:
+    sigmas = edm_sigmas(8)
+    x = _x()
+    labels = torch.arange(6) % 10
+    got = kd.sample_erk_heun(MODEL.denoise, x, sigmas, extra_args={"class_labels": labels}, disable=True, w_stiff=2.0, w_con=0.1)
+    want = erkguid.sample(MODEL.denoise, x, sigmas, solver="heun", w_stiff=2.0, w_con=0.1, class_labels=labels)
+    assert torch.equal(got, want)
+    plain = erkguid.sample(MODEL.denoise, x, sigmas, solver="heun", class_labels=labels)
+    assert (got - plain).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("name,ref", PAIRS)
+def test_split_sigmas_match_k_diffusion(name: str, ref) -> None:
+    """A grid ending above 0 (ComfyUI SplitSigmas) runs ordinary steps onto its last sigma."""
+    sigmas = edm_sigmas(8)
+    high, low = sigmas[:5], sigmas[4:]
+    x = _x()
+    want = ref(MODEL.denoise, x.clone(), high, disable=True)
+    fn = getattr(kd, f"sample_erk_{name}")
+    mid = fn(MODEL.denoise, x.clone(), high, disable=True, w_stiff=0.0)
+    torch.testing.assert_close(mid, want, rtol=1e-10, atol=1e-10)
+    calls: list[dict] = []
+    nfe = {"n": 0}
+
+    def counted(xx, s):
+        nfe["n"] += 1
+        return MODEL.denoise(xx, s)
+
+    fn(counted, x.clone(), high, callback=calls.append, disable=True)
+    assert [c["i"] for c in calls] == [0, 1, 2, 3]
+    if name == "heun":
+        assert nfe["n"] == 8  # 4 full Heun steps, nothing evaluated past the last sigma
+    out = fn(MODEL.denoise, mid, low, disable=True, w_stiff=0.0)
+    assert torch.isfinite(out).all() and out.shape == x.shape
+
+
+def test_extra_args_and_seed_reach_the_model() -> None:
+    seen: list[dict] = []
+
+    def model(x, sigma, **kw):
+        seen.append(kw)
+        assert sigma.shape == (x.shape[0],)
+        return MODEL.denoise(x, sigma)
+
+    kd.sample_erk_heun(model, _x(2), edm_sigmas(3), extra_args={"seed": 5, "model_options": {}}, disable=True)
+    assert seen and all(k == {"seed": 5, "model_options": {}} for k in seen)
+
+
+def test_errors() -> None:
+    with pytest.raises(ValueError, match="s_churn"):
+        kd.sample_erk_heun(MODEL.denoise, _x(2), edm_sigmas(3), s_churn=1.0, disable=True)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        kd.sample_erk_heun(MODEL.denoise, _x(2), [5.0, 6.0, 0.0], disable=True)
+    with pytest.raises(ValueError, match="w_stiff"):
+        kd.sample_erk_heun(MODEL.denoise, _x(2), edm_sigmas(3), w_stiff=-1.0, disable=True)
+    with pytest.raises(ValueError, match="name must be one of"):
+        kd.make_sampler("lms")
