@@ -15,15 +15,6 @@ from erkguid.integrations.diffusers import ERKHeunDiscreteScheduler
 PREDICTIONS = ["epsilon", "v_prediction", "sample"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions on a loaded 2-core machine: 1 intra-op thread is ~100x faster than 2."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _unet(seed: int = 0, size: int = 8, ch: int = 3) -> UNet2DModel:
     torch.manual_seed(seed)
     return UNet2DModel(sample_size=size, in_channels=ch, out_channels=ch, block_out_channels=(8, 16), layers_per_block=1,

@@ -22,15 +22,6 @@ from erkguid.solvers import SOLVERS, Solver, StepContext, StepOut, register, to_
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a loaded 2-core machine run far faster with 1 intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _noisy_step(ctx: StepContext, i: int, x: torch.Tensor, carry=None) -> StepOut:
     """A test-only stochastic solver: Euler plus a little per-sample noise from ctx.noise."""
     s, s_next = ctx.sigma(i), ctx.sigma(i + 1)

@@ -36,15 +36,6 @@ TINY = textwrap.dedent(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions on a loaded 2-core machine: OpenMP spinning costs 100x; run them on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _forget_modules():
     for name in [m for m in sys.modules if m.split(".")[0] in ("torch_utils", "dnnlib")]:
         del sys.modules[name]

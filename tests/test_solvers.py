@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -16,30 +11,10 @@ from erkguid.correction import erk_guid
 from erkguid.solvers import SOLVERS, StepContext
 from erkguid.solvers.deis import deis_coefficients, lagrange_integrals
 
+from ._kdiff_ref import load_kdiff_sampling
+
 ALL = ["euler", "heun", "dpm2", "dpmpp_2m", "deis", "ipndm", "unipc"]
 PAIRED = [s for s in ALL if s != "euler"]
-
-
-def load_kdiffusion_sampling() -> types.ModuleType:
-    """k-diffusion's sampling.py from the installed wheel, without its package __init__ (which
-    imports torchvision & co.); only ``utils.append_dims`` is stubbed, as sampling.py needs nothing else."""
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("reference tests need: pip install --no-deps k-diffusion==0.1.1.post1")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    name = "_kd_ref"
-    if name + ".sampling" in sys.modules:
-        return sys.modules[name + ".sampling"]
-    pkg, utils = types.ModuleType(name), types.ModuleType(name + ".utils")
-    pkg.__path__ = [str(root)]
-    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
-    pkg.utils = utils
-    sys.modules[name], sys.modules[name + ".utils"] = pkg, utils
-    mspec = importlib.util.spec_from_file_location(name + ".sampling", root / "sampling.py")
-    mod = importlib.util.module_from_spec(mspec)
-    sys.modules[mspec.name] = mod
-    mspec.loader.exec_module(mod)
-    return mod
 
 
 def _at_sigma_min(model, x0, sigmas, solver, **kw):
@@ -103,7 +78,7 @@ def test_lagrange_integrals_exact():
 @pytest.mark.parametrize("ours,theirs", [("euler", "sample_euler"), ("heun", "sample_heun"),
                                           ("dpm2", "sample_dpm_2"), ("dpmpp_2m", "sample_dpmpp_2m")])
 def test_equals_kdiffusion(ours, theirs):
-    kd = load_kdiffusion_sampling()
+    kd = load_kdiff_sampling()
     model = eg.tree_2d()
     sig = eg.edm_sigmas(9, sigma_max=20.0)
     x0 = eg.randn_from_seeds(range(64), (2,), sigma=20.0, dtype=torch.float64)
