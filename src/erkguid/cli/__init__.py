@@ -16,4 +16,4 @@ def main() -> None:
 # Each command lives in its own module and registers itself on ``main``.
 from . import core  # noqa: E402,F401
 
-from . import train  # noqa: E402,F401  # isort: skip
+from . import learned  # noqa: E402,F401  # isort: skip

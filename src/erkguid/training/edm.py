@@ -120,9 +120,10 @@ class TrainResult:
 
 
 def train(name: str, out_dir: str | Path | None, *, steps: int | None = None, resume: bool = True,
-          progress: bool = True, config: TrainConfig | None = None) -> TrainResult:
+          progress: bool = True, config: TrainConfig | None = None, until: int | None = None) -> TrainResult:
     """Train preset ``name`` (or ``config``), checkpointing to ``out_dir/checkpoint.pt`` every
-    ``ckpt_every`` steps; with ``resume`` an existing checkpoint is continued."""
+    ``ckpt_every`` steps; with ``resume`` an existing checkpoint is continued. ``until`` stops early
+    (after that many steps, with a checkpoint), as an interruption would."""
     if config is None:
         if name not in PRESETS:
             raise ValueError(f"name must be one of {sorted(PRESETS)}, got {name!r}")
@@ -131,13 +132,13 @@ def train(name: str, out_dir: str | Path | None, *, steps: int | None = None, re
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny nets: one thread is much faster than two contended ones
     try:
-        return _train(name, cfg, out_dir, steps, resume, progress)
+        return _train(name, cfg, out_dir, steps, resume, progress, until)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(name: str, cfg: TrainConfig, out_dir: str | Path | None, steps: int | None, resume: bool,
-           progress: bool) -> TrainResult:
+           progress: bool, until: int | None) -> TrainResult:
     if steps is not None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -145,7 +146,7 @@ def _train(name: str, cfg: TrainConfig, out_dir: str | Path | None, steps: int |
     torch.manual_seed(cfg.seed)
     x, lab = load_data(cfg.data, seed=cfg.seed)
     if cfg.arch["kind"] == "classifier":
-        return _train_classifier(name, cfg, x, lab, out_dir, resume, progress)
+        return _train_classifier(name, cfg, x, lab, out_dir, resume, progress, until)
     sigma_data = round(float(x.std()), 4)
     net = build_net(cfg.arch)
     ema = copy.deepcopy(net).requires_grad_(False)
@@ -161,7 +162,8 @@ def _train(name: str, cfg: TrainConfig, out_dir: str | Path | None, steps: int |
         opt.load_state_dict(st["opt"])
         start, losses = st["step"], st["losses"]
     null = cfg.arch.get("num_classes", 0)
-    bar = tqdm(range(start, cfg.steps), disable=not progress, desc=f"train {name}", initial=start, total=cfg.steps)
+    stop = cfg.steps if until is None else min(cfg.steps, until)
+    bar = tqdm(range(start, stop), disable=not progress, desc=f"train {name}", initial=start, total=cfg.steps)
     for step in bar:
         idx, sigma, n, drop = _draw(cfg, step, x, lab)
         labels = torch.where(drop, torch.full_like(lab[idx], null), lab[idx]) if null else None
@@ -178,13 +180,13 @@ def _train(name: str, cfg: TrainConfig, out_dir: str | Path | None, steps: int |
         losses.append(float(loss.detach()))
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if ckpt is not None and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps):
+        if ckpt is not None and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == stop):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                         "losses": losses, "config": asdict(cfg)}, ckpt)
     final = eval_loss(ema, x, lab, sigma_data, null)
     extra = {"train_loss_last100": float(np.mean(losses[-100:]))}
-    return TrainResult(name, asdict(cfg), sigma_data, cfg.steps, final, ema.eval(), extra)
+    return TrainResult(name, asdict(cfg), sigma_data, max(start, stop), final, ema.eval(), extra)
 
 
 @torch.no_grad()
@@ -198,7 +200,7 @@ def eval_loss(net: DenoiserMLP, x: Tensor, lab: Tensor, sigma_data: float, null:
 
 
 def _train_classifier(name: str, cfg: TrainConfig, x: Tensor, lab: Tensor, out_dir: str | Path | None, resume: bool,
-                      progress: bool) -> TrainResult:
+                      progress: bool, until: int | None) -> TrainResult:
     tr, te = digits_split(cfg.seed)
     net = build_net(cfg.arch)
     assert isinstance(net, DigitsClassifier)
@@ -211,7 +213,8 @@ def _train_classifier(name: str, cfg: TrainConfig, x: Tensor, lab: Tensor, out_d
         opt.load_state_dict(st["opt"])
         start = st["step"]
     xtr, ytr = x[tr], lab[tr]
-    for step in tqdm(range(start, cfg.steps), disable=not progress, desc=f"train {name}", initial=start, total=cfg.steps):
+    stop = cfg.steps if until is None else min(cfg.steps, until)
+    for step in tqdm(range(start, stop), disable=not progress, desc=f"train {name}", initial=start, total=cfg.steps):
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         idx = torch.randint(0, len(tr), (cfg.batch,), generator=g)
         aug = xtr[idx] + 0.1 * torch.rand(cfg.batch, 1, generator=g) * torch.randn(cfg.batch, 64, generator=g)
@@ -219,14 +222,14 @@ def _train_classifier(name: str, cfg: TrainConfig, x: Tensor, lab: Tensor, out_d
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if ckpt is not None and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps):
+        if ckpt is not None and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == stop):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step + 1, "config": asdict(cfg)}, ckpt)
     net.eval()
     with torch.no_grad():
         acc = float((net(x[te]).argmax(1) == lab[te]).float().mean())
         final = float(nn.functional.cross_entropy(net(x[te]), lab[te]))
-    return TrainResult(name, asdict(cfg), 0.0, cfg.steps, final, net, {"test_accuracy": acc, "test_size": len(te)})
+    return TrainResult(name, asdict(cfg), 0.0, max(start, stop), final, net, {"test_accuracy": acc, "test_size": len(te)})
 
 
 def ship(result: TrainResult, dest: str | Path) -> dict[str, Any]:
