@@ -1,8 +1,13 @@
 """Solvers: each a short step function registered under a name (see :mod:`.base`)."""
 
 from .base import SOLVERS, Solver, StepContext, StepFn, StepOut, get_solver, register, to_d
+from .deis import deis_step
+from .dpm2 import dpm2_step
+from .dpmpp_2m import dpmpp_2m_step
 from .euler import euler_step
 from .heun import HeunCarry, heun_step
+from .ipndm import ipndm_step
+from .unipc import unipc_step
 
 __all__ = [
     "SOLVERS",
@@ -11,9 +16,14 @@ __all__ = [
     "StepContext",
     "StepFn",
     "StepOut",
+    "deis_step",
+    "dpm2_step",
+    "dpmpp_2m_step",
     "euler_step",
     "get_solver",
     "heun_step",
+    "ipndm_step",
     "register",
     "to_d",
+    "unipc_step",
 ]
