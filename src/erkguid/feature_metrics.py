@@ -33,18 +33,24 @@ def _pair(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> tuple[np.ndarray, n
     return fa, fb
 
 
-def frechet_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets (FID's formula, Heusel et al. 2017):
-    ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2)."""
-    fa, fb = _pair(a, b)
-    mu_a, mu_b = fa.mean(0), fb.mean(0)
-    s_a, s_b = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
-    s_a, s_b = np.atleast_2d(s_a), np.atleast_2d(s_b)
+def _stats(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))
+
+
+def frechet_from_stats(mu_a: np.ndarray, s_a: np.ndarray, mu_b: np.ndarray, s_b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2) from means and covariances."""
     ev, vec = np.linalg.eigh(s_a)
     root_a = (vec * np.sqrt(np.clip(ev, 0, None))) @ vec.T
     m = root_a @ s_b @ root_a
     cross = np.sqrt(np.clip(np.linalg.eigvalsh(0.5 * (m + m.T)), 0, None)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * cross)
+
+
+def frechet_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (FID's formula, Heusel et al. 2017):
+    ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2)."""
+    fa, fb = _pair(a, b)
+    return frechet_from_stats(*_stats(fa), *_stats(fb))
 
 
 def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
@@ -76,8 +82,11 @@ def kid(a: Tensor | np.ndarray, b: Tensor | np.ndarray, num_subsets: int = 50, s
 
 def _kth_radius(x: np.ndarray, k: int) -> np.ndarray:
     t = torch.from_numpy(x)
-    d = torch.cdist(t, t)
-    return d.kthvalue(k + 1, dim=1).values.numpy()  # k+1: the point itself is at distance 0
+    out = []
+    for i in range(0, len(x), 2048):
+        d = torch.cdist(t[i : i + 2048], t)
+        out.append(d.kthvalue(k + 1, dim=1).values)  # k+1: the point itself is at distance 0
+    return torch.cat(out).numpy()
 
 
 def _coverage(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, chunk: int = 2048) -> np.ndarray:
@@ -95,11 +104,34 @@ def precision_recall(real: Tensor | np.ndarray, fake: Tensor | np.ndarray, k: in
     balls around its points with radius the distance to the k-th nearest neighbour; precision is
     the fraction of ``fake`` inside the real manifold, recall the fraction of ``real`` inside the fake one."""
     fr, ff = _pair(real, fake)
-    if not 1 <= k < min(len(fr), len(ff)):
-        raise ValueError(f"k must be in [1, min(N) - 1], got {k}")
-    precision = _coverage(ff, fr, _kth_radius(fr, k)).mean()
-    recall = _coverage(fr, ff, _kth_radius(ff, k)).mean()
-    return float(precision), float(recall)
+    return FeatureReference(fr, k=k).precision_recall(ff)
+
+
+class FeatureReference:
+    """Reference features with their statistics precomputed (mean, covariance, k-NN radii), for
+    evaluating many sample sets against the same data (FD, KID, precision/recall)."""
+
+    def __init__(self, feats: Tensor | np.ndarray, k: int = 3) -> None:
+        self.feats = _arr(feats, "feats")
+        if not 1 <= k < len(self.feats):
+            raise ValueError(f"k must be in [1, min(N) - 1], got {k}")
+        self.k = k
+        self.mu, self.cov = _stats(self.feats)
+        self.radii = _kth_radius(self.feats, k)
+
+    def fd(self, fake: Tensor | np.ndarray) -> float:
+        f = _arr(fake, "fake")
+        return frechet_from_stats(*_stats(f), self.mu, self.cov)
+
+    def precision_recall(self, fake: Tensor | np.ndarray) -> tuple[float, float]:
+        ff = _arr(fake, "fake")
+        if ff.shape[1] != self.feats.shape[1]:
+            raise ValueError(f"fake must have feature dimension {self.feats.shape[1]}, got {ff.shape[1]}")
+        if not self.k < len(ff):
+            raise ValueError(f"k must be in [1, min(N) - 1], got {self.k}")
+        precision = _coverage(ff, self.feats, self.radii).mean()
+        recall = _coverage(self.feats, ff, _kth_radius(ff, self.k)).mean()
+        return float(precision), float(recall)
 
 
 def inception_score(probs: Tensor | np.ndarray, splits: int = 1) -> float:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..feature_metrics import DigitsFeatures, frechet_distance, inception_score, kid, precision_recall
+from ..feature_metrics import DigitsFeatures, FeatureReference, inception_score, kid
 from ..metrics import global_error, ratio_ci
 from ..noise import randn_from_seeds
 from ..reference import reference_solve
@@ -155,6 +155,7 @@ class Evaluator:
         self.rtol = rtol
         self.num_boot = num_boot
         self.ref_feats, _ = target.features(target.data)
+        self.ref = FeatureReference(self.ref_feats, k=3)
         self._refs: dict[tuple[str, float], Tensor] = {}
         self._runs: dict[tuple, Run] = {}
         self.reference_nfe: dict[str, float] = {}
@@ -191,9 +192,9 @@ class Evaluator:
         deltas = []
         for _ in range(self.num_boot):
             idx = rng.integers(0, n, n)
-            deltas.append(frechet_distance(a.feats[idx], self.ref_feats) - frechet_distance(b.feats[idx], self.ref_feats))
+            deltas.append(self.ref.fd(a.feats[idx]) - self.ref.fd(b.feats[idx]))
         lo, hi = np.quantile(deltas, [0.025, 0.975])
-        return frechet_distance(a.feats, self.ref_feats) - frechet_distance(b.feats, self.ref_feats), float(lo), float(hi)
+        return self.ref.fd(a.feats) - self.ref.fd(b.feats), float(lo), float(hi)
 
     def row(self, table: str, solver: str, steps: int, w_stiff: float, w_con: float, guidance: str = "none",
             w_guid: float = 1.0) -> Row:
@@ -204,10 +205,10 @@ class Evaluator:
             fdd = self._fd_delta(r, base)
         else:
             ratio, lo, hi, fdd = 1.0, 1.0, 1.0, (0.0, 0.0, 0.0)
-        prec, rec = precision_recall(self.ref_feats, r.feats, k=3)
-        k = kid(r.feats, self.ref_feats, subset_size=min(1000, len(r.feats)))[0]
+        prec, rec = self.ref.precision_recall(r.feats)
+        k = kid(r.feats, self.ref_feats, num_subsets=10, subset_size=min(1000, len(r.feats)))[0]
         return Row(table, self.t.name, solver, steps, r.nfe, guidance if guidance == "none" else f"{guidance} w={w_guid:g}",
-                   w_stiff, w_con, float(r.err.mean()), ratio, lo, hi, frechet_distance(r.feats, self.ref_feats), *fdd,
+                   w_stiff, w_con, float(r.err.mean()), ratio, lo, hi, self.ref.fd(r.feats), *fdd,
                    1e3 * k, prec, rec, None if r.probs is None else inception_score(r.probs), r.gated)
 
 

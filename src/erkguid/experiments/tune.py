@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..feature_metrics import frechet_distance
 from ..solvers import SOLVERS
 from .paper import Evaluator, _steps_for_nfe, make_target
 
@@ -43,7 +42,7 @@ def tune(target: str, solver: str = "heun", nfe: int = 15, *, objective: str = "
 
         def score(w: float, c: float) -> float:
             r = cal.run(solver, steps, w, c)
-            return float(r.err.mean()) if objective == "error" else frechet_distance(r.feats, cal.ref_feats)
+            return float(r.err.mean()) if objective == "error" else cal.ref.fd(r.feats)
 
         grid = [(0.0, 0.0)] + [(w, c) for w in w_grid for c in wcon_grid]
         scores = {(w, c): score(w, c) for w, c in tqdm(grid, disable=not progress, desc=f"tune {target} {solver}")}
