@@ -5,6 +5,7 @@ Runge-Kutta Guidance", ICLR 2026.
 """
 
 from .correction import SCALINGS, Correction, ErkPair, Estimate, alpha, erk_guid, estimate
+from .learned import LearnedDenoiser, learned_names, load_learned
 from .models import GaussianMixture, digits_64d, get_model, isotropic_gaussian, tree_2d
 from .noise import PerSampleNoise, randn_from_seeds
 from .reference import ReferenceResult, check_reference, reference_solve
@@ -21,6 +22,7 @@ __all__ = [
     "ErkPair",
     "Estimate",
     "GaussianMixture",
+    "LearnedDenoiser",
     "NonFiniteError",
     "PerSampleNoise",
     "ReferenceResult",
@@ -40,6 +42,8 @@ __all__ = [
     "get_sigmas",
     "get_solver",
     "isotropic_gaussian",
+    "learned_names",
+    "load_learned",
     "logsnr_sigmas",
     "randn_from_seeds",
     "reference_solve",

@@ -97,6 +97,9 @@ class LearnedDenoiser:
         self.num_classes = net.num_classes
         self._copies: dict[torch.dtype, DenoiserMLP] = {next(net.parameters()).dtype: self.net}
 
+    def __repr__(self) -> str:
+        return f"LearnedDenoiser({self.name!r}, shape={self.shape}, num_classes={self.num_classes}, sigma_data={self.sigma_data})"
+
     def _net(self, dtype: torch.dtype, device: torch.device) -> DenoiserMLP:
         if dtype not in self._copies:
             import copy
