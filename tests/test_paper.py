@@ -80,3 +80,15 @@ def test_cli_errors():
     assert r.exit_code != 0 and "unknown targets" in r.output
     r = CliRunner().invoke(main, ["train"])
     assert r.exit_code != 0 and "presets" in r.output
+
+
+def test_paper_cli_quick(tmp_path):
+    r = CliRunner().invoke(main, ["paper", "--quick", "--targets", "tree2d-learned", "--num-samples", "16", "--quiet",
+                                  "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "paper.json").read_text())["rows"]
+    quick = SuiteConfig.quick()
+    assert {r["steps"] for r in rows if r["table"] == "table2"} == set(quick.table2_steps)
+    assert {r["w_con"] for r in rows if r["table"] == "fig4"} == set(quick.fig4_wcon)
+    assert "Table 4 analogue" in (tmp_path / "paper.md").read_text()
+    assert (tmp_path / "paper.png").stat().st_size > 1000
