@@ -15,5 +15,6 @@ def main() -> None:
 
 # Each command lives in its own module and registers itself on ``main``.
 from . import core  # noqa: E402,F401
+from .bench import bench as _bench_cmd  # noqa: E402,F401
 
 from . import learned  # noqa: E402,F401  # isort: skip

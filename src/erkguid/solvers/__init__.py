@@ -1,5 +1,6 @@
 """Solvers: each a short step function registered under a name (see :mod:`.base`)."""
 
+from .adaptive import AdaptiveResult, adaptive_heun
 from .base import SOLVERS, Solver, StepContext, StepFn, StepOut, get_solver, register, to_d
 from .deis import deis_step
 from .dpm2 import dpm2_step
@@ -7,10 +8,15 @@ from .dpmpp_2m import dpmpp_2m_step
 from .euler import euler_step
 from .heun import HeunCarry, heun_step
 from .ipndm import ipndm_step
+from .pc import heun_pc_step, langevin_correct
 from .unipc import unipc_step
 
 __all__ = [
     "SOLVERS",
+    "AdaptiveResult",
+    "adaptive_heun",
+    "heun_pc_step",
+    "langevin_correct",
     "HeunCarry",
     "Solver",
     "StepContext",

@@ -1,0 +1,365 @@
+"""`erkguid bench`: problems x solvers x NFE targets x ERK-Guid settings, with common random numbers.
+
+Every method on a problem starts from the same per-sample-seeded noise; errors are measured per
+sample against the problem's reference ODE solution from that noise, and each ERK-Guid setting is
+compared with the same solver at the same steps without it by a paired bootstrap ratio
+(:func:`erkguid.metrics.ratio_ci`). A :class:`Problem` is any denoiser with a reference solver and,
+optionally, a true-sample generator and a log-density, so other suites (e.g. learned models) can
+call :func:`run_bench` with their own problems.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..metrics import energy_distance, global_error, ratio_ci, sliced_wasserstein
+from ..models import GaussianMixture, get_model, isotropic_gaussian
+from ..noise import randn_from_seeds
+from ..reference import reference_solve
+from ..sampling import Trace, sample
+from ..schedules import edm_sigmas
+from ..solvers import SOLVERS, adaptive_heun, get_solver
+
+
+@dataclass
+class Problem:
+    """A benchmark problem.
+
+    Attributes:
+        name: label in tables.
+        denoiser: ``D(x, sigma[B]) -> x0`` (EDM convention).
+        shape: per-sample state shape.
+        reference: ``reference(x0) -> x(0)``, the accurate ODE solution from ``x0`` at ``sigma_max``.
+        truth: optional ``truth(n, seed) -> [n, *shape]`` true samples (distribution metrics).
+        log_prob: optional ``log_prob(x) -> [B]`` true log-density (log-likelihood metric).
+        sigma_max, sigma_min: the EDM grid's range.
+    """
+
+    name: str
+    denoiser: Callable[..., Tensor]
+    shape: tuple[int, ...]
+    reference: Callable[[Tensor], Tensor]
+    truth: Callable[[int, int], Tensor] | None = None
+    log_prob: Callable[[Tensor], Tensor] | None = None
+    sigma_max: float = 80.0
+    sigma_min: float = 0.002
+
+    @classmethod
+    def from_gmm(cls, model: GaussianMixture, name: str | None = None, rtol: float = 1e-7) -> Problem:
+        """An exact-score mixture; its reference is closed-form for one Gaussian, else
+        :func:`~erkguid.reference_solve` at ``rtol``."""
+        smax = 80.0
+        if model.num_components == 1:
+            def ref(x0: Tensor) -> Tensor:
+                return model.ode_solution(x0.double(), smax, 0.0)
+        else:
+            def ref(x0: Tensor) -> Tensor:
+                return reference_solve(model, x0, smax, rtol=rtol, atol=rtol / 10).x
+        return cls(
+            name or model.name, model, tuple(model.shape), ref,
+            truth=lambda n, seed: model.sample(n, seed=seed, dtype=torch.float64), log_prob=model.log_prob, sigma_max=smax,
+        )
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One ERK-Guid setting (``w_stiff = 0``: the plain solver)."""
+
+    w_stiff: float = 0.0
+    w_con: float = 0.0
+    scaling: str = "z2"
+
+    @property
+    def label(self) -> str:
+        if self.w_stiff == 0:
+            return "plain"
+        return f"w={self.w_stiff:g},c={self.w_con:g}" + ("" if self.scaling == "z2" else f",{self.scaling}")
+
+
+# Paper defaults (App. B.2: w_con = 0.05 for the solver study; Table 5: w_stiff per solver).
+DEFAULT_SETTING = {"heun": Setting(1.0, 0.05), "dpm2": Setting(1.25, 0.05), "deis": Setting(2.5, 0.05)}
+FALLBACK_SETTING = Setting(1.0, 0.05)
+GRID_SETTINGS = tuple(Setting(w, c) for w in (0.1, 0.25, 0.5, 1.0, 2.0) for c in (0.0, 1.0, 10.0))
+ALL_SOLVERS = ("euler", "heun", "dpm2", "dpmpp_2m", "deis", "ipndm", "unipc")
+
+
+def default_setting(solver: str) -> Setting:
+    return DEFAULT_SETTING.get(solver, FALLBACK_SETTING)
+
+
+@dataclass
+class BenchConfig:
+    problems: Sequence[str | Problem] = ("tree2d", "digits64", "gauss")
+    solvers: Sequence[str] = ALL_SOLVERS
+    nfe_targets: Sequence[int] = (7, 15)
+    settings: Sequence[Setting] | None = None  # None: plain + each solver's default
+    num_samples: int = 256
+    seed: int = 0
+    baselines: bool = False  # adaptive step (B.6) and Heun + corrector (B.7) rows
+    adaptive_taus: Sequence[float] = (1.0, 5.0)
+    pc_settings: Sequence[tuple[float, bool]] = ((0.02, False), (0.02, True))
+    threads: int | None = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+QUICK = BenchConfig()
+FULL = BenchConfig(
+    problems=("tree2d", "digits64"), nfe_targets=(7, 11, 15, 23), num_samples=512,
+    settings=(Setting(),) + GRID_SETTINGS, baselines=True,
+)
+
+
+def steps_for(solver: str, nfe: int) -> int:
+    """The largest step count whose NFE does not exceed ``nfe`` (at least 2)."""
+    spec = get_solver(solver)
+    n = 2
+    while spec.nfe(n + 1) <= nfe:
+        n += 1
+    return n
+
+
+def _problem(p: str | Problem) -> Problem:
+    if isinstance(p, Problem):
+        return p
+    if p == "gauss":
+        return Problem.from_gmm(isotropic_gaussian(dim=16, std=0.5), name="gauss16")
+    return Problem.from_gmm(get_model(p))
+
+
+def _metrics(prob: Problem, x: Tensor, ref: Tensor, truth: Tensor | None) -> dict[str, float]:
+    err = global_error(x, ref)
+    out = {"err_mean": float(err.mean()), "err_median": float(err.median())}
+    out["sliced_w2"] = sliced_wasserstein(x, truth) if truth is not None else float("nan")
+    out["energy"] = energy_distance(x, truth) if truth is not None else float("nan")
+    out["loglik"] = float(prob.log_prob(x.double()).mean()) if prob.log_prob is not None else float("nan")
+    return out
+
+
+def run_bench(config: BenchConfig = QUICK, out_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run the grid of ``config``; return ``{'rows': [...], 'problems': {...}, 'seconds': ...}`` and write
+    ``bench.json``, ``bench.md`` and one ``bench_<metric>.png`` per metric to ``out_dir`` when given."""
+    old_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        res = _run(config, progress)
+    finally:
+        torch.set_num_threads(old_threads)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(res, indent=2))
+        (out / "bench.md").write_text(format_tables(res["rows"]))
+        res["files"] = [str(out / "bench.json"), str(out / "bench.md")] + plot_bench(res["rows"], out)
+    return res
+
+
+def _run(config: BenchConfig, progress: bool) -> dict[str, Any]:
+    for s in config.solvers:
+        get_solver(s)
+    t_all = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    info: dict[str, Any] = {}
+    for p in config.problems:
+        prob = _problem(p)
+        seeds = list(range(config.seed, config.seed + config.num_samples))
+        x0 = randn_from_seeds(seeds, prob.shape, sigma=prob.sigma_max, dtype=torch.float64)
+        t = time.perf_counter()
+        ref = prob.reference(x0).double()
+        info[prob.name] = {"reference_seconds": time.perf_counter() - t}
+        truth = prob.truth(config.num_samples, 10_000 + config.seed) if prob.truth else None
+        if truth is not None:
+            other = prob.truth(config.num_samples, 20_000 + config.seed)
+            info[prob.name]["truth_vs_truth_sliced_w2"] = sliced_wasserstein(truth, other)
+        jobs = []
+        for solver in config.solvers:
+            sets = list(config.settings) if config.settings is not None else [Setting(), default_setting(solver)]
+            if config.settings is not None and default_setting(solver) not in sets:
+                sets.append(default_setting(solver))
+            if not any(s.w_stiff == 0 for s in sets):
+                sets.insert(0, Setting())
+            sets.sort(key=lambda s: s.w_stiff != 0)  # plain first: it is every ratio's baseline
+            for target in config.nfe_targets:
+                for s in sets:
+                    jobs.append((solver, target, s))
+        base_err: dict[tuple[str, int], Tensor] = {}
+        for solver, target, s in tqdm(jobs, disable=not progress, desc=f"bench {prob.name}"):
+            n = steps_for(solver, target)
+            sig = edm_sigmas(n, prob.sigma_min, prob.sigma_max)
+            tr = Trace()
+            t = time.perf_counter()
+            x = sample(prob.denoiser, x0, sig, solver=solver, w_stiff=s.w_stiff, w_con=s.w_con, scaling=s.scaling,
+                       callback=tr, **config.extra)
+            sec = time.perf_counter() - t
+            err = global_error(x, ref)
+            if s.w_stiff == 0:
+                base_err[(solver, n)] = err
+            ratio, lo, hi = ratio_ci(err, base_err[(solver, n)])
+            gate = tr.beta[~tr.beta.isnan()]
+            rows.append({
+                "problem": prob.name, "method": solver, "setting": s.label, "w_stiff": s.w_stiff, "w_con": s.w_con,
+                "scaling": s.scaling, "default": s == default_setting(solver), "steps": n, "nfe": float(tr.nfe),
+                "nfe_target": target, **_metrics(prob, x, ref, truth), "err_ratio": ratio, "err_ratio_lo": lo,
+                "err_ratio_hi": hi, "gated": float((gate != 0).float().mean()) if gate.numel() else 0.0, "seconds": sec,
+            })
+        if config.baselines:
+            rows += _baseline_rows(config, prob, x0, ref, truth, seeds, base_err, progress)
+    return {"config": _config_dict(config), "problems": info, "rows": rows, "seconds": time.perf_counter() - t_all}
+
+
+def _baseline_rows(config, prob, x0, ref, truth, seeds, base_err, progress) -> list[dict[str, Any]]:
+    rows = []
+    for target in tqdm(config.nfe_targets, disable=not progress, desc=f"baselines {prob.name}"):
+        n = steps_for("heun", target)
+        sig = edm_sigmas(n, prob.sigma_min, prob.sigma_max)
+        base = base_err.get(("heun", n))
+        for tau in config.adaptive_taus:
+            t = time.perf_counter()
+            r = adaptive_heun(prob.denoiser, x0, sig, tau=tau, **config.extra)
+            sec = time.perf_counter() - t
+            rows.append(_baseline_row(prob, f"adaptive_heun(tau={tau:g})", n, float(r.nfe.double().mean()), target,
+                                      r.x, ref, truth, base, sec))
+        n_pc = steps_for("heun_pc", target)
+        sig = edm_sigmas(n_pc, prob.sigma_min, prob.sigma_max)
+        for r_pc, stoch in config.pc_settings:
+            t = time.perf_counter()
+            x = sample(prob.denoiser, x0, sig, solver="heun_pc", seeds=[s + 50_000 for s in seeds],
+                       solver_options={"r": r_pc, "stochastic": stoch}, **config.extra)
+            sec = time.perf_counter() - t
+            name = f"heun_pc(r={r_pc:g},{'stoch' if stoch else 'det'})"
+            rows.append(_baseline_row(prob, name, n_pc, float(SOLVERS["heun_pc"].nfe(n_pc)), target, x, ref, truth, base, sec))
+    return rows
+
+
+def _baseline_row(prob, name, n, nfe, target, x, ref, truth, base, sec) -> dict[str, Any]:
+    err = global_error(x, ref)
+    ratio, lo, hi = ratio_ci(err, base) if base is not None else (float("nan"),) * 3
+    return {"problem": prob.name, "method": name, "setting": "baseline", "w_stiff": 0.0, "w_con": 0.0, "scaling": "-",
+            "default": False, "steps": n, "nfe": nfe, "nfe_target": target, **_metrics(prob, x, ref, truth),
+            "err_ratio": ratio, "err_ratio_lo": lo, "err_ratio_hi": hi, "gated": 0.0, "seconds": sec}
+
+
+def _config_dict(c: BenchConfig) -> dict[str, Any]:
+    d = asdict(c)
+    d["problems"] = [p if isinstance(p, str) else p.name for p in c.problems]
+    return d
+
+
+def format_tables(rows: list[dict[str, Any]]) -> str:
+    """One markdown table per problem: every row, ratio vs the same solver without ERK-Guid."""
+    out = []
+    for prob in dict.fromkeys(r["problem"] for r in rows):
+        out.append(f"### {prob}\n")
+        out.append("| method | setting | NFE | err mean | err median | err / plain [95% CI] | sliced W2 | energy | log-lik "
+                   "| gated | s |")
+        out.append("|" + "---|" * 11)
+        for r in rows:
+            if r["problem"] != prob:
+                continue
+            ci = "—" if r["setting"] == "plain" else f"{r['err_ratio']:.3f} [{r['err_ratio_lo']:.3f}, {r['err_ratio_hi']:.3f}]"
+            setting = r["setting"] + (" (default)" if r["default"] else "")
+            out.append(
+                f"| {r['method']} | {setting} | {r['nfe']:.4g} | {r['err_mean']:.4f} | {r['err_median']:.4f} | {ci} | "
+                f"{r['sliced_w2']:.4f} | {r['energy']:.5f} | {r['loglik']:.2f} | {r['gated']:.2f} | {r['seconds']:.2f} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def summarize(rows: list[dict[str, Any]]) -> str:
+    """Per problem and NFE target: each solver's plain, default and best (lowest mean error) ERK setting,
+    and the best method overall. 'best' is selected on the same samples it is reported on."""
+    out = []
+    for prob in dict.fromkeys(r["problem"] for r in rows):
+        out.append(f"### {prob}: mean global error (plain / default ERK / best ERK setting)\n")
+        targets = sorted({r["nfe_target"] for r in rows if r["problem"] == prob})
+        out.append("| solver | " + " | ".join(f"NFE≈{t}" for t in targets) + " |")
+        out.append("|---|" + "---|" * len(targets))
+        winners = {}
+        for solver in dict.fromkeys(r["method"] for r in rows if r["problem"] == prob):
+            cells = []
+            for t in targets:
+                rs = [r for r in rows if r["problem"] == prob and r["method"] == solver and r["nfe_target"] == t]
+                if not rs:
+                    cells.append("—")
+                    continue
+                best = min(rs, key=lambda r: r["err_mean"])
+                if winners.get(t) is None or best["err_mean"] < winners[t]["err_mean"]:
+                    winners[t] = best
+                if rs[0]["setting"] == "baseline":
+                    cells.append(f"{rs[0]['err_mean']:.4f} (NFE {rs[0]['nfe']:.3g})")
+                    continue
+                plain = next(r for r in rs if r["setting"] == "plain")
+                dflt = next((r for r in rs if r["default"]), None)
+                erk = [r for r in rs if r["setting"] != "plain"]
+                best_erk = min(erk, key=lambda r: r["err_mean"]) if erk else None
+                cell = f"{plain['err_mean']:.4f}"
+                if dflt is not None:
+                    cell += f" / {dflt['err_mean']:.4f} ({dflt['err_ratio']:.2f})"
+                if best_erk is not None and best_erk is not dflt:
+                    cell += f" / {best_erk['err_mean']:.4f} [{best_erk['setting']}] ({best_erk['err_ratio']:.2f})"
+                cells.append(cell)
+            out.append(f"| {solver} | " + " | ".join(cells) + " |")
+        out.append("")
+        out.append("Best overall: " + "; ".join(
+            f"NFE≈{t}: {w['method']} {w['setting']} ({w['err_mean']:.4f})" for t, w in sorted(winners.items())) + "\n")
+    return "\n".join(out)
+
+
+METRICS = ("err_mean", "sliced_w2", "energy", "loglik")
+
+
+def plot_bench(rows: list[dict[str, Any]], out: Path) -> list[str]:
+    """One PNG per metric: metric vs NFE, a panel per problem, each solver plain (solid) and its best
+    ERK-Guid setting per NFE (dashed); baselines dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probs = list(dict.fromkeys(r["problem"] for r in rows))
+    files = []
+    for metric in METRICS:
+        fig, axes = plt.subplots(1, len(probs), figsize=(5.2 * len(probs), 4.2), squeeze=False)
+        for ax, prob in zip(axes[0], probs):
+            rs = [r for r in rows if r["problem"] == prob]
+            methods = list(dict.fromkeys(r["method"] for r in rs))
+            for k, m in enumerate(methods):
+                color = f"C{k % 10}"
+                mr = [r for r in rs if r["method"] == m]
+                if mr[0]["setting"] == "baseline":
+                    pts = sorted((r["nfe"], r[metric]) for r in mr)
+                    ax.plot(*zip(*pts), ":", marker="x", color=color, label=m)
+                    continue
+                plain = sorted((r["nfe"], r[metric]) for r in mr if r["setting"] == "plain")
+                ax.plot(*zip(*plain), "-o", color=color, ms=3, label=m)
+                best = []
+                for t in sorted({r["nfe_target"] for r in mr}):
+                    erk = [r for r in mr if r["nfe_target"] == t and r["setting"] != "plain"]
+                    if erk:
+                        b = min(erk, key=lambda r: r["err_mean"])
+                        best.append((b["nfe"], b[metric]))
+                if best:
+                    ax.plot(*zip(*best), "--s", color=color, ms=3, alpha=0.8)
+            ax.set_xscale("log")
+            if metric != "loglik":
+                ax.set_yscale("log")
+            ax.set_xlabel("NFE")
+            ax.set_ylabel(metric)
+            ax.set_title(f"{prob} (solid: plain, dashed: best ERK)", fontsize=9)
+            ax.legend(fontsize=6)
+        fig.tight_layout()
+        path = out / f"bench_{metric}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        files.append(str(path))
+    return files
