@@ -15,21 +15,27 @@ from erkguid.feature_metrics import frechet_distance
 
 def test_tiny_suite_rows_files_and_invariants(tmp_path):
     cfg = SuiteConfig(targets=("tree2d-learned",), num_samples=24, table2_steps=(4,), table2_w=(0.0, 1.0), table3_steps=(6,),
-                      table4_nfe=(8,), fig4_steps=(6,), fig4_w=(1.0,), fig4_wcon=(0.0, 0.5), rtol=1e-3, num_boot=5)
+                      table4_nfe=(8,), fig4_steps=(6,), fig4_w=(1.0,), fig4_wcon=(0.0, 0.5), table10_steps=4,
+                      table10_tau=(1.0,), table11_r=((0.05, True),), rtol=1e-3, num_boot=5)
     res = run_paper_suite(tmp_path, config=cfg, progress=False)
     rows = res["rows"]
     assert {p.split("/")[-1] for p in res["files"]} == {"paper.json", "paper.md", "paper.png"}
     assert json.loads((tmp_path / "paper.json").read_text())["rows"] == rows
-    assert {r["table"] for r in rows} == {"table2", "table3", "table4:nfe8", "fig4"}
+    assert {r["table"] for r in rows} == {"table2", "table3", "table4:nfe8", "fig4", "table10", "table11"}
+    t10 = [r for r in rows if r["table"] == "table10"]
+    assert [r["variant"] for r in t10] == ["", "", "tau=1"] and t10[2]["nfe"] >= t10[0]["nfe"]
+    t11 = [r for r in rows if r["table"] == "table11"]
+    assert t11[0]["solver"] == "heun_pc" and t11[0]["variant"] == "r=0.05, stochastic=True" and t11[0]["nfe"] <= t10[0]["nfe"]
     assert sorted({r["solver"] for r in rows if r["table"].startswith("table4")}) == sorted(table4_solvers())
     for r in rows:
-        if r["w_stiff"] == 0:
+        if r["w_stiff"] == 0 and not r["variant"]:
             assert (r["err_ratio"], r["fd_delta"]) == (1.0, 0.0)
         else:
             assert r["err_ratio_lo"] <= r["err_ratio"] <= r["err_ratio_hi"]
             assert r["fd_delta_lo"] <= r["fd_delta_hi"]
     md = (tmp_path / "paper.md").read_text()
-    assert "Table 2 analogue" in md and "Fig. 4 analogue" in md and "cfg w=1.5" in md and "ag w=2" in md
+    assert "Table 2 analogue" in md and "Fig. 4 analogue" in md and "Table 11 analogue" in md
+    assert "cfg w=1.5" in md and "ag w=2" in md
 
 
 def test_evaluator_metrics_match_direct_computation():

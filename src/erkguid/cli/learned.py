@@ -49,10 +49,12 @@ def train(names: tuple[str, ...], all_: bool, out: Path, steps: int | None, no_r
               help="Directory for paper.json, paper.md and paper.png.")
 @click.option("--quick", is_flag=True, help="Small CI variant (few samples and settings).")
 @click.option("--targets", default=None, help="Comma-separated subset of the targets (default: all four).")
+@click.option("--tables", default=None, help="Comma-separated subset of table2,table3,table4,fig4,table10,table11.")
 @click.option("--num-samples", type=click.IntRange(min=16), default=None, help="Samples per configuration.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def paper(out: Path, quick: bool, targets: str | None, num_samples: int | None, seed: int, quiet: bool) -> None:
+def paper(out: Path, quick: bool, targets: str | None, tables: str | None, num_samples: int | None, seed: int,
+          quiet: bool) -> None:
     """Paper-table analogues (Tables 2, 3, 4, 11, Fig. 4): accuracy and distribution metrics side by side."""
     from ..experiments.paper import TARGETS, SuiteConfig, format_suite, run_paper_suite
 
@@ -63,6 +65,13 @@ def paper(out: Path, quick: bool, targets: str | None, num_samples: int | None, 
         if bad:
             raise click.BadParameter(f"unknown targets {bad}; choose from {', '.join(TARGETS)}", param_hint="--targets")
         cfg.targets = chosen
+    if tables:
+        chosen_t = tuple(t.strip() for t in tables.split(","))
+        bad = [t for t in chosen_t if t not in SuiteConfig().tables]
+        if bad:
+            allowed = ", ".join(SuiteConfig().tables)
+            raise click.BadParameter(f"unknown tables {bad}; choose from {allowed}", param_hint="--tables")
+        cfg.tables = chosen_t
     if num_samples:
         cfg.num_samples = num_samples
     res = run_paper_suite(out, config=cfg, seed=seed, progress=not quiet)

@@ -113,7 +113,7 @@ class Row:
     target: str
     solver: str
     steps: int
-    nfe: int
+    nfe: float
     guidance: str
     w_stiff: float
     w_con: float
@@ -130,6 +130,7 @@ class Row:
     recall: float
     inception: float | None
     gated: float
+    variant: str = ""
 
 
 @dataclass
@@ -140,7 +141,7 @@ class Run:
     err: Tensor
     feats: np.ndarray
     probs: np.ndarray | None
-    nfe: int
+    nfe: float
     gated: float
 
 
@@ -172,18 +173,34 @@ class Evaluator:
             self.reference_nfe[f"{guidance}:{w:g}"] = float(res.nfe.double().mean())
         return self._refs[key]
 
-    def run(self, solver: str, steps: int, w_stiff: float, w_con: float, guidance: str = "none", w_guid: float = 1.0) -> Run:
-        key = (solver, steps, w_stiff, w_con, guidance, w_guid)
+    def run(self, solver: str, steps: int, w_stiff: float, w_con: float, guidance: str = "none", w_guid: float = 1.0,
+            options: tuple[tuple[str, Any], ...] = ()) -> Run:
+        key = (solver, steps, w_stiff, w_con, guidance, w_guid, options)
         if key not in self._runs:
             tr = Trace()
+            opts = dict(options)
+            seeds = self.seeds if opts.get("stochastic") else None
             x = sample(self.t.guided(guidance, w_guid), self.x0, edm_sigmas(steps, sigma_max=SIGMA_MAX), solver=solver,
-                       w_stiff=w_stiff, w_con=w_con, callback=tr, **self._extra())
-            err = global_error(x, self.reference(guidance, w_guid))
-            feats, probs = self.t.features(x.float())
+                       w_stiff=w_stiff, w_con=w_con, callback=tr, solver_options=opts or None, seeds=seeds, **self._extra())
             beta = tr.beta[~tr.beta.isnan()]
             gated = float((beta != 0).double().mean()) if beta.numel() and w_stiff > 0 else 0.0
-            self._runs[key] = Run(x, err, feats, probs, tr.nfe, gated)
+            self._runs[key] = self._finish(x, guidance, w_guid, tr.nfe, gated)
         return self._runs[key]
+
+    def run_adaptive(self, steps: int, tau: float) -> Run:
+        """The solvers issue's stiffness-driven adaptive Heun (App. B.6): per-sample step halving while rho > tau."""
+        from ..solvers.adaptive import adaptive_heun
+
+        key = ("adaptive_heun", steps, tau)
+        if key not in self._runs:
+            res = adaptive_heun(self.t.denoiser, self.x0, edm_sigmas(steps, sigma_max=SIGMA_MAX), tau=tau, **self._extra())
+            self._runs[key] = self._finish(res.x, "none", 1.0, round(float(res.nfe.double().mean()), 1), 0.0)
+        return self._runs[key]
+
+    def _finish(self, x: Tensor, guidance: str, w_guid: float, nfe: float, gated: float) -> Run:
+        err = global_error(x, self.reference(guidance, w_guid))
+        feats, probs = self.t.features(x.float())
+        return Run(x, err, feats, probs, nfe, gated)
 
     def _fd_delta(self, a: Run, b: Run) -> tuple[float, float, float]:
         """FD(a) - FD(b) with a paired bootstrap over seeds (same resampled seeds for both)."""
@@ -197,19 +214,28 @@ class Evaluator:
         return self.ref.fd(a.feats) - self.ref.fd(b.feats), float(lo), float(hi)
 
     def row(self, table: str, solver: str, steps: int, w_stiff: float, w_con: float, guidance: str = "none",
-            w_guid: float = 1.0) -> Row:
-        r = self.run(solver, steps, w_stiff, w_con, guidance, w_guid)
-        base = self.run(solver, steps, 0.0, 0.0, guidance, w_guid)
-        if w_stiff > 0:
+            w_guid: float = 1.0, options: tuple[tuple[str, Any], ...] = (), tau: float | None = None,
+            base_steps: int | None = None) -> Row:
+        """One table row; the baseline is ``solver`` at ``steps`` without ERK-Guid (for adaptive rows
+        (``tau``) and solver-option rows: plain Heun at ``base_steps`` or ``steps``)."""
+        if tau is not None:
+            r = self.run_adaptive(steps, tau)
+            base = self.run("heun", base_steps or steps, 0.0, 0.0)
+        else:
+            r = self.run(solver, steps, w_stiff, w_con, guidance, w_guid, options)
+            base = self.run(solver if not options else "heun", base_steps or steps, 0.0, 0.0, guidance, w_guid)
+        if r is not base:
             ratio, lo, hi = ratio_ci(r.err, base.err)
             fdd = self._fd_delta(r, base)
         else:
             ratio, lo, hi, fdd = 1.0, 1.0, 1.0, (0.0, 0.0, 0.0)
         prec, rec = self.ref.precision_recall(r.feats)
         k = kid(r.feats, self.ref_feats, num_subsets=10, subset_size=min(1000, len(r.feats)))[0]
-        return Row(table, self.t.name, solver, steps, r.nfe, guidance if guidance == "none" else f"{guidance} w={w_guid:g}",
-                   w_stiff, w_con, float(r.err.mean()), ratio, lo, hi, self.ref.fd(r.feats), *fdd,
-                   1e3 * k, prec, rec, None if r.probs is None else inception_score(r.probs), r.gated)
+        variant = f"tau={tau:g}" if tau is not None else ", ".join(f"{a}={b}" for a, b in options)
+        return Row(table, self.t.name, "adaptive_heun" if tau is not None else solver, steps, r.nfe,
+                   guidance if guidance == "none" else f"{guidance} w={w_guid:g}", w_stiff, w_con, float(r.err.mean()),
+                   ratio, lo, hi, self.ref.fd(r.feats), *fdd, 1e3 * k, prec, rec,
+                   None if r.probs is None else inception_score(r.probs), r.gated, variant)
 
 
 # ------------------------------------------------------------------------------ the suite
@@ -229,6 +255,11 @@ class SuiteConfig:
     fig4_steps: tuple[int, ...] = (16,)
     fig4_w: tuple[float, ...] = (0.5, 1.0, 2.0)
     fig4_wcon: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
+    table10_steps: int = 16
+    table10_tau: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
+    table11_r: tuple[tuple[float, bool], ...] = ((0.05, True), (0.1, True), (0.15, True), (0.01, False), (0.02, False),
+                                                 (0.03, False))
+    tables: tuple[str, ...] = ("table2", "table3", "table4", "fig4", "table10", "table11")
     rtol: float = 1e-6
     num_boot: int = 200
 
@@ -236,7 +267,7 @@ class SuiteConfig:
     def quick(cls) -> SuiteConfig:
         return cls(targets=("tree2d-learned", "digits-learned", "tree2d-exact"), num_samples=96, table2_steps=(8,),
                    table2_w=(0.0, 1.0), table3_steps=(16,), table4_nfe=(8,), fig4_w=(1.0,), fig4_wcon=(0.0, 0.5),
-                   rtol=1e-4, num_boot=20)
+                   table10_steps=8, table10_tau=(1.0,), table11_r=((0.05, True), (0.02, False)), rtol=1e-4, num_boot=20)
 
 
 def _steps_for_nfe(solver: str, nfe: int) -> int | None:
@@ -256,6 +287,14 @@ def table4_solvers() -> list[str]:
     return [s for s in ("heun", "dpm2", "deis") if s in SOLVERS]
 
 
+def _has_adaptive() -> bool:
+    try:
+        from ..solvers.adaptive import adaptive_heun  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def table11_solvers() -> list[str]:
     """Predictor-corrector baselines (Table 11) that are registered."""
     return sorted(s for s in SOLVERS if "pc" in s.split("_") or s.endswith("_pc"))
@@ -273,27 +312,39 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
     try:
         for tname in tqdm(cfg.targets, disable=not progress, desc="paper suite"):
             ev = Evaluator(make_target(tname), cfg.num_samples, seed=seed, rtol=cfg.rtol, num_boot=cfg.num_boot)
-            jobs: list[tuple] = []
-            for n in cfg.table2_steps:
-                jobs += [("table2", "heun", n, w, cfg.table2_wcon if w > 0 else 0.0, "none", 1.0) for w in cfg.table2_w]
-            for n in cfg.table3_steps:
-                for g, gw in (("cfg", cfg.cfg_scale), ("ag", cfg.ag_scale)):
-                    jobs += [("table3", "heun", n, w, 0.5 if w > 0 else 0.0, g, gw) for w in (0.0, cfg.table3_w.get(n, 1.0))]
-            for s in table4_solvers():
-                for nfe in cfg.table4_nfe:
-                    n = _steps_for_nfe(s, nfe)
+            jobs: list[tuple[tuple, dict[str, Any]]] = []
+            if "table2" in cfg.tables:
+                for n in cfg.table2_steps:
+                    jobs += [(("table2", "heun", n, w, cfg.table2_wcon if w > 0 else 0.0), {}) for w in cfg.table2_w]
+            if "table3" in cfg.tables:
+                for n in cfg.table3_steps:
+                    for g, gw in (("cfg", cfg.cfg_scale), ("ag", cfg.ag_scale)):
+                        jobs += [(("table3", "heun", n, w, 0.5 if w > 0 else 0.0, g, gw), {})
+                                 for w in (0.0, cfg.table3_w.get(n, 1.0))]
+            if "table4" in cfg.tables:
+                for s in table4_solvers():
+                    for nfe in cfg.table4_nfe:
+                        n = _steps_for_nfe(s, nfe)
+                        if n is None or n < 2:
+                            continue
+                        tab = f"table4:nfe{nfe}"
+                        jobs += [((tab, s, n, 0.0, 0.0), {}), ((tab, s, n, table4_w(s, nfe), cfg.table4_wcon), {})]
+            if "fig4" in cfg.tables:
+                for n in cfg.fig4_steps:
+                    jobs += [(("fig4", "heun", n, w, c), {}) for w in cfg.fig4_w for c in cfg.fig4_wcon]
+            n10 = cfg.table10_steps
+            if "table10" in cfg.tables and _has_adaptive():
+                jobs += [(("table10", "heun", n10, 0.0, 0.0), {}), (("table10", "heun", n10, 1.0, 0.5), {})]
+                jobs += [(("table10", "heun", n10, 0.0, 0.0), {"tau": t}) for t in cfg.table10_tau]
+            if "table11" in cfg.tables:
+                for s in table11_solvers():
+                    n = _steps_for_nfe(s, SOLVERS["heun"].nfe(n10))
                     if n is None or n < 2:
                         continue
-                    w = table4_w(s, nfe)
-                    tab = f"table4:nfe{nfe}"
-                    jobs += [(tab, s, n, 0.0, 0.0, "none", 1.0), (tab, s, n, w, cfg.table4_wcon, "none", 1.0)]
-            for n in cfg.fig4_steps:
-                jobs += [("fig4", "heun", n, w, c, "none", 1.0) for w in cfg.fig4_w for c in cfg.fig4_wcon]
-            for s in table11_solvers():
-                n = max(cfg.table2_steps)
-                jobs += [("table11", s, n, 0.0, 0.0, "none", 1.0)]
-            for job in tqdm(jobs, disable=not progress, desc=tname, leave=False):
-                rows.append(ev.row(*job))
+                    jobs += [(("table11", s, n, 0.0, 0.0), {"options": (("r", r), ("stochastic", st)), "base_steps": n10})
+                             for r, st in cfg.table11_r]
+            for args, kw in tqdm(jobs, disable=not progress, desc=tname, leave=False):
+                rows.append(ev.row(*args, **kw))
             refs[tname] = {"reference_mean_nfe": ev.reference_nfe, "rtol": cfg.rtol}
     finally:
         torch.set_num_threads(threads)
@@ -317,7 +368,7 @@ def _fmt_row(r: dict[str, Any]) -> str:
     return (f"| {r['target']} | {r['solver']} | {r['steps']} | {r['nfe']} | {r['guidance']} | {r['w_stiff']:g} | "
             f"{r['w_con']:g} | "
             f"{r['err_mean']:.4g} | {ratio} | {r['fd']:.4g} | {dfd} | {r['kid_x1e3']:.3g} | {r['precision']:.3f} | "
-            f"{r['recall']:.3f} | {is_} |")
+            f"{r['recall']:.3f} | {is_} | {r.get('variant', '')} |")
 
 
 TITLES = {
@@ -325,20 +376,21 @@ TITLES = {
     "table3": "Table 3 analogue: ERK-Guid with CFG and autoguidance (Heun)",
     "table4": "Table 4 analogue: solvers +/- ERK-Guid at a fixed NFE budget",
     "fig4": "Fig. 4 analogue: grid over w_con for several w_stiff (Heun)",
-    "table11": "Table 11 analogue: predictor-corrector baseline(s) at the longest step count",
+    "table10": "Table 10 analogue: Heun, ERK-Guid (w_stiff 1, w_con 0.5) and stiffness-adaptive Heun (halving while rho > tau)",
+    "table11": "Table 11 analogue: Heun + Langevin corrector (stochastic / deterministic, r) at about the Table 10 NFE",
 }
 
 
 def format_suite(rows: list[dict[str, Any]]) -> str:
     """Markdown: one table per paper table, accuracy and distribution metrics side by side."""
     head = ("| target | solver | steps | NFE | guidance | w_stiff | w_con | err mean | err / base [95% CI] | FD | "
-            "dFD vs base [95% CI] | KIDx1e3 | precision | recall | IS |")
+            "dFD vs base [95% CI] | KIDx1e3 | precision | recall | IS | variant |")
     out = []
     for key, title in TITLES.items():
         sel = [r for r in rows if r["table"].split(":")[0] == key]
         if not sel:
             continue
-        out += [f"## {title}", "", head, "|" + "---|" * 15] + [_fmt_row(r) for r in sel] + [""]
+        out += [f"## {title}", "", head, "|" + "---|" * 16] + [_fmt_row(r) for r in sel] + [""]
     return "\n".join(out)
 
 
