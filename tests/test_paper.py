@@ -84,6 +84,8 @@ def test_tune_preset_and_sample_cli(tmp_path):
 def test_cli_errors():
     r = CliRunner().invoke(main, ["paper", "--targets", "nope"])
     assert r.exit_code != 0 and "unknown targets" in r.output
+    r = CliRunner().invoke(main, ["paper", "--tables", "table9"])
+    assert r.exit_code != 0 and "unknown tables" in r.output
     r = CliRunner().invoke(main, ["train"])
     assert r.exit_code != 0 and "presets" in r.output
 
