@@ -361,7 +361,7 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
 
 
 def _fmt_row(r: dict[str, Any]) -> str:
-    base = r["w_stiff"] == 0
+    base = r["w_stiff"] == 0 and not r.get("variant")
     ratio = "—" if base else f"{r['err_ratio']:.3f} [{r['err_ratio_lo']:.3f}, {r['err_ratio_hi']:.3f}]"
     dfd = "—" if base else f"{r['fd_delta']:+.4g} [{r['fd_delta_lo']:+.3g}, {r['fd_delta_hi']:+.3g}]"
     is_ = "—" if r["inception"] is None else f"{r['inception']:.3f}"
