@@ -55,7 +55,7 @@ def train(names: tuple[str, ...], all_: bool, out: Path, steps: int | None, no_r
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def paper(out: Path, quick: bool, targets: str | None, tables: str | None, num_samples: int | None, seed: int,
           quiet: bool) -> None:
-    """Paper-table analogues (Tables 2, 3, 4, 11, Fig. 4): accuracy and distribution metrics side by side."""
+    """Paper-table analogues (Tables 2, 3, 4, 10, 11 and Fig 4): accuracy and distribution metrics side by side."""
     from ..experiments.paper import TARGETS, SuiteConfig, format_suite, run_paper_suite
 
     cfg = SuiteConfig.quick() if quick else SuiteConfig()

@@ -1,4 +1,4 @@
-"""Paper-table analogues (Tables 2, 3, 4, 11 and Fig. 4) on shipped learned models and exact mixtures.
+"""Paper-table analogues (Tables 2, 3, 4, 10, 11 and Fig. 4) on shipped learned models and exact mixtures.
 
 Every row samples the same per-sample-seeded noise (common random numbers) and reports, side by
 side, the *accuracy* (global error vs. a reference DP5 solve of the same, possibly guided, ODE)
