@@ -6,6 +6,7 @@ Runge-Kutta Guidance", ICLR 2026.
 
 from .correction import SCALINGS, Correction, ErkPair, Estimate, alpha, erk_guid, estimate
 from .guidance import Counted, ErkProj, Guided, autoguidance, cfg, sample_erk_proj
+from .learned import LearnedDenoiser, learned_names, load_learned
 from .models import ConditionalMixture, GaussianMixture, digits_64d, get_model, isotropic_gaussian, tree_2d
 from .noise import PerSampleNoise, randn_from_seeds
 from .reference import ReferenceResult, check_reference, reference_solve
@@ -28,6 +29,7 @@ __all__ = [
     "Estimate",
     "GaussianMixture",
     "Guided",
+    "LearnedDenoiser",
     "NonFiniteError",
     "PerSampleNoise",
     "ReferenceResult",
@@ -49,6 +51,8 @@ __all__ = [
     "get_sigmas",
     "get_solver",
     "isotropic_gaussian",
+    "learned_names",
+    "load_learned",
     "logsnr_sigmas",
     "randn_from_seeds",
     "reference_solve",

@@ -18,5 +18,6 @@ from . import bench as _bench_cli  # noqa: E402,F401
 from . import core as _core_cli  # noqa: E402,F401
 from . import generate as _generate_cli  # noqa: E402,F401
 from . import guidance as _guidance_cli  # noqa: E402,F401
+from . import learned as _learned_cli  # noqa: E402,F401
 from . import profile as _profile_cli  # noqa: E402,F401
 from . import reproduce as _reproduce_cli  # noqa: E402,F401

@@ -1,0 +1,431 @@
+"""Paper-table analogues (Tables 2, 3, 4, 10, 11 and Fig. 4) on shipped learned models and exact mixtures.
+
+Every row samples the same per-sample-seeded noise (common random numbers) and reports, side by
+side, the *accuracy* (global error vs. a reference DP5 solve of the same, possibly guided, ODE)
+and *distribution metrics* (FD, KID, precision, recall, IS analogue) against reference data,
+with paired bootstrap intervals over seeds against the row's baseline (w_stiff = 0).
+These are small 2-D / 64-D models, not the paper's ImageNet networks: compare trends, not numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..feature_metrics import DigitsFeatures, FeatureReference, inception_score, kid
+from ..metrics import global_error, ratio_ci
+from ..noise import randn_from_seeds
+from ..reference import reference_solve
+from ..sampling import Trace, sample
+from ..schedules import edm_sigmas
+from ..solvers import SOLVERS
+
+SIGMA_MAX = 80.0
+# Paper Table 5 (ImageNet-64 column) strengths for Table 4, with w_con = 0.05 (App. B.2).
+TABLE4_W = {"heun": {6: 0.75, 8: 1.25, 10: 1.0}, "dpm2": 1.25, "deis": 2.5}
+TARGETS = ("tree2d-learned", "digits-learned", "tree2d-exact", "digits-exact")
+
+
+# --------------------------------------------------------------------------------- targets
+@dataclass
+class Target:
+    """A model under test: conditional denoiser, optional weak model, reference data, feature space."""
+
+    name: str
+    denoiser: Callable[..., Tensor]
+    weak: Callable[..., Tensor] | None
+    shape: tuple[int, ...]
+    num_classes: int
+    space: str  # "raw" or "digits"
+    data: Tensor  # reference data for distribution metrics
+    _feat: Any = field(default=None, repr=False)
+
+    def features(self, x: Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.space == "raw":
+            return x.reshape(x.shape[0], -1).double().numpy(), None
+        if self._feat is None:
+            self._feat = DigitsFeatures()
+        return self._feat(x)
+
+    def guided(self, guidance: str, w: float) -> Callable[..., Tensor]:
+        """``none``, ``cfg`` (guiding = unconditional) or ``ag`` (guiding = weak model), combined as
+        D_guide + w (D_main - D_guide), i.e. Eq. 55 written for the denoiser (f is affine in D)."""
+        main = self.denoiser
+        if guidance == "none":
+            return main
+        if guidance == "cfg":
+            def guide(x: Tensor, s: Tensor, class_labels: Tensor | None = None) -> Tensor:
+                return main(x, s, None)
+        elif guidance == "ag":
+            if self.weak is None:
+                raise ValueError(f"target {self.name!r} has no weak model for autoguidance")
+            guide = self.weak
+        else:
+            raise ValueError(f"guidance must be 'none', 'cfg' or 'ag', got {guidance!r}")
+
+        def d(x: Tensor, s: Tensor, class_labels: Tensor | None = None) -> Tensor:
+            g = guide(x, s, class_labels)
+            return g + w * (main(x, s, class_labels) - g)
+
+        return d
+
+
+def _real_digits() -> Tensor:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("digits targets need scikit-learn for the reference data: pip install 'erkguid[train]'") from e
+    return torch.tensor(load_digits().data / 8.0 - 1.0, dtype=torch.float32)
+
+
+def make_target(name: str, num_ref: int = 2048) -> Target:
+    """Build one of :data:`TARGETS`."""
+    from ..learned import load_learned
+    from ..models import digits_64d, tree_2d
+
+    if name == "tree2d-learned":
+        data = tree_2d().sample(num_ref, seed=777)
+        return Target(name, load_learned("tree2d-main"), load_learned("tree2d-weak"), (2,), 2, "raw", data)
+    if name == "digits-learned":
+        return Target(name, load_learned("digits-main"), load_learned("digits-weak"), (64,), 10, "digits", _real_digits())
+    if name == "tree2d-exact":
+        m = tree_2d()
+        return Target(name, m.denoise, m.broadened(4.0).denoise, (2,), 2, "raw", m.sample(num_ref, seed=777))
+    if name == "digits-exact":
+        m = digits_64d()
+        return Target(name, m.denoise, m.broadened(1.5).denoise, (64,), 10, "digits", _real_digits())
+    raise ValueError(f"target must be one of {TARGETS}, got {name!r}")
+
+
+# ------------------------------------------------------------------------------ evaluation
+@dataclass
+class Row:
+    table: str
+    target: str
+    solver: str
+    steps: int
+    nfe: float
+    guidance: str
+    w_stiff: float
+    w_con: float
+    err_mean: float
+    err_ratio: float
+    err_ratio_lo: float
+    err_ratio_hi: float
+    fd: float
+    fd_delta: float
+    fd_delta_lo: float
+    fd_delta_hi: float
+    kid_x1e3: float
+    precision: float
+    recall: float
+    inception: float | None
+    gated: float
+    variant: str = ""
+
+
+@dataclass
+class Run:
+    """Samples of one configuration and their per-sample quantities."""
+
+    x: Tensor
+    err: Tensor
+    feats: np.ndarray
+    probs: np.ndarray | None
+    nfe: float
+    gated: float
+
+
+class Evaluator:
+    """Runs configurations of one target on a fixed noise batch, caching references and baselines."""
+
+    def __init__(self, target: Target, num_samples: int, seed: int = 0, rtol: float = 1e-6, num_boot: int = 200) -> None:
+        self.t = target
+        self.seeds = list(range(seed, seed + num_samples))
+        self.x0 = randn_from_seeds(self.seeds, target.shape, sigma=SIGMA_MAX, dtype=torch.float64)
+        self.labels = torch.tensor(self.seeds) % target.num_classes if target.num_classes else None
+        self.rtol = rtol
+        self.num_boot = num_boot
+        self.ref_feats, _ = target.features(target.data)
+        self.ref = FeatureReference(self.ref_feats, k=3)
+        self._refs: dict[tuple[str, float], Tensor] = {}
+        self._runs: dict[tuple, Run] = {}
+        self.reference_nfe: dict[str, float] = {}
+
+    def _extra(self) -> dict[str, Any]:
+        return {} if self.labels is None else {"class_labels": self.labels}
+
+    def reference(self, guidance: str, w: float) -> Tensor:
+        key = (guidance, w)
+        if key not in self._refs:
+            res = reference_solve(self.t.guided(guidance, w), self.x0, SIGMA_MAX, rtol=self.rtol, atol=self.rtol / 10,
+                                  **self._extra())
+            self._refs[key] = res.x
+            self.reference_nfe[f"{guidance}:{w:g}"] = float(res.nfe.double().mean())
+        return self._refs[key]
+
+    def run(self, solver: str, steps: int, w_stiff: float, w_con: float, guidance: str = "none", w_guid: float = 1.0,
+            options: tuple[tuple[str, Any], ...] = ()) -> Run:
+        key = (solver, steps, w_stiff, w_con, guidance, w_guid, options)
+        if key not in self._runs:
+            tr = Trace()
+            opts = dict(options)
+            seeds = self.seeds if opts.get("stochastic") else None
+            x = sample(self.t.guided(guidance, w_guid), self.x0, edm_sigmas(steps, sigma_max=SIGMA_MAX), solver=solver,
+                       w_stiff=w_stiff, w_con=w_con, callback=tr, solver_options=opts or None, seeds=seeds, **self._extra())
+            beta = tr.beta[~tr.beta.isnan()]
+            gated = float((beta != 0).double().mean()) if beta.numel() and w_stiff > 0 else 0.0
+            self._runs[key] = self._finish(x, guidance, w_guid, tr.nfe, gated)
+        return self._runs[key]
+
+    def run_adaptive(self, steps: int, tau: float) -> Run:
+        """The solvers issue's stiffness-driven adaptive Heun (App. B.6): per-sample step halving while rho > tau."""
+        from ..solvers.adaptive import adaptive_heun
+
+        key = ("adaptive_heun", steps, tau)
+        if key not in self._runs:
+            res = adaptive_heun(self.t.denoiser, self.x0, edm_sigmas(steps, sigma_max=SIGMA_MAX), tau=tau, **self._extra())
+            self._runs[key] = self._finish(res.x, "none", 1.0, round(float(res.nfe.double().mean()), 1), 0.0)
+        return self._runs[key]
+
+    def _finish(self, x: Tensor, guidance: str, w_guid: float, nfe: float, gated: float) -> Run:
+        err = global_error(x, self.reference(guidance, w_guid))
+        feats, probs = self.t.features(x.float())
+        return Run(x, err, feats, probs, nfe, gated)
+
+    def _fd_delta(self, a: Run, b: Run) -> tuple[float, float, float]:
+        """FD(a) - FD(b) with a paired bootstrap over seeds (same resampled seeds for both)."""
+        rng = np.random.default_rng(0)
+        n = len(a.feats)
+        deltas = []
+        for _ in range(self.num_boot):
+            idx = rng.integers(0, n, n)
+            deltas.append(self.ref.fd(a.feats[idx]) - self.ref.fd(b.feats[idx]))
+        lo, hi = np.quantile(deltas, [0.025, 0.975])
+        return self.ref.fd(a.feats) - self.ref.fd(b.feats), float(lo), float(hi)
+
+    def row(self, table: str, solver: str, steps: int, w_stiff: float, w_con: float, guidance: str = "none",
+            w_guid: float = 1.0, options: tuple[tuple[str, Any], ...] = (), tau: float | None = None,
+            base_steps: int | None = None) -> Row:
+        """One table row; the baseline is ``solver`` at ``steps`` without ERK-Guid (for adaptive rows
+        (``tau``) and solver-option rows: plain Heun at ``base_steps`` or ``steps``)."""
+        if tau is not None:
+            r = self.run_adaptive(steps, tau)
+            base = self.run("heun", base_steps or steps, 0.0, 0.0)
+        else:
+            r = self.run(solver, steps, w_stiff, w_con, guidance, w_guid, options)
+            base = self.run(solver if not options else "heun", base_steps or steps, 0.0, 0.0, guidance, w_guid)
+        if r is not base:
+            ratio, lo, hi = ratio_ci(r.err, base.err)
+            fdd = self._fd_delta(r, base)
+        else:
+            ratio, lo, hi, fdd = 1.0, 1.0, 1.0, (0.0, 0.0, 0.0)
+        prec, rec = self.ref.precision_recall(r.feats)
+        k = kid(r.feats, self.ref_feats, num_subsets=10, subset_size=min(1000, len(r.feats)))[0]
+        variant = f"tau={tau:g}" if tau is not None else ", ".join(f"{a}={b}" for a, b in options)
+        return Row(table, self.t.name, "adaptive_heun" if tau is not None else solver, steps, r.nfe,
+                   guidance if guidance == "none" else f"{guidance} w={w_guid:g}", w_stiff, w_con, float(r.err.mean()),
+                   ratio, lo, hi, self.ref.fd(r.feats), *fdd, 1e3 * k, prec, rec,
+                   None if r.probs is None else inception_score(r.probs), r.gated, variant)
+
+
+# ------------------------------------------------------------------------------ the suite
+@dataclass
+class SuiteConfig:
+    targets: tuple[str, ...] = TARGETS
+    num_samples: int = 1024
+    table2_steps: tuple[int, ...] = (8, 16, 32)
+    table2_w: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
+    table2_wcon: float = 0.5
+    table3_steps: tuple[int, ...] = (16, 32)
+    table3_w: dict[int, float] = field(default_factory=lambda: {16: 0.75, 32: 1.0})  # App. B.2
+    cfg_scale: float = 1.5
+    ag_scale: float = 2.0
+    table4_nfe: tuple[int, ...] = (6, 8, 10)
+    table4_wcon: float = 0.05
+    fig4_steps: tuple[int, ...] = (16,)
+    fig4_w: tuple[float, ...] = (0.5, 1.0, 2.0)
+    fig4_wcon: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
+    table10_steps: int = 16
+    table10_tau: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
+    table11_r: tuple[tuple[float, bool], ...] = ((0.05, True), (0.1, True), (0.15, True), (0.01, False), (0.02, False),
+                                                 (0.03, False))
+    tables: tuple[str, ...] = ("table2", "table3", "table4", "fig4", "table10", "table11")
+    rtol: float = 1e-6
+    num_boot: int = 200
+
+    @classmethod
+    def quick(cls) -> SuiteConfig:
+        return cls(targets=("tree2d-learned", "digits-learned", "tree2d-exact"), num_samples=96, table2_steps=(8,),
+                   table2_w=(0.0, 1.0), table3_steps=(16,), table4_nfe=(8,), fig4_w=(1.0,), fig4_wcon=(0.0, 0.5),
+                   table10_steps=8, table10_tau=(1.0,), table11_r=((0.05, True), (0.02, False)), rtol=1e-4, num_boot=20)
+
+
+def _steps_for_nfe(solver: str, nfe: int) -> int | None:
+    spec = SOLVERS[solver]
+    ok = [n for n in range(1, nfe + 1) if spec.nfe(n) <= nfe]
+    return max(ok) if ok else None
+
+
+def table4_w(solver: str, nfe: int) -> float:
+    """w_stiff of paper Table 5 (ImageNet-64) for ``solver`` at ``nfe`` (1.0 where the paper has none)."""
+    v = TABLE4_W.get(solver, 1.0)
+    return float(v.get(nfe, 1.0)) if isinstance(v, dict) else float(v)
+
+
+def table4_solvers() -> list[str]:
+    """Solvers of Table 4 that are registered (heun, dpm2, deis; others appear once they exist)."""
+    return [s for s in ("heun", "dpm2", "deis") if s in SOLVERS]
+
+
+def _has_adaptive() -> bool:
+    try:
+        from ..solvers.adaptive import adaptive_heun  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def table11_solvers() -> list[str]:
+    """Predictor-corrector baselines (Table 11) that are registered."""
+    return sorted(s for s in SOLVERS if "pc" in s.split("_") or s.endswith("_pc"))
+
+
+def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = False, config: SuiteConfig | None = None,
+                    seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Run every table on every target; write ``paper.json``, ``paper.md`` and ``paper.png``."""
+    cfg = config or (SuiteConfig.quick() if quick else SuiteConfig())
+    rows: list[Row] = []
+    refs: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for tname in tqdm(cfg.targets, disable=not progress, desc="paper suite"):
+            ev = Evaluator(make_target(tname), cfg.num_samples, seed=seed, rtol=cfg.rtol, num_boot=cfg.num_boot)
+            jobs: list[tuple[tuple, dict[str, Any]]] = []
+            if "table2" in cfg.tables:
+                for n in cfg.table2_steps:
+                    jobs += [(("table2", "heun", n, w, cfg.table2_wcon if w > 0 else 0.0), {}) for w in cfg.table2_w]
+            if "table3" in cfg.tables:
+                for n in cfg.table3_steps:
+                    for g, gw in (("cfg", cfg.cfg_scale), ("ag", cfg.ag_scale)):
+                        jobs += [(("table3", "heun", n, w, 0.5 if w > 0 else 0.0, g, gw), {})
+                                 for w in (0.0, cfg.table3_w.get(n, 1.0))]
+            if "table4" in cfg.tables:
+                for s in table4_solvers():
+                    for nfe in cfg.table4_nfe:
+                        n = _steps_for_nfe(s, nfe)
+                        if n is None or n < 2:
+                            continue
+                        tab = f"table4:nfe{nfe}"
+                        jobs += [((tab, s, n, 0.0, 0.0), {}), ((tab, s, n, table4_w(s, nfe), cfg.table4_wcon), {})]
+            if "fig4" in cfg.tables:
+                for n in cfg.fig4_steps:
+                    jobs += [(("fig4", "heun", n, w, c), {}) for w in cfg.fig4_w for c in cfg.fig4_wcon]
+            n10 = cfg.table10_steps
+            if "table10" in cfg.tables and _has_adaptive():
+                jobs += [(("table10", "heun", n10, 0.0, 0.0), {}), (("table10", "heun", n10, 1.0, 0.5), {})]
+                jobs += [(("table10", "heun", n10, 0.0, 0.0), {"tau": t}) for t in cfg.table10_tau]
+            if "table11" in cfg.tables:
+                for s in table11_solvers():
+                    n = _steps_for_nfe(s, SOLVERS["heun"].nfe(n10))
+                    if n is None or n < 2:
+                        continue
+                    jobs += [(("table11", s, n, 0.0, 0.0), {"options": (("r", r), ("stochastic", st)), "base_steps": n10})
+                             for r, st in cfg.table11_r]
+            for args, kw in tqdm(jobs, disable=not progress, desc=tname, leave=False):
+                rows.append(ev.row(*args, **kw))
+            refs[tname] = {"reference_mean_nfe": ev.reference_nfe, "rtol": cfg.rtol}
+    finally:
+        torch.set_num_threads(threads)
+    result = {"config": asdict(cfg), "seed": seed, "seconds": time.perf_counter() - t_start, "references": refs,
+              "solvers_available": sorted(SOLVERS), "rows": [asdict(r) for r in rows]}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "paper.json").write_text(json.dumps(result, indent=2))
+        (out / "paper.md").write_text(format_suite(result["rows"]))
+        plot_suite(out / "paper.png", result["rows"])
+        result["files"] = [str(out / f) for f in ("paper.json", "paper.md", "paper.png")]
+    return result
+
+
+def _fmt_row(r: dict[str, Any]) -> str:
+    base = r["w_stiff"] == 0 and not r.get("variant")
+    ratio = "—" if base else f"{r['err_ratio']:.3f} [{r['err_ratio_lo']:.3f}, {r['err_ratio_hi']:.3f}]"
+    dfd = "—" if base else f"{r['fd_delta']:+.4g} [{r['fd_delta_lo']:+.3g}, {r['fd_delta_hi']:+.3g}]"
+    is_ = "—" if r["inception"] is None else f"{r['inception']:.3f}"
+    return (f"| {r['target']} | {r['solver']} | {r['steps']} | {r['nfe']} | {r['guidance']} | {r['w_stiff']:g} | "
+            f"{r['w_con']:g} | "
+            f"{r['err_mean']:.4g} | {ratio} | {r['fd']:.4g} | {dfd} | {r['kid_x1e3']:.3g} | {r['precision']:.3f} | "
+            f"{r['recall']:.3f} | {is_} | {r.get('variant', '')} |")
+
+
+TITLES = {
+    "table2": "Table 2 analogue: w_stiff sweep (Heun, w_con as in the paper)",
+    "table3": "Table 3 analogue: ERK-Guid with CFG and autoguidance (Heun)",
+    "table4": "Table 4 analogue: solvers +/- ERK-Guid at a fixed NFE budget",
+    "fig4": "Fig. 4 analogue: grid over w_con for several w_stiff (Heun)",
+    "table10": "Table 10 analogue: Heun, ERK-Guid (w_stiff 1, w_con 0.5) and stiffness-adaptive Heun (halving while rho > tau)",
+    "table11": "Table 11 analogue: Heun + Langevin corrector (stochastic / deterministic, r) at about the Table 10 NFE",
+}
+
+
+def format_suite(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one table per paper table, accuracy and distribution metrics side by side."""
+    head = ("| target | solver | steps | NFE | guidance | w_stiff | w_con | err mean | err / base [95% CI] | FD | "
+            "dFD vs base [95% CI] | KIDx1e3 | precision | recall | IS | variant |")
+    out = []
+    for key, title in TITLES.items():
+        sel = [r for r in rows if r["table"].split(":")[0] == key]
+        if not sel:
+            continue
+        out += [f"## {title}", "", head, "|" + "---|" * 16] + [_fmt_row(r) for r in sel] + [""]
+    return "\n".join(out)
+
+
+def plot_suite(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Table 2 (error ratio and FD vs w_stiff) and Fig. 4 (FD vs w_con) per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    fig, axes = plt.subplots(3, len(targets), figsize=(4 * len(targets), 10), squeeze=False)
+    for j, t in enumerate(targets):
+        t2 = [r for r in rows if r["target"] == t and r["table"] == "table2"]
+        for n in sorted({r["steps"] for r in t2}):
+            pts = sorted((r["w_stiff"], r["err_ratio"], r["fd"]) for r in t2 if r["steps"] == n)
+            w, er, fd = zip(*pts)
+            axes[0, j].plot(w, er, "o-", label=f"{n} steps")
+            axes[1, j].plot(w, fd, "o-", label=f"{n} steps")
+        axes[0, j].axhline(1, color="k", lw=0.8, ls="--")
+        axes[0, j].set_title(f"{t}: global error / Heun", fontsize=9)
+        axes[1, j].set_title(f"{t}: FD vs reference data", fontsize=9)
+        for a in axes[:2, j]:
+            a.set_xlabel("w_stiff")
+            a.legend(fontsize=7)
+        f4 = [r for r in rows if r["target"] == t and r["table"] == "fig4"]
+        for w in sorted({r["w_stiff"] for r in f4}):
+            pts = sorted((r["w_con"], r["fd"]) for r in f4 if r["w_stiff"] == w)
+            axes[2, j].plot(*zip(*pts), "o-", label=f"w_stiff={w:g}")
+        base = [r["fd"] for r in t2 if r["w_stiff"] == 0 and r["steps"] == (f4[0]["steps"] if f4 else 0)]
+        if base:
+            axes[2, j].axhline(base[0], color="k", lw=0.8, ls="--", label="Heun")
+        axes[2, j].set_xlabel("w_con")
+        axes[2, j].set_title(f"{t}: Fig. 4 analogue (FD)", fontsize=9)
+        axes[2, j].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

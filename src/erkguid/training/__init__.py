@@ -1,0 +1,1 @@
+"""Training of the small shipped models (needs the ``train`` extra for the digits data)."""

@@ -1,0 +1,102 @@
+"""Paper-suite and tune plumbing on tiny configurations (shipped models, no training)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from erkguid.cli import main
+from erkguid.experiments.paper import Evaluator, SuiteConfig, make_target, run_paper_suite, table4_solvers
+from erkguid.experiments.tune import load_preset, tune
+from erkguid.feature_metrics import frechet_distance
+
+
+def test_tiny_suite_rows_files_and_invariants(tmp_path):
+    cfg = SuiteConfig(targets=("tree2d-learned",), num_samples=24, table2_steps=(4,), table2_w=(0.0, 1.0), table3_steps=(6,),
+                      table4_nfe=(8,), fig4_steps=(6,), fig4_w=(1.0,), fig4_wcon=(0.0, 0.5), table10_steps=4,
+                      table10_tau=(1.0,), table11_r=((0.05, True),), rtol=1e-3, num_boot=5)
+    res = run_paper_suite(tmp_path, config=cfg, progress=False)
+    rows = res["rows"]
+    assert {p.split("/")[-1] for p in res["files"]} == {"paper.json", "paper.md", "paper.png"}
+    assert json.loads((tmp_path / "paper.json").read_text())["rows"] == rows
+    assert {r["table"] for r in rows} == {"table2", "table3", "table4:nfe8", "fig4", "table10", "table11"}
+    t10 = [r for r in rows if r["table"] == "table10"]
+    assert [r["variant"] for r in t10] == ["", "", "tau=1"] and t10[2]["nfe"] >= t10[0]["nfe"]
+    t11 = [r for r in rows if r["table"] == "table11"]
+    assert t11[0]["solver"] == "heun_pc" and t11[0]["variant"] == "r=0.05, stochastic=True" and t11[0]["nfe"] <= t10[0]["nfe"]
+    assert sorted({r["solver"] for r in rows if r["table"].startswith("table4")}) == sorted(table4_solvers())
+    for r in rows:
+        if r["w_stiff"] == 0 and not r["variant"]:
+            assert (r["err_ratio"], r["fd_delta"]) == (1.0, 0.0)
+        else:
+            assert r["err_ratio_lo"] <= r["err_ratio"] <= r["err_ratio_hi"]
+            assert r["fd_delta_lo"] <= r["fd_delta_hi"]
+    md = (tmp_path / "paper.md").read_text()
+    assert "Table 2 analogue" in md and "Fig. 4 analogue" in md and "Table 11 analogue" in md
+    assert "cfg w=1.5" in md and "ag w=2" in md
+
+
+def test_evaluator_metrics_match_direct_computation():
+    t = make_target("tree2d-learned", num_ref=256)
+    ev = Evaluator(t, 32, rtol=1e-3, num_boot=5)
+    row = ev.row("x", "heun", 6, 1.0, 0.5)
+    run = ev.run("heun", 6, 1.0, 0.5)
+    assert row.fd == pytest.approx(frechet_distance(run.x.numpy(), t.data.numpy()))
+    assert row.err_mean == pytest.approx(float((run.x - ev.reference("none", 1.0)).norm(dim=1).mean()))
+    # guidance with scale 1 is the main model itself
+    x = torch.randn(5, 2)
+    s = torch.full((5,), 0.7)
+    lab = torch.tensor([0, 1, 0, 1, 0])
+    for g in ("cfg", "ag"):
+        torch.testing.assert_close(t.guided(g, 1.0)(x, s, lab), t.denoiser(x, s, lab))
+    with pytest.raises(ValueError, match="guidance must be"):
+        t.guided("bogus", 1.0)
+    with pytest.raises(ValueError, match="target must be one of"):
+        make_target("nope")
+
+
+def test_tune_preset_and_sample_cli(tmp_path):
+    p = tune("tree2d-learned", "heun", 11, objective="error", calib=24, heldout=24, w_grid=(0.5, 2.0), wcon_grid=(0.0, 0.5),
+             rtol=1e-3, progress=False)
+    scores = {(g["w_stiff"], g["w_con"]): g["score"] for g in p["calibration"]["grid"]}
+    assert len(scores) == 5 and scores[(p["w_stiff"], p["w_con"])] == min(scores.values())
+    assert p["steps"] == 6 and p["nfe"] == 11
+    lo, hi = p["heldout"]["err_ratio_ci"]
+    assert lo <= p["heldout"]["err_ratio"] <= hi
+    path = tmp_path / "preset.json"
+    path.write_text(json.dumps(p))
+    assert load_preset(path)["w_stiff"] == p["w_stiff"]
+    out = tmp_path / "s.npz"
+    r = CliRunner().invoke(main, ["sample", "--preset", str(path), "--num-samples", "10", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    z = np.load(out)
+    assert z["samples"].shape == (10, 2) and list(z["seeds"]) == list(range(10))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"solver": "heun"}))
+    with pytest.raises(ValueError, match="lacks keys"):
+        load_preset(bad)
+    with pytest.raises(ValueError, match="objective"):
+        tune("tree2d-learned", objective="fid")
+
+
+def test_cli_errors():
+    r = CliRunner().invoke(main, ["paper", "--targets", "nope"])
+    assert r.exit_code != 0 and "unknown targets" in r.output
+    r = CliRunner().invoke(main, ["paper", "--tables", "table9"])
+    assert r.exit_code != 0 and "unknown tables" in r.output
+    r = CliRunner().invoke(main, ["train"])
+    assert r.exit_code != 0 and "presets" in r.output
+
+
+def test_paper_cli_quick(tmp_path):
+    r = CliRunner().invoke(main, ["paper", "--quick", "--targets", "tree2d-learned", "--num-samples", "16", "--quiet",
+                                  "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "paper.json").read_text())["rows"]
+    quick = SuiteConfig.quick()
+    assert {r["steps"] for r in rows if r["table"] == "table2"} == set(quick.table2_steps)
+    assert {r["w_con"] for r in rows if r["table"] == "fig4"} == set(quick.fig4_wcon)
+    assert "Table 4 analogue" in (tmp_path / "paper.md").read_text()
+    assert (tmp_path / "paper.png").stat().st_size > 1000
