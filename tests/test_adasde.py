@@ -157,3 +157,63 @@ def test_erk_guid_pair_on_adasde(model) -> None:
     assert torch.isfinite(tr.rho[:3]).all() and tr.rho[3].isnan().all()  # a pair on every positive step, none on the last
     guided = sample(model, x0, coef.grid(), solver="adasde", solver_options={"coefficients": coef}, seeds=range(16), w_stiff=1.0)
     assert (guided - plain).abs().max() > 0
+
+
+# ---------------------------------------------------------------------------- distillation
+from erkguid.training import DistillConfig, distill_adasde, dpm2_teacher, student_levels, teacher_levels  # noqa: E402
+from erkguid.training.adasde import evaluate_losses  # noqa: E402
+
+
+def test_teacher_grid_nests_student_grid_and_costs_4_M_plus_1_per_step(model) -> None:
+    for nfe, m in ((3, 2), (5, 3), (7, 3)):
+        cfg = DistillConfig(nfe=nfe, M=m)
+        levels = student_levels(cfg)
+        assert levels.numel() == (nfe + 3) // 2
+        full, keep = teacher_levels(levels, cfg)
+        assert torch.equal(full[keep], levels)
+        assert (full[1:] < full[:-1]).all() and full.numel() == 2 * (m + 1) * (levels.numel() - 1) + 1
+        calls = [0]
+
+        def counting(x, sigma, calls=calls):
+            calls[0] += 1
+            return model(x, sigma)
+
+        states = dpm2_teacher(counting, _x0(4), full, keep)
+        assert len(states) == levels.numel() and calls[0] == 4 * (m + 1) * (levels.numel() - 1)
+    with pytest.raises(ValueError, match="nfe must be a positive odd"):
+        student_levels(DistillConfig(nfe=4))
+
+
+def test_teacher_converges_on_gaussian_data() -> None:
+    from erkguid import isotropic_gaussian
+
+    g = isotropic_gaussian(dim=4, std=0.5)
+    x = _x0(8).repeat(1, 2)
+    levels = student_levels(DistillConfig(nfe=5))
+    exact = x * math.sqrt(0.25 + 0.002**2) / math.sqrt(0.25 + 80.0**2)
+    errs = []
+    for m in (0, 1, 3):
+        full, keep = teacher_levels(levels, DistillConfig(nfe=5, M=m))
+        errs.append(float((dpm2_teacher(g, x, full, keep)[-1] - exact).abs().max()))
+    assert errs[0] > errs[1] > errs[2]
+
+
+def test_short_distillation_lowers_the_loss_and_resumes_exactly(tmp_path, model) -> None:
+    torch.manual_seed(0)
+    cfg = DistillConfig(nfe=3, iters=6, batch=32, gamma_max=0.02, lr=0.2)
+    before = evaluate_losses(model, AdaSDECoefficients.neutral(student_levels(cfg), gamma_max=0.02), (2,), cfg, num=128)
+    full = distill_adasde(model, cfg, progress=False)
+    after = evaluate_losses(model, full.coefficients, (2,), cfg, num=128)
+    assert sum(after) < 0.5 * sum(before)
+    assert len(full.history) == 6 and all(len(h) == 2 for h in full.history)
+    assert full.teacher_nfe == 4 * 4 * 2 and full.coefficients.meta["config"]["nfe"] == 3
+    assert float(full.coefficients.raw["a"].abs().max()) > 0  # the network-sigma scale gets gradients
+    ck = tmp_path / "ck.json"
+    part = distill_adasde(model, cfg, checkpoint=ck, stop_at=3, progress=False)
+    assert len(part.history) == 3 and ck.is_file()
+    resumed = distill_adasde(model, cfg, checkpoint=ck, resume=True, progress=False)
+    for k in ("r", "c", "a", "gamma"):
+        torch.testing.assert_close(resumed.coefficients.raw[k], full.coefficients.raw[k], rtol=1e-10, atol=1e-12)
+    assert resumed.history == full.history
+    with pytest.raises(ValueError, match="different settings"):
+        distill_adasde(model, DistillConfig(nfe=3, iters=6, batch=16, gamma_max=0.02), checkpoint=ck, resume=True, progress=False)

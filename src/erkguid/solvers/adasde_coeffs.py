@@ -138,7 +138,8 @@ class AdaSDECoefficients:
 
     def table(self) -> dict[str, list[float]]:
         """Mapped values per step: ``{'r': [...], 'c': [...], 'a': [...], 'gamma': [...]}``."""
-        rows = [[float(v) for v in self.values(i)] for i in range(self.num_steps)]
+        with torch.no_grad():
+            rows = [[float(v) for v in self.values(i)] for i in range(self.num_steps)]
         return {k: [row[j] for row in rows] for j, k in enumerate(KNOBS)}
 
     def check_grid(self, grid: Tensor) -> None:
