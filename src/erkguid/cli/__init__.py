@@ -15,3 +15,5 @@ def main() -> None:
 
 # Each command lives in its own module and registers itself on ``main``.
 from . import core  # noqa: E402,F401
+
+from . import adasde as _adasde  # noqa: E402,F401  # isort: skip
