@@ -10,7 +10,17 @@ from .noise import PerSampleNoise, randn_from_seeds
 from .reference import ReferenceResult, check_reference, reference_solve
 from .sampling import NonFiniteError, Trace, sample
 from .schedules import check_sigmas, edm_sigmas, get_sigmas, logsnr_sigmas, vp_time_uniform_sigmas
-from .solvers import SOLVERS, AdaSDECoefficients, Solver, StepContext, StepOut, get_solver, register
+from .solvers import (
+    SOLVERS,
+    AdaptiveResult,
+    AdaSDECoefficients,
+    Solver,
+    StepContext,
+    StepOut,
+    adaptive_heun,
+    get_solver,
+    register,
+)
 
 __version__ = "0.1.0"
 
@@ -18,6 +28,8 @@ __all__ = [
     "AdaSDECoefficients",
     "SCALINGS",
     "SOLVERS",
+    "AdaptiveResult",
+    "adaptive_heun",
     "Correction",
     "ErkPair",
     "Estimate",

@@ -1,0 +1,43 @@
+"""Shared pieces of the multistep solvers (DPM-Solver++(2M), DEIS, iPNDM, UniPC).
+
+Their embedded pair is the one Table 9 gives DEIS: the current evaluated point ``(x_i, f_i)``
+against the previous evaluated point ``(x_{i-1}, f_{i-1})``, ``h = sigma_{i-1} - sigma_i``,
+beta in {0, -1} (``sign = -1``). Both members are states at which the network was actually
+evaluated, so ``||f_i - f_{i-1}|| / ||x_i - x_{i-1}||`` is a secant estimate of the drift's
+Jacobian along the step (Eq. 17) at zero extra cost. The negative sign matches the leading
+stiff error of an explicit multistep formula: for a stiff mode with z = lambda h, Adams-Bashforth
+extrapolation overshoots along -f (AB2: 1 - 3z/2 + ...), so the correction gives part of the
+step back, while the one-step RK pairs (Heun, DPM-Solver-2) use ``sign = +1``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+
+from ..correction import ErkPair
+
+
+class History(NamedTuple):
+    """Evaluated points of the previous steps, newest first, and their step indices."""
+
+    xs: tuple[Tensor, ...]  # states where the network was evaluated
+    fs: tuple[Tensor, ...]  # drifts there
+    denoised: tuple[Tensor, ...]  # D(x; sigma) there
+    index: int  # step index of xs[0]
+
+
+def previous_pair(ctx_sigmas: Tensor, i: int, x: Tensor, f: Tensor, hist: History | None) -> ErkPair | None:
+    """The multistep pair (x_i, f_i) vs (x_{i-1}, f_{i-1}) with h = sigma_{i-1} - sigma_i, sign -1."""
+    if hist is None or not hist.xs:
+        return None
+    h = float(ctx_sigmas[i - 1] - ctx_sigmas[i])
+    return ErkPair(x, f, hist.xs[0], hist.fs[0], h, -1.0)
+
+
+def push(hist: History | None, i: int, x: Tensor, f: Tensor, denoised: Tensor, keep: int) -> History:
+    """Prepend the point of step ``i`` and keep the newest ``keep`` points."""
+    if hist is None:
+        return History((x,), (f,), (denoised,), i)
+    return History((x, *hist.xs)[:keep], (f, *hist.fs)[:keep], (denoised, *hist.denoised)[:keep], i)

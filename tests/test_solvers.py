@@ -1,0 +1,219 @@
+"""Solvers: convergence order, k-diffusion equality, ERK-Guid plumbing (Table 9), per-sample semantics."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import erkguid as eg
+from erkguid.correction import erk_guid
+from erkguid.solvers import SOLVERS, StepContext
+from erkguid.solvers.deis import deis_coefficients, lagrange_integrals
+
+ALL = ["euler", "heun", "dpm2", "dpmpp_2m", "deis", "ipndm", "unipc"]
+PAIRED = [s for s in ALL if s != "euler"]
+
+
+def load_kdiffusion_sampling() -> types.ModuleType:
+    """k-diffusion's sampling.py from the installed wheel, without its package __init__ (which
+    imports torchvision & co.); only ``utils.append_dims`` is stubbed, as sampling.py needs nothing else."""
+    spec = importlib.util.find_spec("k_diffusion")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("reference tests need: pip install --no-deps k-diffusion==0.1.1.post1")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    name = "_kd_ref"
+    if name + ".sampling" in sys.modules:
+        return sys.modules[name + ".sampling"]
+    pkg, utils = types.ModuleType(name), types.ModuleType(name + ".utils")
+    pkg.__path__ = [str(root)]
+    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
+    pkg.utils = utils
+    sys.modules[name], sys.modules[name + ".utils"] = pkg, utils
+    mspec = importlib.util.spec_from_file_location(name + ".sampling", root / "sampling.py")
+    mod = importlib.util.module_from_spec(mspec)
+    sys.modules[mspec.name] = mod
+    mspec.loader.exec_module(mod)
+    return mod
+
+
+def _at_sigma_min(model, x0, sigmas, solver, **kw):
+    """State after the step that lands on sigma_min (the grid's last positive level)."""
+    got = {}
+    n = len(sigmas) - 1
+
+    def cb(info):
+        if info["i"] == n - 2:
+            got["x"] = info["x"]
+
+    eg.sample(model, x0, sigmas, solver=solver, callback=cb, **kw)
+    return got["x"]
+
+
+# ----------------------------------------------------------------------------- convergence order
+@pytest.mark.parametrize(
+    "solver,options,order",
+    [(s, None, SOLVERS[s].order) for s in ALL] + [("deis", {"order": 1}, 1), ("deis", {"order": 2}, 2)],
+)
+def test_empirical_convergence_order(solver, options, order):
+    """Slope of log error vs log N on the closed-form Gaussian ODE, measured at sigma_min: the final
+    step to 0 is a denoising step whose O(sigma_min^2) error does not shrink with N and would hide the order."""
+    model = eg.isotropic_gaussian(dim=4, std=0.5)
+    smax, smin = 5.0, 0.1
+    x0 = eg.randn_from_seeds(range(8), (4,), sigma=smax, dtype=torch.float64)
+    exact = model.ode_solution(x0, smax, smin)
+    ns = [16, 32, 64, 128]
+    errs = []
+    for n in ns:
+        sig = torch.cat([eg.edm_sigmas(n, smin, smax)[:-1], torch.zeros(1, dtype=torch.float64)])
+        x = _at_sigma_min(model, x0, sig, solver, solver_options=options)
+        errs.append(float((x - exact).norm(dim=1).max()))
+    slope = -np.polyfit(np.log(ns), np.log(errs), 1)[0]
+    assert abs(slope - order) < 0.35, (solver, slope, errs)
+
+
+def test_ipndm_equals_deis_on_uniform_grid():
+    """Constant AB weights are the exact Lagrange integrals when the sigma steps are equal."""
+    model = eg.tree_2d()
+    x0 = eg.randn_from_seeds(range(16), (2,), sigma=3.0, dtype=torch.float64)
+    sig = torch.cat([torch.linspace(3.0, 0.3, 10, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+    for k in (1, 2, 3):
+        a = eg.sample(model, x0, sig, solver="ipndm", solver_options={"order": k})
+        b = eg.sample(model, x0, sig, solver="deis", solver_options={"order": k})
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+def test_lagrange_integrals_exact():
+    nodes = np.array([1.0, 1.5, 2.3])
+    c = lagrange_integrals(nodes, 1.0, 0.4)
+    for p in (np.array([1.0]), np.array([2.0, -1.0]), np.array([0.5, 0.1, -3.0])):  # degree <= 2 exact
+        prim = np.polyint(p)
+        assert abs(c @ np.polyval(p, nodes) - (np.polyval(prim, 0.4) - np.polyval(prim, 1.0))) < 1e-12
+    coefs = deis_coefficients(eg.edm_sigmas(6), 3)
+    assert [len(c) for c in coefs] == [1, 2, 3, 3, 3, 3]
+    assert coefs[0][0] == pytest.approx(float(eg.edm_sigmas(6)[1] - eg.edm_sigmas(6)[0]))
+
+
+# ----------------------------------------------------------------------------- k-diffusion equality
+@pytest.mark.parametrize("ours,theirs", [("euler", "sample_euler"), ("heun", "sample_heun"),
+                                          ("dpm2", "sample_dpm_2"), ("dpmpp_2m", "sample_dpmpp_2m")])
+def test_equals_kdiffusion(ours, theirs):
+    kd = load_kdiffusion_sampling()
+    model = eg.tree_2d()
+    sig = eg.edm_sigmas(9, sigma_max=20.0)
+    x0 = eg.randn_from_seeds(range(64), (2,), sigma=20.0, dtype=torch.float64)
+    calls = {"n": 0}
+
+    def den(x, s):
+        calls["n"] += 1
+        assert s.shape == (x.shape[0],)
+        return model(x, s)
+
+    ref = getattr(kd, theirs)(den, x0.clone(), sig, disable=True)
+    ref_nfe, calls["n"] = calls["n"], 0
+    tr = eg.Trace()
+    got = eg.sample(den, x0, sig, solver=ours, callback=tr)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    assert tr.nfe == ref_nfe == SOLVERS[ours].nfe(9)
+
+
+# ----------------------------------------------------------------------------- ERK-Guid plumbing
+def _plain(model, x0, sigmas, solver, options=None):
+    """The solver's own steps, no loop, no correction."""
+    grid = eg.check_sigmas(sigmas)
+    ctx = StepContext(lambda x, s: model(x, torch.full((x.shape[0],), s, dtype=torch.float64)), grid)
+    x, carry = x0, None
+    for i in range(len(grid) - 1):
+        out = SOLVERS[solver].step(ctx, i, x, carry, **(options or {}))
+        x, carry = out.x, out.carry
+    return x
+
+
+@pytest.mark.parametrize("solver", ALL)
+def test_wstiff_zero_bit_identical_and_nfe(solver):
+    model = eg.tree_2d()
+    sig = eg.edm_sigmas(7, sigma_max=10.0)
+    x0 = eg.randn_from_seeds(range(32), (2,), sigma=10.0, dtype=torch.float64)
+    plain = _plain(model, x0, sig, solver)
+    tr0, tr1 = eg.Trace(), eg.Trace()
+    zero = eg.sample(model, x0, sig, solver=solver, w_stiff=0.0, w_con=0.0, callback=tr0)
+    guided = eg.sample(model, x0, sig, solver=solver, w_stiff=2.0, w_con=0.0, callback=tr1)
+    assert torch.equal(zero, plain)
+    assert tr0.nfe == tr1.nfe == SOLVERS[solver].nfe(7)
+    if solver in PAIRED:  # the pair is used: rho is finite on the corrected steps and the output moves
+        assert not torch.equal(guided, plain)
+        assert torch.isfinite(tr1.rho[1:-1]).all() and (tr1.correction_norm[1:-1] > 0).any()
+    else:
+        assert torch.equal(guided, plain) and tr1.rho.isnan().all()
+
+
+def test_deis_sign_convention():
+    """Table 9: DEIS pairs (x_i, f_i) with (x_{i-1}, f_{i-1}), h = sigma_{i-1} - sigma_i, beta in {0, -1}:
+    x_hat = x_next + h z^2 <f_i, v> v."""
+    model = eg.tree_2d()
+    sig = eg.edm_sigmas(5, sigma_max=10.0)
+    x0 = eg.randn_from_seeds(range(8), (2,), sigma=10.0, dtype=torch.float64)
+    grid = eg.check_sigmas(sig)
+    ctx = StepContext(lambda x, s: model(x, torch.full((x.shape[0],), s, dtype=torch.float64)), grid)
+    out0 = SOLVERS["deis"].step(ctx, 0, x0, None)
+    out1 = SOLVERS["deis"].step(ctx, 1, out0.x, out0.carry)
+    p = out1.pair
+    assert out0.pair is None and p.sign == -1.0 and p.h == pytest.approx(float(grid[0] - grid[1]))
+    assert torch.equal(p.x, out0.x) and torch.equal(p.x_alt, x0)
+    w = 0.7
+    df, dx = p.f - p.f_alt, p.x - p.x_alt
+    rho = df.norm(dim=1) / dx.norm(dim=1)
+    v = df / df.norm(dim=1, keepdim=True)
+    z = w * p.h * rho
+    expected = out1.x + (p.h * z**2 * (p.f * v).sum(1))[:, None] * v
+    got = {}
+    eg.sample(model, x0, sig, solver="deis", w_stiff=w, callback=lambda info: got.setdefault(info["i"], info))
+    torch.testing.assert_close(got[1]["x"], expected, rtol=1e-12, atol=1e-12)
+    assert (got[1]["beta"] == -1).all()
+    # and with the opposite sign the correction would move the other way
+    flipped = erk_guid(out1.x, type(p)(p.x, p.f, p.x_alt, p.f_alt, p.h, 1.0), w, 0.0).x
+    torch.testing.assert_close(out1.x - flipped, expected - out1.x, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ALL)
+def test_per_sample_batch_invariance(solver):
+    model = eg.digits_64d(image_shape=True)
+    sig = eg.edm_sigmas(6)
+    x0 = eg.randn_from_seeds(range(6), (1, 8, 8), sigma=80.0, dtype=torch.float64)
+    full = eg.sample(model, x0, sig, solver=solver, w_stiff=1.0, w_con=0.1)
+    part = eg.sample(model, x0[2:4], sig, solver=solver, w_stiff=1.0, w_con=0.1)
+    one = eg.sample(model, x0[5:], sig, solver=solver, w_stiff=1.0, w_con=0.1)
+    torch.testing.assert_close(part, full[2:4], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(one, full[5:], rtol=1e-10, atol=1e-10)
+
+
+def test_dpm2_ratio_option_and_errors():
+    model = eg.tree_2d()
+    sig = eg.edm_sigmas(6, sigma_max=10.0)
+    x0 = eg.randn_from_seeds(range(8), (2,), sigma=10.0, dtype=torch.float64)
+    a = eg.sample(model, x0, sig, solver="dpm2")
+    b = eg.sample(model, x0, sig, solver="dpm2", solver_options={"r": 0.5 + 1e-9})  # general-r branch
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert not torch.equal(a, eg.sample(model, x0, sig, solver="dpm2", solver_options={"r": 0.3}))
+    with pytest.raises(ValueError, match="option r"):
+        eg.sample(model, x0, sig, solver="dpm2", solver_options={"r": 0.0})
+    with pytest.raises(ValueError, match="option order"):
+        eg.sample(model, x0, sig, solver="deis", solver_options={"order": 4})
+    with pytest.raises(ValueError, match="option order"):
+        eg.sample(model, x0, sig, solver="ipndm", solver_options={"order": 5})
+
+
+def test_final_step_lands_on_denoised():
+    """DPM-Solver++(2M) and UniPC end on D(x_{N-1}; sigma_{N-1}) without dividing by zero."""
+    model = eg.tree_2d()
+    sig = eg.edm_sigmas(5, sigma_max=10.0)
+    x0 = eg.randn_from_seeds(range(8), (2,), sigma=10.0, dtype=torch.float64)
+    for solver in ("dpmpp_2m", "unipc"):
+        got = {}
+        out = eg.sample(model, x0, sig, solver=solver, callback=lambda info: got.__setitem__(info["i"], info))  # noqa: B023
+        assert torch.equal(out, got[4]["denoised"])
