@@ -24,10 +24,11 @@ from . import main
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/adasde/coefficients.json"),
               show_default=True, help="Coefficients file (.json or .safetensors).")
 @click.option("--resume", is_flag=True, help="Continue from OUT's checkpoint (OUT.ckpt.json) if present.")
+@click.option("--stop-at", type=click.IntRange(min=1), default=None, help="Stop after this many iterations (resume later).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch CPU threads.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def distill(model: str, nfe: int, gamma_max: float, m: int, iters: int, batch: int, lr: float, init: str, no_afs: bool,
-            seed: int, out: Path, resume: bool, threads: int, quiet: bool) -> None:
+            seed: int, out: Path, resume: bool, stop_at: int | None, threads: int, quiet: bool) -> None:
     """Distill AdaSDE coefficients for an exact model from a DPM-Solver-2 teacher."""
     import torch
 
@@ -42,7 +43,11 @@ def distill(model: str, nfe: int, gamma_max: float, m: int, iters: int, batch: i
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     ckpt = out.with_name(out.stem + ".ckpt.json")
-    res = distill_adasde(mdl, cfg, checkpoint=ckpt, resume=resume, progress=not quiet, meta={"model": model})
+    try:
+        res = distill_adasde(mdl, cfg, checkpoint=ckpt, resume=resume, stop_at=stop_at, progress=not quiet,
+                             meta={"model": model})
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     coef = res.coefficients
     coef.meta["eval_losses"] = evaluate_losses(mdl, coef, mdl.shape, cfg)
     coef.save(out)
