@@ -183,13 +183,14 @@ def plot_eval(path: Path, res: dict[str, Any]) -> None:
         rows = [r for r in res["results"] if r["model"] == m]
         arms = list(dict.fromkeys(a for r in rows for a in r["arms"]))
         for ax, key, title in zip(row_ax[:2], ("sliced_w2", "loglik"), ("sliced W2 to truth (log)", "log-lik at sigma_min")):
-            for arm in arms:
+            for k, arm in enumerate(arms):
                 pts = [(r["nfe"], np.mean(r["arms"][arm][key]), np.std(r["arms"][arm][key])) for r in rows if arm in r["arms"]]
                 if pts:
                     n, mu, sd = zip(*pts)
-                    ax.errorbar(n, mu, yerr=sd, marker="o", capsize=3, label=arm)
-            if key == "sliced_w2":
-                ax.set_yscale("log")
+                    learned = arm.startswith(("adasde", "twin", "teacher"))
+                    ax.errorbar(n, mu, yerr=sd, marker="o" if learned else "x", capsize=3, label=arm, color=plt.cm.tab20(k % 20),
+                                lw=2.2 if learned else 0.9, ls="-" if learned else ":")
+            ax.set_yscale("log" if key == "sliced_w2" else "symlog")
             ax.set_title(f"{m}: {title}")
             ax.set_xlabel("NFE")
         row_ax[0].legend(fontsize=7)
