@@ -12,11 +12,22 @@ from .noise import PerSampleNoise, randn_from_seeds
 from .reference import ReferenceResult, check_reference, reference_solve
 from .sampling import NonFiniteError, Trace, sample
 from .schedules import check_sigmas, edm_sigmas, get_sigmas, logsnr_sigmas, vp_time_uniform_sigmas
-from .solvers import SOLVERS, AdaptiveResult, Solver, StepContext, StepOut, adaptive_heun, get_solver, register
+from .solvers import (
+    SOLVERS,
+    AdaptiveResult,
+    AdaSDECoefficients,
+    Solver,
+    StepContext,
+    StepOut,
+    adaptive_heun,
+    get_solver,
+    register,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaSDECoefficients",
     "SCALINGS",
     "SOLVERS",
     "AdaptiveResult",

@@ -115,6 +115,8 @@ def sample(
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         raise ValueError(f"solver_options {unknown} not accepted by solver {spec.name!r}; allowed: {sorted(spec.options)}")
+    if spec.prepare is not None:
+        options = spec.prepare(options, grid)
     noise = None
     if seeds is not None:
         noise = PerSampleNoise(seeds, x.device)

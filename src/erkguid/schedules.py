@@ -48,25 +48,43 @@ def vp_time_uniform_sigmas(
     num_steps: int,
     sigma_min: float = 0.002,
     sigma_max: float = 80.0,
-    beta_d: float = 19.9,
-    beta_min: float = 0.1,
-    eps_t: float | None = None,
+    beta_d: float | None = None,
+    beta_min: float | None = None,
+    eps_t: float = 1e-3,
 ) -> Tensor:
     """VP 'time-uniform' grid: uniform in VP time t, mapped to EDM sigma, then 0.
 
     sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1) (Song et al. 2021; EDM Table 1).
-    The end points are the times whose sigma equals ``sigma_max`` and ``sigma_min``.
+    By default (``beta_d = beta_min = None``) the VP parameters are fitted so that t = 1 gives
+    ``sigma_max`` and t = ``eps_t`` gives ``sigma_min`` and t runs uniformly over [eps_t, 1]: the
+    convention of DPM-Solver-v3 / AMED / AdaSDE (N = 4 levels: [80, 6.9502, 1.2867, 0.002]).
+    With explicit ``beta_d`` and ``beta_min`` the grid is uniform between the times whose sigma
+    equals ``sigma_max`` and ``sigma_min`` (``eps_t`` is then unused). The end points are exact.
     """
     _check_range(num_steps, sigma_min, sigma_max)
+    if (beta_d is None) != (beta_min is None):
+        raise ValueError("beta_d and beta_min must be given together (or both left None to fit them)")
+    if beta_d is None:
+        if not 0 < eps_t < 1:
+            raise ValueError(f"eps_t must lie in (0, 1), got {eps_t}")
+        l_min, l_max = math.log1p(sigma_min**2), math.log1p(sigma_max**2)
+        beta_d = 2 * (l_min / eps_t - l_max) / (eps_t - 1)
+        beta_min = l_max - beta_d / 2
+        t_max, t_min = 1.0, eps_t
+    else:
+        assert beta_min is not None
 
-    def t_of(sigma: float) -> float:  # inverse of sigma(t), positive root of the quadratic
-        c = math.log1p(sigma**2)
-        return (math.sqrt(beta_min**2 + 2 * beta_d * c) - beta_min) / beta_d
+        def t_of(sigma: float) -> float:  # inverse of sigma(t), positive root of the quadratic
+            c = math.log1p(sigma**2)
+            return (math.sqrt(beta_min**2 + 2 * beta_d * c) - beta_min) / beta_d
 
-    t_max = t_of(sigma_max)
-    t_min = t_of(sigma_min) if eps_t is None else eps_t
+        t_max, t_min = t_of(sigma_max), t_of(sigma_min)
     t = torch.linspace(t_max, t_min, num_steps, dtype=torch.float64)
-    return _append_zero(torch.sqrt(torch.expm1(0.5 * beta_d * t**2 + beta_min * t)))
+    s = torch.sqrt(torch.expm1(0.5 * beta_d * t**2 + beta_min * t))
+    s[0] = sigma_max
+    if num_steps > 1:
+        s[-1] = sigma_min
+    return _append_zero(s)
 
 
 SCHEDULES = {"edm": edm_sigmas, "logsnr": logsnr_sigmas, "time_uniform": vp_time_uniform_sigmas}

@@ -14,6 +14,7 @@ def main() -> None:
 
 
 # Each command lives in its own module and registers itself on ``main``.
+from . import adasde as _adasde_cli  # noqa: E402,F401
 from . import bench as _bench_cli  # noqa: E402,F401
 from . import core as _core_cli  # noqa: E402,F401
 from . import generate as _generate_cli  # noqa: E402,F401

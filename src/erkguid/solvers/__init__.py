@@ -1,6 +1,8 @@
 """Solvers: each a short step function registered under a name (see :mod:`.base`)."""
 
 from .adaptive import AdaptiveResult, adaptive_heun
+from .adasde import adasde_step, adasde_update
+from .adasde_coeffs import AdaSDECoefficients
 from .base import SOLVERS, Solver, StepContext, StepFn, StepOut, get_solver, register, to_d
 from .deis import deis_step
 from .dpm2 import dpm2_step
@@ -12,6 +14,7 @@ from .pc import heun_pc_step, langevin_correct
 from .unipc import unipc_step
 
 __all__ = [
+    "AdaSDECoefficients",
     "SOLVERS",
     "AdaptiveResult",
     "adaptive_heun",
@@ -22,6 +25,8 @@ __all__ = [
     "StepContext",
     "StepFn",
     "StepOut",
+    "adasde_step",
+    "adasde_update",
     "deis_step",
     "dpm2_step",
     "dpmpp_2m_step",

@@ -77,6 +77,8 @@ class Solver:
         nfe: ``nfe(num_steps) -> int`` network evaluations for a grid of ``num_steps`` steps.
         options: allowed keyword options of ``step`` (``solver_options``) with their defaults.
         doc: one line for ``erkguid solvers``.
+        prepare: optional ``prepare(options, sigmas) -> options`` run once per ``sample`` call, before
+            the first step (e.g. to load and validate learned coefficients against the grid).
     """
 
     name: str
@@ -85,6 +87,7 @@ class Solver:
     nfe: Callable[[int], int]
     options: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
+    prepare: Callable[[dict[str, Any], Tensor], dict[str, Any]] | None = None
 
 
 SOLVERS: dict[str, Solver] = {}
