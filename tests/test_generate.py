@@ -32,8 +32,13 @@ def _noisy_step(ctx: StepContext, i: int, x: torch.Tensor, carry=None) -> StepOu
     return StepOut(x_next, d, None)
 
 
-if "test_noisy" not in SOLVERS:
+@pytest.fixture
+def noisy_solver():
+    """Register the test-only stochastic solver for one test and remove it afterwards, so it never
+    leaks into tests that iterate over the registry."""
     register(Solver("test_noisy", _noisy_step, order=1, nfe=lambda n: n, doc="test only"))
+    yield "test_noisy"
+    del SOLVERS["test_noisy"]
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -69,7 +74,9 @@ def test_npz_and_png_are_deterministic_and_readable(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("solver", ["heun", "test_noisy"])
-def test_sample_depends_only_on_its_seed(tmp_path: Path, solver: str) -> None:
+def test_sample_depends_only_on_its_seed(tmp_path: Path, solver: str, request: pytest.FixtureRequest) -> None:
+    if solver == "test_noisy":
+        request.getfixturevalue("noisy_solver")
     gen.generate(tmp_path / "a", _settings(solver=solver), "0-7", progress=False)
     gen.generate(tmp_path / "b", _settings(solver=solver, batch_size=3), [6, 2, 5], progress=False)
     for q in (2, 5, 6):
