@@ -50,7 +50,7 @@ def test_evaluator_metrics_match_direct_computation():
     s = torch.full((5,), 0.7)
     lab = torch.tensor([0, 1, 0, 1, 0])
     for g in ("cfg", "ag"):
-        torch.testing.assert_close(t.guided(g, 1.0)(x, s, lab), t.denoiser(x, s, lab))
+        torch.testing.assert_close(t.guided(g, 1.0)(x, s, class_labels=lab), t.denoiser(x, s, lab))
     with pytest.raises(ValueError, match="guidance must be"):
         t.guided("bogus", 1.0)
     with pytest.raises(ValueError, match="target must be one of"):

@@ -172,7 +172,7 @@ class Guided:
 
     def __call__(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
         d_main, d_ref = self.branches(x, sigma, **cond)
-        return torch.lerp(d_ref, d_main, self.w) if self.w != 1.0 else d_main
+        return d_ref + self.w * (d_main - d_ref) if self.w != 1.0 else d_main  # Eq. 55 as written
 
 
 def cfg(

@@ -22,6 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..feature_metrics import DigitsFeatures, FeatureReference, inception_score, kid
+from ..guidance import autoguidance, cfg
 from ..metrics import global_error, ratio_ci
 from ..noise import randn_from_seeds
 from ..reference import reference_solve
@@ -57,26 +58,17 @@ class Target:
         return self._feat(x)
 
     def guided(self, guidance: str, w: float) -> Callable[..., Tensor]:
-        """``none``, ``cfg`` (guiding = unconditional) or ``ag`` (guiding = weak model), combined as
-        D_guide + w (D_main - D_guide), i.e. Eq. 55 written for the denoiser (f is affine in D)."""
-        main = self.denoiser
+        """``none``, ``cfg`` (guiding = unconditional, :func:`erkguid.guidance.cfg`) or ``ag`` (guiding =
+        weak model, :func:`erkguid.guidance.autoguidance`): D_guide + w (D_main - D_guide) (Eq. 55)."""
         if guidance == "none":
-            return main
+            return self.denoiser
         if guidance == "cfg":
-            def guide(x: Tensor, s: Tensor, class_labels: Tensor | None = None) -> Tensor:
-                return main(x, s, None)
-        elif guidance == "ag":
+            return cfg(self.denoiser, w, {"class_labels": None})
+        if guidance == "ag":
             if self.weak is None:
                 raise ValueError(f"target {self.name!r} has no weak model for autoguidance")
-            guide = self.weak
-        else:
-            raise ValueError(f"guidance must be 'none', 'cfg' or 'ag', got {guidance!r}")
-
-        def d(x: Tensor, s: Tensor, class_labels: Tensor | None = None) -> Tensor:
-            g = guide(x, s, class_labels)
-            return g + w * (main(x, s, class_labels) - g)
-
-        return d
+            return autoguidance(self.denoiser, self.weak, w)
+        raise ValueError(f"guidance must be 'none', 'cfg' or 'ag', got {guidance!r}")
 
 
 def _real_digits() -> Tensor:
