@@ -1,4 +1,4 @@
-"""Learned-model commands: ``train``, ``paper`` (paper-table analogues), ``tune`` and ``sample``."""
+"""Learned-model commands: ``train`` and ``tune`` (the paper suite is ``erkguid bench --suite paper``)."""
 
 from __future__ import annotations
 
@@ -42,43 +42,6 @@ def train(names: tuple[str, ...], all_: bool, out: Path, steps: int | None, no_r
             stats = entry.get("sample_stats")
             click.echo(f"  shipped to {ship_dir}/{n}.safetensors ({entry['params']} params)"
                        + (f"; sample mean {stats['mean']:.4f} std {stats['std']:.4f}" if stats else ""))
-
-
-@main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/paper"), show_default=True,
-              help="Directory for paper.json, paper.md and paper.png.")
-@click.option("--quick", is_flag=True, help="Small CI variant (few samples and settings).")
-@click.option("--targets", default=None, help="Comma-separated subset of the targets (default: all four).")
-@click.option("--tables", default=None, help="Comma-separated subset of table2,table3,table4,fig4,table10,table11.")
-@click.option("--num-samples", type=click.IntRange(min=16), default=None, help="Samples per configuration.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def paper(out: Path, quick: bool, targets: str | None, tables: str | None, num_samples: int | None, seed: int,
-          quiet: bool) -> None:
-    """Paper-table analogues (Tables 2, 3, 4, 10, 11 and Fig 4): accuracy and distribution metrics side by side."""
-    from ..experiments.paper import TARGETS, SuiteConfig, format_suite, run_paper_suite
-
-    cfg = SuiteConfig.quick() if quick else SuiteConfig()
-    if targets:
-        chosen = tuple(t.strip() for t in targets.split(","))
-        bad = [t for t in chosen if t not in TARGETS]
-        if bad:
-            raise click.BadParameter(f"unknown targets {bad}; choose from {', '.join(TARGETS)}", param_hint="--targets")
-        cfg.targets = chosen
-    if tables:
-        chosen_t = tuple(t.strip() for t in tables.split(","))
-        bad = [t for t in chosen_t if t not in SuiteConfig().tables]
-        if bad:
-            allowed = ", ".join(SuiteConfig().tables)
-            raise click.BadParameter(f"unknown tables {bad}; choose from {allowed}", param_hint="--tables")
-        cfg.tables = chosen_t
-    if num_samples:
-        cfg.num_samples = num_samples
-    res = run_paper_suite(out, config=cfg, seed=seed, progress=not quiet)
-    click.echo(format_suite(res["rows"]))
-    click.echo(f"{cfg.num_samples} samples per row; reference solves rtol {cfg.rtol:g}; {res['seconds']:.0f} s")
-    for f in res.get("files", []):
-        click.echo(f"wrote {f}")
 
 
 @main.command()
