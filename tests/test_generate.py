@@ -195,3 +195,66 @@ def test_generate_bench_cli_writes_consistent_json(tmp_path: Path) -> None:
         assert run["load1_before"] >= 0
     assert s["throughput_ratio_erk_over_plain"] == pytest.approx(s["erk"]["samples_per_s"] / s["plain"]["samples_per_s"])
     assert "throughput ERK-Guid / plain" in r.output
+
+
+def test_learned_loader_generates_what_sample_gives(tmp_path: Path) -> None:
+    from erkguid import get_sigmas, load_learned, randn_from_seeds, sample
+
+    m = gen.resolve_model("learned:tree2d-main")
+    assert (m.shape, m.num_classes, m.info["learned"]) == ((2,), 2, "tree2d-main")
+    res = gen.generate(tmp_path / "o", gen.Settings(model="learned:tree2d-main", steps=3, batch_size=2, w_stiff=1.0),
+                       "0-2", progress=False)
+    assert res["written"] == 3
+    d = load_learned("tree2d-main")
+    sigmas = get_sigmas("edm", 3, sigma_min=0.002, sigma_max=80.0)
+    for q in range(3):
+        lab = gen.class_for_seed(q, 2)
+        want = sample(d, randn_from_seeds([q], (2,), sigma=80.0), sigmas, w_stiff=1.0, seeds=[gen.solver_seed(q)],
+                      class_labels=torch.tensor([lab]))
+        with np.load(gen.seed_path(tmp_path / "o", q, "npz")) as z:
+            assert int(z["class_label"]) == lab
+            np.testing.assert_allclose(z["x"], want[0].numpy(), rtol=1e-5, atol=1e-5)
+    for bad in ("learned:nope", "learned:digits-classifier"):
+        with pytest.raises(ValueError, match=r"NAME must be one of the shipped denoisers \['digits-main'"):
+            gen.resolve_model(bad)
+
+
+def test_edm_loader_resolves_and_names_its_errors(edm_checkout, tmp_path: Path) -> None:
+    src, pkl, net = edm_checkout
+    m = gen.resolve_model(f"edm:{pkl}::{src}")
+    assert (m.shape, m.num_classes, m.sigma_max) == ((1, 4, 4), 3, 80.0)
+    x = torch.randn(2, 1, 4, 4)
+    s = torch.tensor([0.5, 5.0])
+    torch.testing.assert_close(m.denoiser(x, s, class_labels=torch.tensor([0, 2])),
+                               net(x, s, torch.nn.functional.one_hot(torch.tensor([0, 2]), 3).float()))
+    for bad in (f"edm:{pkl}", f"edm:{pkl}::", f"edm:::{src}"):
+        with pytest.raises(ValueError, match=r"must be edm:PICKLE::SOURCE_DIR"):
+            gen.resolve_model(bad)
+    with pytest.raises(FileNotFoundError, match="pickle_path"):
+        gen.resolve_model(f"edm:{tmp_path / 'no.pkl'}::{src}")
+    with pytest.raises(FileNotFoundError, match="source_dir"):
+        gen.resolve_model(f"edm:{pkl}::{tmp_path / 'nodir'}")
+
+
+def test_diffusers_loader_resolves_and_generates(tmp_path: Path) -> None:
+    import diffusers
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 8), layers_per_block=1,
+                                 norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), num_class_embeds=3)
+    unet.save_pretrained(tmp_path / "pipe" / "unet")
+    (tmp_path / "pipe" / "scheduler").mkdir()
+    (tmp_path / "pipe" / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "DDPMScheduler", "prediction_type": "epsilon", "beta_start": 1e-4, "beta_end": 0.02,
+         "num_train_timesteps": 1000}))
+    spec = f"diffusers:{tmp_path / 'pipe' / 'unet'}"
+    m = gen.resolve_model(spec)
+    assert (m.shape, m.num_classes, m.info["prediction"]) == ((1, 8, 8), 3, "epsilon")
+    assert 0.002 < m.sigma_min < 0.02 and m.sigma_max == 80.0  # DDPM linear betas: sigma in [0.01, 157]
+    res = gen.generate(tmp_path / "o", gen.Settings(model=spec, steps=2, batch_size=2), "0-1", progress=False)
+    assert res["format"] == "png" and res["written"] == 2
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        gen.resolve_model(f"diffusers:{tmp_path}")
+    with pytest.raises(ValueError, match="needs the directory"):
+        gen.resolve_model("diffusers:")

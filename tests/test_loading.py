@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import pickle
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -14,56 +12,7 @@ import erkguid
 from erkguid.denoisers import DiscreteVPSchedule, FlowDenoiser, VPDenoiser
 from erkguid.loading import load_diffusers, load_edm_pickle
 
-TINY = textwrap.dedent(
-    """
-    import torch
-
-    class TinyPrecond(torch.nn.Module):
-        def __init__(self, label_dim=3):
-            super().__init__()
-            self.label_dim, self.img_channels, self.img_resolution, self.sigma_data = label_dim, 1, 4, 0.5
-            self.lin = torch.nn.Linear(16 + label_dim + 1, 16)
-
-        def forward(self, x, sigma, class_labels=None, force_fp32=False):
-            b = x.shape[0]
-            s = sigma.reshape(b, 1)
-            lab = torch.zeros(b, self.label_dim) if class_labels is None else class_labels
-            c_in = 1 / (s**2 + 0.25).sqrt()
-            f = self.lin(torch.cat([x.reshape(b, 16) * c_in, lab, s.log() / 4], 1))
-            d = 0.25 / (s**2 + 0.25) * x.reshape(b, 16) + s * 0.5 / (s**2 + 0.25).sqrt() * f
-            return d.reshape(x.shape)
-    """
-)
-
-
-def _forget_modules():
-    for name in [m for m in sys.modules if m.split(".")[0] in ("torch_utils", "dnnlib")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def edm_checkout(tmp_path):
-    src = tmp_path / "edm2"
-    (src / "torch_utils").mkdir(parents=True)
-    (src / "dnnlib").mkdir()
-    (src / "torch_utils" / "__init__.py").write_text("")
-    (src / "dnnlib" / "__init__.py").write_text("")
-    (src / "torch_utils" / "tiny.py").write_text(TINY)
-    sys.path.insert(0, str(src))
-    _forget_modules()
-    try:
-        from torch_utils.tiny import TinyPrecond  # noqa: PLC0415
-
-        torch.manual_seed(0)
-        net = TinyPrecond()
-        pkl = tmp_path / "network-snapshot.pkl"
-        with pkl.open("wb") as fh:
-            pickle.dump({"ema": net, "loss_fn": None}, fh)
-    finally:
-        sys.path.remove(str(src))
-        _forget_modules()
-    yield src, pkl, net
-    _forget_modules()
+from ._helpers import forget_edm_modules
 
 
 def test_edm_pickle_loads_and_samples(edm_checkout):
@@ -98,7 +47,7 @@ def test_edm_pickle_errors(edm_checkout, tmp_path):
     (bare / "torch_utils" / "__init__.py").write_text("")
     with pytest.raises(ValueError, match="needs module 'torch_utils.tiny'"):
         load_edm_pickle(pkl, bare)
-    _forget_modules()
+    forget_edm_modules()
     with pytest.raises(KeyError, match="no entry 'ema_x'"):
         load_edm_pickle(pkl, src, key="ema_x")
     junk = tmp_path / "junk.pkl"

@@ -15,9 +15,10 @@ Design (the contract the tests check):
 * **Metadata.** ``generate.json`` records model, solver, grid, strengths and versions; a restart
   with different settings into the same directory is refused.
 
-Models come from a small resolver (:func:`resolve_model`): built-in exact models by name, a GMM
-``.npz`` file (``gmm:PATH``), and any scheme registered with :func:`register_model_loader`
-(learned / diffusers / EDM loaders plug in there).
+Models come from one resolver (:func:`resolve_model`, also used by ``erkguid sample``): built-in
+exact models by name, a GMM ``.npz`` file (``gmm:PATH``), the shipped learned models
+(``learned:NAME``), a locally saved diffusers model (``diffusers:DIR``), an EDM/EDM2 network pickle
+(``edm:PICKLE::SOURCE_DIR``), and any scheme registered with :func:`register_model_loader`.
 """
 
 from __future__ import annotations
@@ -166,8 +167,64 @@ def _gmm_file(path: str) -> GenModel:
     return _gmm_model(gmm, f"gmm:{p}", {"file": str(p)})
 
 
+def _learned(name: str) -> GenModel:
+    """``learned:NAME``: a shipped learned denoiser (:func:`erkguid.load_learned`)."""
+    from .learned import load_learned, read_manifest
+
+    manifest = read_manifest()
+    names = sorted(n for n, e in manifest.items() if e["arch"]["kind"] != "classifier")
+    if name not in names:
+        raise ValueError(f"model learned:{name}: NAME must be one of the shipped denoisers {names}")
+    d = load_learned(name)
+    e = manifest[name]
+    return GenModel(name=f"learned:{name}", denoiser=d, shape=d.shape, num_classes=d.num_classes or None,
+                    info={"kind": "learned", "learned": name, "data": e.get("data"), "arch": e.get("arch")})
+
+
+def _diffusers(model_dir: str) -> GenModel:
+    """``diffusers:DIR``: a model saved with ``save_pretrained`` (:func:`erkguid.loading.load_diffusers`;
+    the scheduler config is looked up next to it). Grid range: the model's trained sigma range within
+    [0.002, 80]; class-conditional when the config has ``num_class_embeds``."""
+    from .loading import load_diffusers
+
+    if not model_dir:
+        raise ValueError("model diffusers:DIR needs the directory of a saved diffusers model")
+    loaded = load_diffusers(model_dir)
+    cfg = loaded.model.config
+    if cfg.get("cross_attention_dim") is not None and cfg.get("_class_name", "").endswith("ConditionModel"):
+        raise ValueError(f"model diffusers:{model_dir} ({cfg.get('_class_name')}) needs encoder_hidden_states (text "
+                         "embeddings); generate serves unconditional / class-conditional models only; use "
+                         "erkguid.loading.load_diffusers + erkguid.sample from Python")
+    lo, hi = loaded.sigma_range
+    n_cls = cfg.get("num_class_embeds")
+    return GenModel(name=f"diffusers:{model_dir}", denoiser=loaded.denoiser, shape=tuple(loaded.sample_shape),
+                    sigma_min=max(0.002, float(lo)), sigma_max=min(80.0, float(hi)), num_classes=int(n_cls) if n_cls else None,
+                    info={"kind": "diffusers", "dir": str(model_dir), "class": cfg.get("_class_name"), "prediction": loaded.kind})
+
+
+EDM_SEP = "::"
+
+
+def _edm(arg: str) -> GenModel:
+    """``edm:PICKLE::SOURCE_DIR``: an EDM/EDM2 network pickle unpickled with the modules of the EDM/EDM2
+    source checkout ``SOURCE_DIR`` (:func:`erkguid.loading.load_edm_pickle`, network key ``ema``)."""
+    from .loading import load_edm_pickle
+
+    pkl, sep, src = arg.partition(EDM_SEP)
+    if not sep or not pkl or not src:
+        raise ValueError(f"model edm:{arg} must be edm:PICKLE{EDM_SEP}SOURCE_DIR (the network pickle and the root of "
+                         "the EDM/EDM2 source checkout that provides torch_utils/ and dnnlib/)")
+    loaded = load_edm_pickle(pkl, src)
+    label_dim = loaded.denoiser.label_dim
+    return GenModel(name=f"edm:{arg}", denoiser=loaded.denoiser, shape=loaded.sample_shape,
+                    num_classes=label_dim or None, info={"kind": "edm_pickle", "pickle": pkl, "source_dir": src})
+
+
 register_model_loader("builtin", _builtin)
 register_model_loader("gmm", _gmm_file)
+register_model_loader("learned", _learned)
+register_model_loader("diffusers", _diffusers)
+register_model_loader("edm", _edm)
 
 
 def resolve_model(spec: str) -> GenModel:

@@ -12,7 +12,8 @@ from . import main
 
 @main.command()
 @click.option("--model", "model_spec", required=True,
-              help="Built-in name (tree2d, digits64, digits64-image, gauss) or SCHEME:ARG (gmm:PATH.npz, registered loaders).")
+              help="Built-in name (tree2d, digits64, digits64-image, gauss) or SCHEME:ARG: gmm:PATH.npz, learned:NAME "
+                   "(shipped models), diffusers:DIR (save_pretrained dir), edm:PICKLE::SOURCE_DIR, or a registered scheme.")
 @click.option("--seeds", required=True, help="Seeds, e.g. 0-49999 or 0,5,10-19 (inclusive); one output file per seed.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
 @click.option("--solver", default="heun", show_default=True, help="Registered solver (erkguid solvers).")
