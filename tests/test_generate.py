@@ -258,3 +258,53 @@ def test_diffusers_loader_resolves_and_generates(tmp_path: Path) -> None:
         gen.resolve_model(f"diffusers:{tmp_path}")
     with pytest.raises(ValueError, match="needs the directory"):
         gen.resolve_model("diffusers:")
+
+
+def test_sample_cli_matches_generate_and_previews(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "s.npz"
+    r = runner.invoke(main, ["sample", "--model", "learned:tree2d-main", "--steps", "3", "--w-stiff", "1", "--w-con", "0.1",
+                             "--num-samples", "4", "--seed", "5", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "4 samples of learned:tree2d-main (2,) with heun, 3 steps" in r.output and "NFE 5" in r.output
+    gen.generate(tmp_path / "g", gen.Settings(model="learned:tree2d-main", steps=3, w_stiff=1.0, w_con=0.1, batch_size=3),
+                 "5-8", progress=False)
+    with np.load(out) as z:
+        assert list(z["seeds"]) == [5, 6, 7, 8] and z["samples"].shape == (4, 2)
+        for i, q in enumerate(range(5, 9)):
+            with np.load(gen.seed_path(tmp_path / "g", q, "npz")) as zg:
+                np.testing.assert_allclose(z["samples"][i], zg["x"], rtol=1e-5, atol=1e-5)
+                assert int(z["labels"][i]) == int(zg["class_label"])
+    assert out.with_suffix(".png").stat().st_size > 1000  # scatter
+    from erkguid import isotropic_gaussian
+
+    g3 = isotropic_gaussian(dim=3)
+    gen.register_model_loader("testdim3", lambda arg: gen.GenModel(name="testdim3:", denoiser=g3.denoise, shape=(3,)))
+    for model, shown in (("digits64-image", True), ("digits64", True), ("gauss", True), ("testdim3:", False)):
+        r = runner.invoke(main, ["sample", "--model", model, "--steps", "2", "--num-samples", "3", "--quiet",
+                                 "--out", str(tmp_path / f"{model}.npz")])
+        assert r.exit_code == 0, r.output
+        assert (tmp_path / f"{model}.png").exists() == shown and ("no preview" in r.output) != shown
+
+
+def test_sample_cli_preset_with_overrides_and_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"target": "tree2d-exact", "solver": "heun", "steps": 3, "w_stiff": 0.5, "w_con": 0.0,
+                                  "scaling": "z2"}))  # an older preset: the model comes from the target
+    r = runner.invoke(main, ["sample", "--preset", str(preset), "--steps", "4", "--num-samples", "3", "--quiet",
+                             "--out", str(tmp_path / "a.npz")])
+    assert r.exit_code == 0, r.output
+    assert "of tree2d (2,) with heun, 4 steps" in r.output and "w_stiff=0.5, w_con=0" in r.output
+    s = gen.Settings(model="tree2d", steps=4, w_stiff=0.5)
+    model, sigmas, _ = gen.prepare(s)
+    want, _ = gen.sample_seeds(model, s, sigmas, [0, 1, 2])
+    with np.load(tmp_path / "a.npz") as z:
+        np.testing.assert_allclose(z["samples"], want.numpy(), rtol=0, atol=0)
+    for args, msg in ((["sample"], "give --model SPEC or --preset FILE"),
+                      (["sample", "--preset", str(tmp_path / "none.json")], "preset file not found"),
+                      (["sample", "--model", "nosuch"], "model must be a built-in"),
+                      (["sample", "--model", "tree2d", "--solver", "nope"], "nope"),
+                      (["sample", "--model", "tree2d", "--class", "5"], "class_label 5")):
+        r = runner.invoke(main, [*args, "--out", str(tmp_path / "e.npz")])
+        assert r.exit_code != 0 and msg in r.output, (args, r.output)

@@ -399,6 +399,45 @@ def _check_or_write_metadata(out: Path, meta: dict[str, Any]) -> None:
     atomic_write(path, text.encode())
 
 
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def prepare(s: Settings) -> tuple[GenModel, Tensor, torch.dtype]:
+    """Check ``s`` and resolve it: ``(model, sigma grid, dtype)`` (grid range defaults to the model's)."""
+    get_solver(s.solver)
+    dtype = DTYPES.get(s.dtype)
+    if dtype is None:
+        raise ValueError(f"dtype must be float32 or float64, got {s.dtype!r}")
+    model = resolve_model(s.model)
+    if s.class_label is not None and (model.num_classes is None or not 0 <= s.class_label < model.num_classes):
+        raise ValueError(f"class_label {s.class_label} is not a class of model {model.name!r} "
+                         f"(classes: {model.num_classes or 'none, unconditional'})")
+    kw = {"sigma_min": model.sigma_min if s.sigma_min is None else s.sigma_min,
+          "sigma_max": model.sigma_max if s.sigma_max is None else s.sigma_max}
+    return model, check_sigmas(get_sigmas(s.schedule, s.steps, **kw)), dtype
+
+
+def sample_seeds(model: GenModel, s: Settings, sigmas: Tensor, seeds: Sequence[int], *, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu", callback: Callable[[dict[str, Any]], None] | None = None,
+                 progress: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Sample one batch: ``(x0 estimates [len(seeds), *shape], class labels or None)``.
+
+    Initial noise, class label (unless ``s.class_label`` is fixed) and solver noise of each sample
+    come from its seed alone, so a sample does not depend on the batch it is drawn in.
+    """
+    x = randn_from_seeds(seeds, model.shape, sigma=float(sigmas[0]), dtype=dtype, device=device)
+    extra: dict[str, Any] = {}
+    labels = None
+    if model.num_classes is not None:
+        labels = torch.tensor([s.class_label if s.class_label is not None else class_for_seed(q, model.num_classes)
+                               for q in seeds], device=device)
+        extra["class_labels"] = labels
+    with torch.no_grad():
+        y = sample(model.denoiser, x, sigmas, solver=s.solver, w_stiff=s.w_stiff, w_con=s.w_con, scaling=s.scaling,
+                   seeds=[solver_seed(q) for q in seeds], callback=callback, progress=progress, **extra)
+    return y, labels
+
+
 def generate(
     out: str | Path,
     settings: Settings,
@@ -416,24 +455,13 @@ def generate(
     s = settings
     if int(s.batch_size) != s.batch_size or s.batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {s.batch_size!r}")
-    get_solver(s.solver)
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(s.dtype)
-    if dtype is None:
-        raise ValueError(f"dtype must be float32 or float64, got {s.dtype!r}")
-    model = resolve_model(s.model)
-    if s.class_label is not None and (model.num_classes is None or not 0 <= s.class_label < model.num_classes):
-        raise ValueError(f"class_label {s.class_label} is not a class of model {model.name!r} "
-                         f"(classes: {model.num_classes or 'none, unconditional'})")
+    model, sigmas, dtype = prepare(s)
     fmt = auto_format(model.shape) if s.format == "auto" else s.format
     if fmt not in ("png", "npz"):
         raise ValueError(f"format must be auto, png or npz, got {s.format!r}")
     if fmt == "png" and auto_format(model.shape) != "png":
         raise ValueError(f"format png needs image-shaped states (C, H, W) with C in (1, 3); "
                          f"model {model.name!r} has {model.shape}")
-    kw = {} if s.sigma_min is None else {"sigma_min": s.sigma_min}
-    kw |= {"sigma_max": model.sigma_max if s.sigma_max is None else s.sigma_max}
-    kw.setdefault("sigma_min", model.sigma_min)
-    sigmas = check_sigmas(get_sigmas(s.schedule, s.steps, **kw))
     out = Path(out)
 
     dist = init_distributed(device)
@@ -457,16 +485,7 @@ def generate(
     bar = tqdm(total=sum(len(c) for c in todo), unit="sample", desc=f"generate {s.solver}{' +ERK' if s.w_stiff else ''}",
                disable=not progress or dist.rank != 0, dynamic_ncols=True)
     for chunk in todo:
-        x = randn_from_seeds(chunk, model.shape, sigma=float(sigmas[0]), dtype=dtype, device=dist.device)
-        extra: dict[str, Any] = {}
-        labels = None
-        if model.num_classes is not None:
-            labels = torch.tensor([s.class_label if s.class_label is not None else class_for_seed(q, model.num_classes)
-                                   for q in chunk], device=dist.device)
-            extra["class_labels"] = labels
-        with torch.no_grad():
-            y = sample(model.denoiser, x, sigmas, solver=s.solver, w_stiff=s.w_stiff, w_con=s.w_con, scaling=s.scaling,
-                       seeds=[solver_seed(q) for q in chunk], **extra)
+        y, labels = sample_seeds(model, s, sigmas, chunk, dtype=dtype, device=dist.device)
         for b, q in enumerate(chunk):
             path = seed_path(out, q, fmt)
             if path.exists():

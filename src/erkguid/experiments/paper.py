@@ -34,6 +34,9 @@ SIGMA_MAX = 80.0
 # Paper Table 5 (ImageNet-64 column) strengths for Table 4, with w_con = 0.05 (App. B.2).
 TABLE4_W = {"heun": {6: 0.75, 8: 1.25, 10: 1.0}, "dpm2": 1.25, "deis": 2.5}
 TARGETS = ("tree2d-learned", "digits-learned", "tree2d-exact", "digits-exact")
+# The conditional model of each target as an `erkguid generate` / `erkguid sample` model spec.
+TARGET_MODELS = {"tree2d-learned": "learned:tree2d-main", "digits-learned": "learned:digits-main", "tree2d-exact": "tree2d",
+                 "digits-exact": "digits64"}
 
 
 # --------------------------------------------------------------------------------- targets
