@@ -62,3 +62,21 @@ def make_edm_checkout(root: Path) -> tuple[Path, Path, torch.nn.Module]:
         sys.path.remove(str(src))
         forget_edm_modules()
     return src, pkl, net
+
+
+def tiny_unet(seed: int = 0, size: int = 8, ch: int = 3, num_class_embeds: int | None = None):
+    """A tiny random diffusers ``UNet2DModel`` (built offline; seeded init), in eval mode."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(sample_size=size, in_channels=ch, out_channels=ch, block_out_channels=(8, 16), layers_per_block=1,
+                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), num_class_embeds=num_class_embeds).eval()
+
+
+def save_scheduler(path: Path, **cfg: object) -> None:
+    """Write ``path/scheduler_config.json`` (a diffusers scheduler config) with ``cfg``."""
+    import json
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "scheduler_config.json").write_text(json.dumps(cfg))

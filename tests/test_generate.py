@@ -19,6 +19,8 @@ from erkguid import generate as gen
 from erkguid.cli import main
 from erkguid.solvers import SOLVERS, Solver, StepContext, StepOut, register, to_d
 
+from ._helpers import save_scheduler, tiny_unet
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -32,8 +34,12 @@ def _noisy_step(ctx: StepContext, i: int, x: torch.Tensor, carry=None) -> StepOu
     return StepOut(x_next, d, None)
 
 
-if "test_noisy" not in SOLVERS:
+@pytest.fixture
+def noisy_solver():
+    """Register the test-only solver for one test (not at import: other files parametrize over SOLVERS)."""
     register(Solver("test_noisy", _noisy_step, order=1, nfe=lambda n: n, doc="test only"))
+    yield "test_noisy"
+    SOLVERS.pop("test_noisy", None)
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -69,7 +75,7 @@ def test_npz_and_png_are_deterministic_and_readable(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("solver", ["heun", "test_noisy"])
-def test_sample_depends_only_on_its_seed(tmp_path: Path, solver: str) -> None:
+def test_sample_depends_only_on_its_seed(tmp_path: Path, solver: str, noisy_solver: str) -> None:
     gen.generate(tmp_path / "a", _settings(solver=solver), "0-7", progress=False)
     gen.generate(tmp_path / "b", _settings(solver=solver, batch_size=3), [6, 2, 5], progress=False)
     for q in (2, 5, 6):
@@ -237,17 +243,9 @@ def test_edm_loader_resolves_and_names_its_errors(edm_checkout, tmp_path: Path) 
 
 
 def test_diffusers_loader_resolves_and_generates(tmp_path: Path) -> None:
-    import diffusers
-
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 8), layers_per_block=1,
-                                 norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
-                                 up_block_types=("UpBlock2D", "UpBlock2D"), num_class_embeds=3)
-    unet.save_pretrained(tmp_path / "pipe" / "unet")
-    (tmp_path / "pipe" / "scheduler").mkdir()
-    (tmp_path / "pipe" / "scheduler" / "scheduler_config.json").write_text(json.dumps(
-        {"_class_name": "DDPMScheduler", "prediction_type": "epsilon", "beta_start": 1e-4, "beta_end": 0.02,
-         "num_train_timesteps": 1000}))
+    tiny_unet(ch=1, num_class_embeds=3).save_pretrained(tmp_path / "pipe" / "unet")
+    save_scheduler(tmp_path / "pipe" / "scheduler", _class_name="DDPMScheduler", prediction_type="epsilon", beta_start=1e-4,
+                   beta_end=0.02, num_train_timesteps=1000)
     spec = f"diffusers:{tmp_path / 'pipe' / 'unet'}"
     m = gen.resolve_model(spec)
     assert (m.shape, m.num_classes, m.info["prediction"]) == ((1, 8, 8), 3, "epsilon")

@@ -12,7 +12,7 @@ import erkguid
 from erkguid.denoisers import DiscreteVPSchedule, FlowDenoiser, VPDenoiser
 from erkguid.loading import load_diffusers, load_edm_pickle
 
-from ._helpers import forget_edm_modules
+from ._helpers import forget_edm_modules, save_scheduler, tiny_unet
 
 
 def test_edm_pickle_loads_and_samples(edm_checkout):
@@ -69,19 +69,10 @@ def _randomize(model, seed):
     return model
 
 
-def _save_scheduler(path, **cfg):
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "scheduler_config.json").write_text(json.dumps(cfg))
-
-
 def test_diffusers_unet2d_v_prediction(tmp_path):
-    unet = _randomize(diffusers.UNet2DModel(
-        sample_size=8, in_channels=2, out_channels=2, block_out_channels=(8, 16), layers_per_block=1,
-        norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        num_class_embeds=3,
-    ), 0)
+    unet = _randomize(tiny_unet(ch=2, num_class_embeds=3), 0)
     unet.save_pretrained(tmp_path / "pipe" / "unet")
-    _save_scheduler(tmp_path / "pipe" / "scheduler", _class_name="DDPMScheduler", prediction_type="v_prediction",
+    save_scheduler(tmp_path / "pipe" / "scheduler", _class_name="DDPMScheduler", prediction_type="v_prediction",
                     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     loaded = load_diffusers(tmp_path / "pipe" / "unet")
     assert loaded.kind == "v_prediction" and isinstance(loaded.denoiser, VPDenoiser)
@@ -109,7 +100,7 @@ def test_diffusers_conditional_unet_text_embeddings(tmp_path):
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     ), 1)
     unet.save_pretrained(tmp_path / "unet")
-    _save_scheduler(tmp_path / "unet", _class_name="EulerDiscreteScheduler", prediction_type="epsilon",
+    save_scheduler(tmp_path / "unet", _class_name="EulerDiscreteScheduler", prediction_type="epsilon",
                     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     loaded = load_diffusers(tmp_path / "unet")
     assert loaded.kind == "epsilon"
@@ -130,7 +121,7 @@ def test_diffusers_dit_flow(tmp_path):
         patch_size=2, num_embeds_ada_norm=5, norm_num_groups=2,
     ), 2)
     dit.save_pretrained(tmp_path / "transformer")
-    _save_scheduler(tmp_path / "scheduler", _class_name="FlowMatchEulerDiscreteScheduler", num_train_timesteps=1000, shift=3.0)
+    save_scheduler(tmp_path / "scheduler", _class_name="FlowMatchEulerDiscreteScheduler", num_train_timesteps=1000, shift=3.0)
     loaded = load_diffusers(tmp_path / "transformer")
     assert loaded.kind == "flow" and isinstance(loaded.denoiser, FlowDenoiser)
     x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(5))

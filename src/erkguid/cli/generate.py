@@ -159,10 +159,9 @@ def _preview(path: Path, x, value_range: tuple[float, float], title: str) -> Pat
     """Scatter for 2-D states; an image grid for (C, H, W) with C in (1, 3) or square vectors (8x8 digits)."""
     import math
 
-    import matplotlib
+    from ..experiments._output import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     shape = tuple(x.shape[1:])
     side = math.isqrt(shape[0]) if len(shape) == 1 else 0

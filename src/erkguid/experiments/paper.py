@@ -9,7 +9,6 @@ These are small 2-D / 64-D models, not the paper's ImageNet networks: compare tr
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from ..reference import reference_solve
 from ..sampling import Trace, sample
 from ..schedules import edm_sigmas
 from ..solvers import SOLVERS
+from ._output import pyplot, write_results
 
 SIGMA_MAX = 80.0
 # Paper Table 5 (ImageNet-64 column) strengths for Table 4, with w_con = 0.05 (App. B.2).
@@ -346,12 +346,8 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
     result = {"config": asdict(cfg), "seed": seed, "seconds": time.perf_counter() - t_start, "references": refs,
               "solvers_available": sorted(SOLVERS), "rows": [asdict(r) for r in rows]}
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "paper.json").write_text(json.dumps(result, indent=2))
-        (out / "paper.md").write_text(format_suite(result["rows"]))
-        plot_suite(out / "paper.png", result["rows"])
-        result["files"] = [str(out / f) for f in ("paper.json", "paper.md", "paper.png")]
+        result["files"] = write_results(out_dir, "paper", result, format_suite(result["rows"]),
+                                        lambda p: plot_suite(p, result["rows"]))
     return result
 
 
@@ -391,10 +387,7 @@ def format_suite(rows: list[dict[str, Any]]) -> str:
 
 def plot_suite(path: Path, rows: list[dict[str, Any]]) -> None:
     """Table 2 (error ratio and FD vs w_stiff) and Fig. 4 (FD vs w_con) per target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     targets = list(dict.fromkeys(r["target"] for r in rows))
     fig, axes = plt.subplots(3, len(targets), figsize=(4 * len(targets), 10), squeeze=False)
