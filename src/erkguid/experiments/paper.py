@@ -74,30 +74,22 @@ class Target:
         raise ValueError(f"guidance must be 'none', 'cfg' or 'ag', got {guidance!r}")
 
 
-def _real_digits() -> Tensor:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:  # pragma: no cover
-        raise ImportError("digits targets need scikit-learn for the reference data: pip install 'erkguid[train]'") from e
-    return torch.tensor(load_digits().data / 8.0 - 1.0, dtype=torch.float32)
-
-
 def make_target(name: str, num_ref: int = 2048) -> Target:
     """Build one of :data:`TARGETS`."""
     from ..learned import load_learned
-    from ..models import digits_64d, tree_2d
+    from ..models import digits_64d, digits_data, tree_2d
 
     if name == "tree2d-learned":
         data = tree_2d().sample(num_ref, seed=777)
         return Target(name, load_learned("tree2d-main"), load_learned("tree2d-weak"), (2,), 2, "raw", data)
     if name == "digits-learned":
-        return Target(name, load_learned("digits-main"), load_learned("digits-weak"), (64,), 10, "digits", _real_digits())
+        return Target(name, load_learned("digits-main"), load_learned("digits-weak"), (64,), 10, "digits", digits_data()[0])
     if name == "tree2d-exact":
         m = tree_2d()
         return Target(name, m.denoise, m.broadened(4.0).denoise, (2,), 2, "raw", m.sample(num_ref, seed=777))
     if name == "digits-exact":
         m = digits_64d()
-        return Target(name, m.denoise, m.broadened(1.5).denoise, (64,), 10, "digits", _real_digits())
+        return Target(name, m.denoise, m.broadened(1.5).denoise, (64,), 10, "digits", digits_data()[0])
     raise ValueError(f"target must be one of {TARGETS}, got {name!r}")
 
 

@@ -71,12 +71,9 @@ def load_data(name: str, seed: int = 0) -> tuple[Tensor, Tensor]:
         lab = torch.multinomial(prior.float(), 100_000, replacement=True, generator=g)
         return m.sample(100_000, seed=seed, class_labels=lab), lab
     if name == "digits":
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("digits training needs scikit-learn: pip install 'erkguid[train]'") from e
-        d = load_digits()
-        return torch.tensor(d.data / 8.0 - 1.0, dtype=torch.float32), torch.tensor(d.target, dtype=torch.long)
+        from ..models import digits_data
+
+        return digits_data()
     raise ValueError(f"data must be 'tree2d' or 'digits', got {name!r}")
 
 
