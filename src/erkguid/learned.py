@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._batch import acc_dtype, sigma_vector
 from .denoisers.edm import edm_scalings
 
 MODELS_PACKAGE = "erkguid.data.models"
@@ -102,13 +103,9 @@ class LearnedDenoiser:
 
     @torch.no_grad()
     def __call__(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
-        dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+        dtype = acc_dtype(x.dtype)
         b = x.shape[0]
-        s = torch.as_tensor(sigma, dtype=dtype, device=x.device).reshape(-1)
-        if s.numel() == 1:
-            s = s.expand(b)
-        elif s.numel() != b:
-            raise ValueError(f"sigma must be a scalar or hold one value per sample ({b}), got {s.numel()}")
+        s = sigma_vector(sigma, x, dtype=dtype)
         if class_labels is not None:
             class_labels = torch.as_tensor(class_labels, device=x.device).reshape(-1).long()
             if self.num_classes == 0:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._common import Net, check_output, col, sigma_vector, work_dtype
+from ._common import Net, acc_dtype, check_output, col, sigma_vector
 
 
 def edm_c_noise(sigma: Tensor) -> Tensor:
@@ -63,7 +63,7 @@ class EDMDenoiser:
         s = sigma_vector(sigma, x)
         if (s <= 0).any():
             raise ValueError("sigma must be > 0 for EDMDenoiser (c_noise = ln(sigma)/4)")
-        wd = work_dtype(x)
+        wd = acc_dtype(x.dtype)
         c_skip, c_out, c_in = (c.to(wd) for c in edm_scalings(s, self.sigma_data)[:3])
         nd = self.net_dtype or x.dtype
         f = check_output(self.net((col(c_in, x) * x).to(nd), self.c_noise(s).to(wd), **cond), x, "net")
