@@ -118,13 +118,16 @@ FULL = BenchConfig(
 )
 
 
-def steps_for(solver: str, nfe: int) -> int:
-    """The largest step count whose NFE does not exceed ``nfe`` (at least 2)."""
+def max_steps(solver: str, nfe: int) -> int | None:
+    """The largest step count whose NFE does not exceed the budget ``nfe`` (None if not even one step fits)."""
     spec = get_solver(solver)
-    n = 2
-    while spec.nfe(n + 1) <= nfe:
-        n += 1
-    return n
+    ok = [n for n in range(1, nfe + 1) if spec.nfe(n) <= nfe]
+    return max(ok) if ok else None
+
+
+def steps_for(solver: str, nfe: int) -> int:
+    """:func:`max_steps` with a floor of 2 steps (which may then exceed a budget below the solver's 2-step NFE)."""
+    return max(2, max_steps(solver, nfe) or 2)
 
 
 def _problem(p: str | Problem) -> Problem:

@@ -29,6 +29,7 @@ from ..sampling import Trace, sample
 from ..schedules import edm_sigmas
 from ..solvers import SOLVERS
 from ._output import pyplot, write_results
+from .bench import max_steps
 
 SIGMA_MAX = 80.0
 # Paper Table 5 (ImageNet-64 column) strengths for Table 4, with w_con = 0.05 (App. B.2).
@@ -257,12 +258,6 @@ class SuiteConfig:
                    table10_steps=8, table10_tau=(1.0,), table11_r=((0.05, True), (0.02, False)), rtol=1e-4, num_boot=20)
 
 
-def _steps_for_nfe(solver: str, nfe: int) -> int | None:
-    spec = SOLVERS[solver]
-    ok = [n for n in range(1, nfe + 1) if spec.nfe(n) <= nfe]
-    return max(ok) if ok else None
-
-
 def table4_w(solver: str, nfe: int) -> float:
     """w_stiff of paper Table 5 (ImageNet-64) for ``solver`` at ``nfe`` (1.0 where the paper has none)."""
     v = TABLE4_W.get(solver, 1.0)
@@ -311,7 +306,7 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
             if "table4" in cfg.tables:
                 for s in table4_solvers():
                     for nfe in cfg.table4_nfe:
-                        n = _steps_for_nfe(s, nfe)
+                        n = max_steps(s, nfe)
                         if n is None or n < 2:
                             continue
                         tab = f"table4:nfe{nfe}"
@@ -325,7 +320,7 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
                 jobs += [(("table10", "heun", n10, 0.0, 0.0), {"tau": t}) for t in cfg.table10_tau]
             if "table11" in cfg.tables:
                 for s in table11_solvers():
-                    n = _steps_for_nfe(s, SOLVERS["heun"].nfe(n10))
+                    n = max_steps(s, SOLVERS["heun"].nfe(n10))
                     if n is None or n < 2:
                         continue
                     jobs += [(("table11", s, n, 0.0, 0.0), {"options": (("r", r), ("stochastic", st)), "base_steps": n10})

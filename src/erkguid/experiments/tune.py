@@ -16,7 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..solvers import SOLVERS
-from .paper import TARGET_MODELS, Evaluator, _steps_for_nfe, make_target
+from .bench import max_steps
+from .paper import TARGET_MODELS, Evaluator, make_target
 
 W_GRID = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 WCON_GRID = (0.0, 0.05, 0.25, 0.5, 1.0)
@@ -31,7 +32,7 @@ def tune(target: str, solver: str = "heun", nfe: int = 15, *, objective: str = "
         raise ValueError(f"objective must be 'error' or 'fd', got {objective!r}")
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
-    steps = _steps_for_nfe(solver, nfe)
+    steps = max_steps(solver, nfe)
     if steps is None or steps < 2:
         raise ValueError(f"nfe={nfe} is too small for solver {solver!r}")
     tgt = make_target(target)
