@@ -11,8 +11,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
+import torch
 from sklearn.mixture import GaussianMixture
+
+from erkguid.models import digits_data
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "erkguid" / "data" / "digits_gmm.npz"
 
@@ -23,9 +25,8 @@ def main() -> None:
     ap.add_argument("--reg", type=float, default=2e-3)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    data = load_digits()
-    x = data.data.astype(np.float64) / 8.0 - 1.0
-    y = data.target
+    xt, yt = digits_data(torch.float64)
+    x, y = xt.numpy(), yt.numpy()
     weights, means, covs, labels = [], [], [], []
     for c in range(10):
         xc = x[y == c]

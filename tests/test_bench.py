@@ -7,13 +7,14 @@ import json
 import torch
 
 import erkguid as eg
-from erkguid.experiments.bench import BenchConfig, Problem, Setting, run_bench, steps_for
+from erkguid.experiments.bench import BenchConfig, Problem, Setting, max_steps, run_bench, steps_for
 
 
 def test_steps_for_targets():
     assert [steps_for("heun", t) for t in (7, 11, 15, 23)] == [4, 6, 8, 12]
     assert [steps_for("deis", t) for t in (7, 15)] == [7, 15]
     assert steps_for("heun_pc", 15) == 5  # 3n - 2 <= 15
+    assert (max_steps("heun", 2), steps_for("heun", 2), max_steps("heun", 0)) == (1, 2, None)
 
 
 def test_run_bench_custom_problem(tmp_path):

@@ -6,23 +6,18 @@ import inspect
 
 import pytest
 import torch
-from diffusers import HeunDiscreteScheduler, LDMPipeline, UNet2DModel, VQModel
+from diffusers import HeunDiscreteScheduler, LDMPipeline, VQModel
 
 import erkguid
 from erkguid.denoisers import DiscreteVPSchedule, VPDenoiser
 from erkguid.integrations.diffusers import ERKHeunDiscreteScheduler
 
+from ._helpers import tiny_unet
+
 PREDICTIONS = ["epsilon", "v_prediction", "sample"]
 
 
-def _unet(seed: int = 0, size: int = 8, ch: int = 3) -> UNet2DModel:
-    torch.manual_seed(seed)
-    return UNet2DModel(sample_size=size, in_channels=ch, out_channels=ch, block_out_channels=(8, 16), layers_per_block=1,
-                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D")).eval()
-
-
-UNET = _unet()
+UNET = tiny_unet()
 
 
 def _latents(n: int = 3) -> torch.Tensor:

@@ -120,13 +120,12 @@ def test_user_extractor_file_shapes_and_fd_equality(tmp_path, kind):
 
 
 def test_digits_features_separate_real_from_noise():
-    from sklearn.datasets import load_digits
+    from erkguid.models import digits_data
 
-    d = load_digits()
-    x = torch.tensor(d.data / 8 - 1, dtype=torch.float32)
+    x, y = digits_data()
     feats, probs = DigitsFeatures()(x[:200])
     assert feats.shape == (200, 64) and probs.shape == (200, 10)
-    assert (probs.argmax(1) == d.target[:200]).mean() > 0.95
+    assert (probs.argmax(1) == y[:200].numpy()).mean() > 0.95
     real_vs_real = feature_report(x[:800], x[800:1600], space="digits", kid_subset=400)
     noise = torch.rand(800, 64) * 2 - 1
     noise_vs_real = feature_report(noise, x[800:1600], space="digits", kid_subset=400)

@@ -19,6 +19,8 @@ from erkguid import generate as gen
 from erkguid.cli import main
 from erkguid.solvers import SOLVERS, Solver, StepContext, StepOut, register, to_d
 
+from ._helpers import save_scheduler, tiny_unet
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -34,11 +36,10 @@ def _noisy_step(ctx: StepContext, i: int, x: torch.Tensor, carry=None) -> StepOu
 
 @pytest.fixture
 def noisy_solver():
-    """Register the test-only stochastic solver for one test and remove it afterwards, so it never
-    leaks into tests that iterate over the registry."""
+    """Register the test-only solver for one test (not at import: other files parametrize over SOLVERS)."""
     register(Solver("test_noisy", _noisy_step, order=1, nfe=lambda n: n, doc="test only"))
     yield "test_noisy"
-    del SOLVERS["test_noisy"]
+    SOLVERS.pop("test_noisy", None)
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -74,9 +75,7 @@ def test_npz_and_png_are_deterministic_and_readable(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("solver", ["heun", "test_noisy"])
-def test_sample_depends_only_on_its_seed(tmp_path: Path, solver: str, request: pytest.FixtureRequest) -> None:
-    if solver == "test_noisy":
-        request.getfixturevalue("noisy_solver")
+def test_sample_depends_only_on_its_seed(tmp_path: Path, solver: str, noisy_solver: str) -> None:
     gen.generate(tmp_path / "a", _settings(solver=solver), "0-7", progress=False)
     gen.generate(tmp_path / "b", _settings(solver=solver, batch_size=3), [6, 2, 5], progress=False)
     for q in (2, 5, 6):
@@ -202,3 +201,108 @@ def test_generate_bench_cli_writes_consistent_json(tmp_path: Path) -> None:
         assert run["load1_before"] >= 0
     assert s["throughput_ratio_erk_over_plain"] == pytest.approx(s["erk"]["samples_per_s"] / s["plain"]["samples_per_s"])
     assert "throughput ERK-Guid / plain" in r.output
+
+
+def test_learned_loader_generates_what_sample_gives(tmp_path: Path) -> None:
+    from erkguid import get_sigmas, load_learned, randn_from_seeds, sample
+
+    m = gen.resolve_model("learned:tree2d-main")
+    assert (m.shape, m.num_classes, m.info["learned"]) == ((2,), 2, "tree2d-main")
+    res = gen.generate(tmp_path / "o", gen.Settings(model="learned:tree2d-main", steps=3, batch_size=2, w_stiff=1.0),
+                       "0-2", progress=False)
+    assert res["written"] == 3
+    d = load_learned("tree2d-main")
+    sigmas = get_sigmas("edm", 3, sigma_min=0.002, sigma_max=80.0)
+    for q in range(3):
+        lab = gen.class_for_seed(q, 2)
+        want = sample(d, randn_from_seeds([q], (2,), sigma=80.0), sigmas, w_stiff=1.0, seeds=[gen.solver_seed(q)],
+                      class_labels=torch.tensor([lab]))
+        with np.load(gen.seed_path(tmp_path / "o", q, "npz")) as z:
+            assert int(z["class_label"]) == lab
+            np.testing.assert_allclose(z["x"], want[0].numpy(), rtol=1e-5, atol=1e-5)
+    for bad in ("learned:nope", "learned:digits-classifier"):
+        with pytest.raises(ValueError, match=r"NAME must be one of the shipped denoisers \['digits-main'"):
+            gen.resolve_model(bad)
+
+
+def test_edm_loader_resolves_and_names_its_errors(edm_checkout, tmp_path: Path) -> None:
+    src, pkl, net = edm_checkout
+    m = gen.resolve_model(f"edm:{pkl}::{src}")
+    assert (m.shape, m.num_classes, m.sigma_max) == ((1, 4, 4), 3, 80.0)
+    x = torch.randn(2, 1, 4, 4)
+    s = torch.tensor([0.5, 5.0])
+    torch.testing.assert_close(m.denoiser(x, s, class_labels=torch.tensor([0, 2])),
+                               net(x, s, torch.nn.functional.one_hot(torch.tensor([0, 2]), 3).float()))
+    for bad in (f"edm:{pkl}", f"edm:{pkl}::", f"edm:::{src}"):
+        with pytest.raises(ValueError, match=r"must be edm:PICKLE::SOURCE_DIR"):
+            gen.resolve_model(bad)
+    with pytest.raises(FileNotFoundError, match="pickle_path"):
+        gen.resolve_model(f"edm:{tmp_path / 'no.pkl'}::{src}")
+    with pytest.raises(FileNotFoundError, match="source_dir"):
+        gen.resolve_model(f"edm:{pkl}::{tmp_path / 'nodir'}")
+
+
+def test_diffusers_loader_resolves_and_generates(tmp_path: Path) -> None:
+    tiny_unet(ch=1, num_class_embeds=3).save_pretrained(tmp_path / "pipe" / "unet")
+    save_scheduler(tmp_path / "pipe" / "scheduler", _class_name="DDPMScheduler", prediction_type="epsilon", beta_start=1e-4,
+                   beta_end=0.02, num_train_timesteps=1000)
+    spec = f"diffusers:{tmp_path / 'pipe' / 'unet'}"
+    m = gen.resolve_model(spec)
+    assert (m.shape, m.num_classes, m.info["prediction"]) == ((1, 8, 8), 3, "epsilon")
+    assert 0.002 < m.sigma_min < 0.02 and m.sigma_max == 80.0  # DDPM linear betas: sigma in [0.01, 157]
+    res = gen.generate(tmp_path / "o", gen.Settings(model=spec, steps=2, batch_size=2), "0-1", progress=False)
+    assert res["format"] == "png" and res["written"] == 2
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        gen.resolve_model(f"diffusers:{tmp_path}")
+    with pytest.raises(ValueError, match="needs the directory"):
+        gen.resolve_model("diffusers:")
+
+
+def test_sample_cli_matches_generate_and_previews(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "s.npz"
+    r = runner.invoke(main, ["sample", "--model", "learned:tree2d-main", "--steps", "3", "--w-stiff", "1", "--w-con", "0.1",
+                             "--num-samples", "4", "--seed", "5", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "4 samples of learned:tree2d-main (2,) with heun, 3 steps" in r.output and "NFE 5" in r.output
+    gen.generate(tmp_path / "g", gen.Settings(model="learned:tree2d-main", steps=3, w_stiff=1.0, w_con=0.1, batch_size=3),
+                 "5-8", progress=False)
+    with np.load(out) as z:
+        assert list(z["seeds"]) == [5, 6, 7, 8] and z["samples"].shape == (4, 2)
+        for i, q in enumerate(range(5, 9)):
+            with np.load(gen.seed_path(tmp_path / "g", q, "npz")) as zg:
+                np.testing.assert_allclose(z["samples"][i], zg["x"], rtol=1e-5, atol=1e-5)
+                assert int(z["labels"][i]) == int(zg["class_label"])
+    assert out.with_suffix(".png").stat().st_size > 1000  # scatter
+    from erkguid import isotropic_gaussian
+
+    g3 = isotropic_gaussian(dim=3)
+    gen.register_model_loader("testdim3", lambda arg: gen.GenModel(name="testdim3:", denoiser=g3.denoise, shape=(3,)))
+    for model, shown in (("digits64-image", True), ("digits64", True), ("gauss", True), ("testdim3:", False)):
+        r = runner.invoke(main, ["sample", "--model", model, "--steps", "2", "--num-samples", "3", "--quiet",
+                                 "--out", str(tmp_path / f"{model}.npz")])
+        assert r.exit_code == 0, r.output
+        assert (tmp_path / f"{model}.png").exists() == shown and ("no preview" in r.output) != shown
+
+
+def test_sample_cli_preset_with_overrides_and_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"target": "tree2d-exact", "solver": "heun", "steps": 3, "w_stiff": 0.5, "w_con": 0.0,
+                                  "scaling": "z2"}))  # an older preset: the model comes from the target
+    r = runner.invoke(main, ["sample", "--preset", str(preset), "--steps", "4", "--num-samples", "3", "--quiet",
+                             "--out", str(tmp_path / "a.npz")])
+    assert r.exit_code == 0, r.output
+    assert "of tree2d (2,) with heun, 4 steps" in r.output and "w_stiff=0.5, w_con=0" in r.output
+    s = gen.Settings(model="tree2d", steps=4, w_stiff=0.5)
+    model, sigmas, _ = gen.prepare(s)
+    want, _ = gen.sample_seeds(model, s, sigmas, [0, 1, 2])
+    with np.load(tmp_path / "a.npz") as z:
+        np.testing.assert_allclose(z["samples"], want.numpy(), rtol=0, atol=0)
+    for args, msg in ((["sample"], "give --model SPEC or --preset FILE"),
+                      (["sample", "--preset", str(tmp_path / "none.json")], "preset file not found"),
+                      (["sample", "--model", "nosuch"], "model must be a built-in"),
+                      (["sample", "--model", "tree2d", "--solver", "nope"], "nope"),
+                      (["sample", "--model", "tree2d", "--class", "5"], "class_label 5")):
+        r = runner.invoke(main, [*args, "--out", str(tmp_path / "e.npz")])
+        assert r.exit_code != 0 and msg in r.output, (args, r.output)

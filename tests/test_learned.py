@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from erkguid import edm_sigmas, sample
+from erkguid.denoisers.edm import edm_scalings
 from erkguid.learned import (
     DenoiserMLP,
     LearnedDenoiser,
-    edm_precond,
     learned_names,
     load_learned,
     read_manifest,
@@ -62,7 +62,7 @@ def test_learned_denoiser_semantics():
     torch.testing.assert_close(out64.float(), out, rtol=1e-4, atol=1e-5)
     # EDM preconditioning: D -> x as sigma -> 0 (c_skip -> 1, c_out -> 0)
     torch.testing.assert_close(d(x, torch.full((6,), 1e-6)), x, rtol=0, atol=1e-4)
-    c_skip, c_out, c_in, c_noise = edm_precond(torch.tensor([0.5]), 0.5)
+    c_skip, c_out, c_in, c_noise = edm_scalings(torch.tensor([0.5]), 0.5)
     assert (float(c_skip), float(c_out), float(c_in)) == pytest.approx((0.5, 0.5 / 2**0.5, 2**0.5))
     with pytest.raises(ValueError, match="class_labels"):
         d(x, s, class_labels=torch.tensor([0, 1, 3, 0, 0, 0]))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import pickle
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -14,56 +12,7 @@ import erkguid
 from erkguid.denoisers import DiscreteVPSchedule, FlowDenoiser, VPDenoiser
 from erkguid.loading import load_diffusers, load_edm_pickle
 
-TINY = textwrap.dedent(
-    """
-    import torch
-
-    class TinyPrecond(torch.nn.Module):
-        def __init__(self, label_dim=3):
-            super().__init__()
-            self.label_dim, self.img_channels, self.img_resolution, self.sigma_data = label_dim, 1, 4, 0.5
-            self.lin = torch.nn.Linear(16 + label_dim + 1, 16)
-
-        def forward(self, x, sigma, class_labels=None, force_fp32=False):
-            b = x.shape[0]
-            s = sigma.reshape(b, 1)
-            lab = torch.zeros(b, self.label_dim) if class_labels is None else class_labels
-            c_in = 1 / (s**2 + 0.25).sqrt()
-            f = self.lin(torch.cat([x.reshape(b, 16) * c_in, lab, s.log() / 4], 1))
-            d = 0.25 / (s**2 + 0.25) * x.reshape(b, 16) + s * 0.5 / (s**2 + 0.25).sqrt() * f
-            return d.reshape(x.shape)
-    """
-)
-
-
-def _forget_modules():
-    for name in [m for m in sys.modules if m.split(".")[0] in ("torch_utils", "dnnlib")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def edm_checkout(tmp_path):
-    src = tmp_path / "edm2"
-    (src / "torch_utils").mkdir(parents=True)
-    (src / "dnnlib").mkdir()
-    (src / "torch_utils" / "__init__.py").write_text("")
-    (src / "dnnlib" / "__init__.py").write_text("")
-    (src / "torch_utils" / "tiny.py").write_text(TINY)
-    sys.path.insert(0, str(src))
-    _forget_modules()
-    try:
-        from torch_utils.tiny import TinyPrecond  # noqa: PLC0415
-
-        torch.manual_seed(0)
-        net = TinyPrecond()
-        pkl = tmp_path / "network-snapshot.pkl"
-        with pkl.open("wb") as fh:
-            pickle.dump({"ema": net, "loss_fn": None}, fh)
-    finally:
-        sys.path.remove(str(src))
-        _forget_modules()
-    yield src, pkl, net
-    _forget_modules()
+from ._helpers import forget_edm_modules, save_scheduler, tiny_unet
 
 
 def test_edm_pickle_loads_and_samples(edm_checkout):
@@ -98,7 +47,7 @@ def test_edm_pickle_errors(edm_checkout, tmp_path):
     (bare / "torch_utils" / "__init__.py").write_text("")
     with pytest.raises(ValueError, match="needs module 'torch_utils.tiny'"):
         load_edm_pickle(pkl, bare)
-    _forget_modules()
+    forget_edm_modules()
     with pytest.raises(KeyError, match="no entry 'ema_x'"):
         load_edm_pickle(pkl, src, key="ema_x")
     junk = tmp_path / "junk.pkl"
@@ -120,19 +69,10 @@ def _randomize(model, seed):
     return model
 
 
-def _save_scheduler(path, **cfg):
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "scheduler_config.json").write_text(json.dumps(cfg))
-
-
 def test_diffusers_unet2d_v_prediction(tmp_path):
-    unet = _randomize(diffusers.UNet2DModel(
-        sample_size=8, in_channels=2, out_channels=2, block_out_channels=(8, 16), layers_per_block=1,
-        norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        num_class_embeds=3,
-    ), 0)
+    unet = _randomize(tiny_unet(ch=2, num_class_embeds=3), 0)
     unet.save_pretrained(tmp_path / "pipe" / "unet")
-    _save_scheduler(tmp_path / "pipe" / "scheduler", _class_name="DDPMScheduler", prediction_type="v_prediction",
+    save_scheduler(tmp_path / "pipe" / "scheduler", _class_name="DDPMScheduler", prediction_type="v_prediction",
                     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     loaded = load_diffusers(tmp_path / "pipe" / "unet")
     assert loaded.kind == "v_prediction" and isinstance(loaded.denoiser, VPDenoiser)
@@ -160,7 +100,7 @@ def test_diffusers_conditional_unet_text_embeddings(tmp_path):
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     ), 1)
     unet.save_pretrained(tmp_path / "unet")
-    _save_scheduler(tmp_path / "unet", _class_name="EulerDiscreteScheduler", prediction_type="epsilon",
+    save_scheduler(tmp_path / "unet", _class_name="EulerDiscreteScheduler", prediction_type="epsilon",
                     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     loaded = load_diffusers(tmp_path / "unet")
     assert loaded.kind == "epsilon"
@@ -181,7 +121,7 @@ def test_diffusers_dit_flow(tmp_path):
         patch_size=2, num_embeds_ada_norm=5, norm_num_groups=2,
     ), 2)
     dit.save_pretrained(tmp_path / "transformer")
-    _save_scheduler(tmp_path / "scheduler", _class_name="FlowMatchEulerDiscreteScheduler", num_train_timesteps=1000, shift=3.0)
+    save_scheduler(tmp_path / "scheduler", _class_name="FlowMatchEulerDiscreteScheduler", num_train_timesteps=1000, shift=3.0)
     loaded = load_diffusers(tmp_path / "transformer")
     assert loaded.kind == "flow" and isinstance(loaded.denoiser, FlowDenoiser)
     x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(5))

@@ -50,7 +50,7 @@ def test_evaluator_metrics_match_direct_computation():
     s = torch.full((5,), 0.7)
     lab = torch.tensor([0, 1, 0, 1, 0])
     for g in ("cfg", "ag"):
-        torch.testing.assert_close(t.guided(g, 1.0)(x, s, lab), t.denoiser(x, s, lab))
+        torch.testing.assert_close(t.guided(g, 1.0)(x, s, class_labels=lab), t.denoiser(x, s, lab))
     with pytest.raises(ValueError, match="guidance must be"):
         t.guided("bogus", 1.0)
     with pytest.raises(ValueError, match="target must be one of"):
@@ -82,17 +82,21 @@ def test_tune_preset_and_sample_cli(tmp_path):
 
 
 def test_cli_errors():
-    r = CliRunner().invoke(main, ["paper", "--targets", "nope"])
+    r = CliRunner().invoke(main, ["bench", "--suite", "paper", "--targets", "nope"])
     assert r.exit_code != 0 and "unknown targets" in r.output
-    r = CliRunner().invoke(main, ["paper", "--tables", "table9"])
+    r = CliRunner().invoke(main, ["bench", "--suite", "paper", "--tables", "table9"])
     assert r.exit_code != 0 and "unknown tables" in r.output
+    r = CliRunner().invoke(main, ["bench", "--targets", "tree2d-learned"])
+    assert r.exit_code != 0 and "--targets belongs to --suite paper" in r.output
+    r = CliRunner().invoke(main, ["bench", "--suite", "paper", "--nfe", "7"])
+    assert r.exit_code != 0 and "--nfe belongs to --suite solvers" in r.output
     r = CliRunner().invoke(main, ["train"])
     assert r.exit_code != 0 and "presets" in r.output
 
 
 def test_paper_cli_quick(tmp_path):
-    r = CliRunner().invoke(main, ["paper", "--quick", "--targets", "tree2d-learned", "--num-samples", "16", "--quiet",
-                                  "--out", str(tmp_path)])
+    r = CliRunner().invoke(main, ["bench", "--suite", "paper", "--quick", "--targets", "tree2d-learned", "--num-samples", "16",
+                                  "--quiet", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "paper.json").read_text())["rows"]
     quick = SuiteConfig.quick()

@@ -21,6 +21,26 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def sigma_vector(sigma: Tensor | float, x: Tensor, *, dtype: torch.dtype | None = torch.float64,
+                 positive: bool = False) -> Tensor:
+    """``sigma`` (a scalar or one value per sample) as a ``[B]`` tensor on ``x``'s device.
+
+    ``dtype=None`` keeps a floating tensor's dtype (Python floats become torch's default dtype).
+    Checks the count and that sigma is finite and >= 0 (> 0 with ``positive=True``), naming ``sigma``.
+    """
+    s = torch.as_tensor(sigma, dtype=dtype, device=x.device)
+    if not s.is_floating_point():
+        s = s.double()
+    s = s.reshape(-1)
+    if s.numel() == 1:
+        s = s.expand(x.shape[0])
+    if s.numel() != x.shape[0]:
+        raise ValueError(f"sigma must be a scalar or have one value per sample ({x.shape[0]}), got {s.numel()}")
+    if not torch.isfinite(s).all() or (s <= 0 if positive else s < 0).any():
+        raise ValueError(f"sigma must be finite and {'> 0' if positive else '>= 0'}, got {s.tolist()[:8]}")
+    return s
+
+
 def _flat(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).to(acc_dtype(x.dtype))
 

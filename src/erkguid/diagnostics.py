@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._batch import append_dims, bdot, bnorm, bsafe_div
+from ._batch import append_dims, bdot, bnorm, bsafe_div, sigma_vector
 from .noise import PerSampleNoise
 from .solvers.base import StepContext
 from .solvers.heun import heun_step
@@ -33,21 +33,11 @@ from .solvers.heun import heun_step
 Denoiser = Callable[..., Tensor]
 
 
-def _sigma_vec(x: Tensor, sigma: float | Tensor) -> Tensor:
-    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-    s = s.expand(x.shape[0]) if s.ndim == 0 else s.reshape(-1)
-    if s.numel() != x.shape[0]:
-        raise ValueError(f"sigma must be a scalar or have one value per sample ({x.shape[0]}), got {s.numel()}")
-    if not bool((s > 0).all()):
-        raise ValueError("sigma must be > 0 (the drift of Eq. 1 is undefined at sigma = 0)")
-    return s
-
-
 def drift_fn(denoiser: Denoiser, sigma: float | Tensor, **extra: Any) -> Callable[[Tensor], Tensor]:
     """``x -> f(x; sigma) = (x - D(x; sigma)) / sigma`` (Eq. 1), sigma scalar or per sample."""
 
     def f(x: Tensor) -> Tensor:
-        s = _sigma_vec(x, sigma)
+        s = sigma_vector(sigma, x, dtype=x.dtype, positive=True)
         return (x - denoiser(x, s, **extra)) / append_dims(s, x.ndim)
 
     return f

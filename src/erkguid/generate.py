@@ -15,9 +15,10 @@ Design (the contract the tests check):
 * **Metadata.** ``generate.json`` records model, solver, grid, strengths and versions; a restart
   with different settings into the same directory is refused.
 
-Models come from a small resolver (:func:`resolve_model`): built-in exact models by name, a GMM
-``.npz`` file (``gmm:PATH``), and any scheme registered with :func:`register_model_loader`
-(learned / diffusers / EDM loaders plug in there).
+Models come from one resolver (:func:`resolve_model`, also used by ``erkguid sample``): built-in
+exact models by name, a GMM ``.npz`` file (``gmm:PATH``), the shipped learned models
+(``learned:NAME``), a locally saved diffusers model (``diffusers:DIR``), an EDM/EDM2 network pickle
+(``edm:PICKLE::SOURCE_DIR``), and any scheme registered with :func:`register_model_loader`.
 """
 
 from __future__ import annotations
@@ -166,8 +167,64 @@ def _gmm_file(path: str) -> GenModel:
     return _gmm_model(gmm, f"gmm:{p}", {"file": str(p)})
 
 
+def _learned(name: str) -> GenModel:
+    """``learned:NAME``: a shipped learned denoiser (:func:`erkguid.load_learned`)."""
+    from .learned import load_learned, read_manifest
+
+    manifest = read_manifest()
+    names = sorted(n for n, e in manifest.items() if e["arch"]["kind"] != "classifier")
+    if name not in names:
+        raise ValueError(f"model learned:{name}: NAME must be one of the shipped denoisers {names}")
+    d = load_learned(name)
+    e = manifest[name]
+    return GenModel(name=f"learned:{name}", denoiser=d, shape=d.shape, num_classes=d.num_classes or None,
+                    info={"kind": "learned", "learned": name, "data": e.get("data"), "arch": e.get("arch")})
+
+
+def _diffusers(model_dir: str) -> GenModel:
+    """``diffusers:DIR``: a model saved with ``save_pretrained`` (:func:`erkguid.loading.load_diffusers`;
+    the scheduler config is looked up next to it). Grid range: the model's trained sigma range within
+    [0.002, 80]; class-conditional when the config has ``num_class_embeds``."""
+    from .loading import load_diffusers
+
+    if not model_dir:
+        raise ValueError("model diffusers:DIR needs the directory of a saved diffusers model")
+    loaded = load_diffusers(model_dir)
+    cfg = loaded.model.config
+    if cfg.get("cross_attention_dim") is not None and cfg.get("_class_name", "").endswith("ConditionModel"):
+        raise ValueError(f"model diffusers:{model_dir} ({cfg.get('_class_name')}) needs encoder_hidden_states (text "
+                         "embeddings); generate serves unconditional / class-conditional models only; use "
+                         "erkguid.loading.load_diffusers + erkguid.sample from Python")
+    lo, hi = loaded.sigma_range
+    n_cls = cfg.get("num_class_embeds")
+    return GenModel(name=f"diffusers:{model_dir}", denoiser=loaded.denoiser, shape=tuple(loaded.sample_shape),
+                    sigma_min=max(0.002, float(lo)), sigma_max=min(80.0, float(hi)), num_classes=int(n_cls) if n_cls else None,
+                    info={"kind": "diffusers", "dir": str(model_dir), "class": cfg.get("_class_name"), "prediction": loaded.kind})
+
+
+EDM_SEP = "::"
+
+
+def _edm(arg: str) -> GenModel:
+    """``edm:PICKLE::SOURCE_DIR``: an EDM/EDM2 network pickle unpickled with the modules of the EDM/EDM2
+    source checkout ``SOURCE_DIR`` (:func:`erkguid.loading.load_edm_pickle`, network key ``ema``)."""
+    from .loading import load_edm_pickle
+
+    pkl, sep, src = arg.partition(EDM_SEP)
+    if not sep or not pkl or not src:
+        raise ValueError(f"model edm:{arg} must be edm:PICKLE{EDM_SEP}SOURCE_DIR (the network pickle and the root of "
+                         "the EDM/EDM2 source checkout that provides torch_utils/ and dnnlib/)")
+    loaded = load_edm_pickle(pkl, src)
+    label_dim = loaded.denoiser.label_dim
+    return GenModel(name=f"edm:{arg}", denoiser=loaded.denoiser, shape=loaded.sample_shape,
+                    num_classes=label_dim or None, info={"kind": "edm_pickle", "pickle": pkl, "source_dir": src})
+
+
 register_model_loader("builtin", _builtin)
 register_model_loader("gmm", _gmm_file)
+register_model_loader("learned", _learned)
+register_model_loader("diffusers", _diffusers)
+register_model_loader("edm", _edm)
 
 
 def resolve_model(spec: str) -> GenModel:
@@ -342,6 +399,45 @@ def _check_or_write_metadata(out: Path, meta: dict[str, Any]) -> None:
     atomic_write(path, text.encode())
 
 
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def prepare(s: Settings) -> tuple[GenModel, Tensor, torch.dtype]:
+    """Check ``s`` and resolve it: ``(model, sigma grid, dtype)`` (grid range defaults to the model's)."""
+    get_solver(s.solver)
+    dtype = DTYPES.get(s.dtype)
+    if dtype is None:
+        raise ValueError(f"dtype must be float32 or float64, got {s.dtype!r}")
+    model = resolve_model(s.model)
+    if s.class_label is not None and (model.num_classes is None or not 0 <= s.class_label < model.num_classes):
+        raise ValueError(f"class_label {s.class_label} is not a class of model {model.name!r} "
+                         f"(classes: {model.num_classes or 'none, unconditional'})")
+    kw = {"sigma_min": model.sigma_min if s.sigma_min is None else s.sigma_min,
+          "sigma_max": model.sigma_max if s.sigma_max is None else s.sigma_max}
+    return model, check_sigmas(get_sigmas(s.schedule, s.steps, **kw)), dtype
+
+
+def sample_seeds(model: GenModel, s: Settings, sigmas: Tensor, seeds: Sequence[int], *, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu", callback: Callable[[dict[str, Any]], None] | None = None,
+                 progress: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Sample one batch: ``(x0 estimates [len(seeds), *shape], class labels or None)``.
+
+    Initial noise, class label (unless ``s.class_label`` is fixed) and solver noise of each sample
+    come from its seed alone, so a sample does not depend on the batch it is drawn in.
+    """
+    x = randn_from_seeds(seeds, model.shape, sigma=float(sigmas[0]), dtype=dtype, device=device)
+    extra: dict[str, Any] = {}
+    labels = None
+    if model.num_classes is not None:
+        labels = torch.tensor([s.class_label if s.class_label is not None else class_for_seed(q, model.num_classes)
+                               for q in seeds], device=device)
+        extra["class_labels"] = labels
+    with torch.no_grad():
+        y = sample(model.denoiser, x, sigmas, solver=s.solver, w_stiff=s.w_stiff, w_con=s.w_con, scaling=s.scaling,
+                   seeds=[solver_seed(q) for q in seeds], callback=callback, progress=progress, **extra)
+    return y, labels
+
+
 def generate(
     out: str | Path,
     settings: Settings,
@@ -359,24 +455,13 @@ def generate(
     s = settings
     if int(s.batch_size) != s.batch_size or s.batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {s.batch_size!r}")
-    get_solver(s.solver)
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(s.dtype)
-    if dtype is None:
-        raise ValueError(f"dtype must be float32 or float64, got {s.dtype!r}")
-    model = resolve_model(s.model)
-    if s.class_label is not None and (model.num_classes is None or not 0 <= s.class_label < model.num_classes):
-        raise ValueError(f"class_label {s.class_label} is not a class of model {model.name!r} "
-                         f"(classes: {model.num_classes or 'none, unconditional'})")
+    model, sigmas, dtype = prepare(s)
     fmt = auto_format(model.shape) if s.format == "auto" else s.format
     if fmt not in ("png", "npz"):
         raise ValueError(f"format must be auto, png or npz, got {s.format!r}")
     if fmt == "png" and auto_format(model.shape) != "png":
         raise ValueError(f"format png needs image-shaped states (C, H, W) with C in (1, 3); "
                          f"model {model.name!r} has {model.shape}")
-    kw = {} if s.sigma_min is None else {"sigma_min": s.sigma_min}
-    kw |= {"sigma_max": model.sigma_max if s.sigma_max is None else s.sigma_max}
-    kw.setdefault("sigma_min", model.sigma_min)
-    sigmas = check_sigmas(get_sigmas(s.schedule, s.steps, **kw))
     out = Path(out)
 
     dist = init_distributed(device)
@@ -400,16 +485,7 @@ def generate(
     bar = tqdm(total=sum(len(c) for c in todo), unit="sample", desc=f"generate {s.solver}{' +ERK' if s.w_stiff else ''}",
                disable=not progress or dist.rank != 0, dynamic_ncols=True)
     for chunk in todo:
-        x = randn_from_seeds(chunk, model.shape, sigma=float(sigmas[0]), dtype=dtype, device=dist.device)
-        extra: dict[str, Any] = {}
-        labels = None
-        if model.num_classes is not None:
-            labels = torch.tensor([s.class_label if s.class_label is not None else class_for_seed(q, model.num_classes)
-                                   for q in chunk], device=dist.device)
-            extra["class_labels"] = labels
-        with torch.no_grad():
-            y = sample(model.denoiser, x, sigmas, solver=s.solver, w_stiff=s.w_stiff, w_con=s.w_con, scaling=s.scaling,
-                       seeds=[solver_seed(q) for q in chunk], **extra)
+        y, labels = sample_seeds(model, s, sigmas, chunk, dtype=dtype, device=dist.device)
         for b, q in enumerate(chunk):
             path = seed_path(out, q, fmt)
             if path.exists():

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._batch import append_dims, bdot
+from ._batch import append_dims, bdot, sigma_vector
 from .correction import ErkPair, Estimate, estimate
 from .sampling import sample
 
@@ -62,16 +62,6 @@ class Counted:
     def __call__(self, x: Tensor, *args: Any, **kw: Any) -> Tensor:
         self.counter.add(x.shape[0])
         return self.fn(x, *args, **kw)
-
-
-def _sigma_vec(sigma: Tensor | float, x: Tensor) -> Tensor:
-    s = torch.as_tensor(sigma, device=x.device)
-    if not s.is_floating_point():
-        s = s.double()
-    s = s.expand(x.shape[0]) if s.ndim == 0 else s.reshape(-1)
-    if s.numel() != x.shape[0]:
-        raise ValueError(f"sigma must be a scalar or have one value per sample ({x.shape[0]}), got {s.numel()}")
-    return s
 
 
 def _rows(v: Any, idx: Tensor, batch: int) -> Any:
@@ -140,7 +130,7 @@ class Guided:
     def branches(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> tuple[Tensor, Tensor]:
         """(D_main, D_ref) at full batch size; D_ref = D_main for samples outside the interval."""
         b = x.shape[0]
-        s = _sigma_vec(sigma, x)
+        s = sigma_vector(sigma, x, dtype=None)
         idx = self.active(s).nonzero().flatten()
         n = idx.numel()
         ref_kw = {k: _rows({**cond, **self.ref_cond}[k], idx, b) for k in {**cond, **self.ref_cond}}
@@ -172,7 +162,7 @@ class Guided:
 
     def __call__(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
         d_main, d_ref = self.branches(x, sigma, **cond)
-        return torch.lerp(d_ref, d_main, self.w) if self.w != 1.0 else d_main
+        return d_ref + self.w * (d_main - d_ref) if self.w != 1.0 else d_main  # Eq. 55 as written
 
 
 def cfg(
@@ -235,7 +225,7 @@ class ErkProj:
         g = self.guided
         d_main, d_ref = g.branches(x, sigma, **cond)
         delta = d_main - d_ref  # -sigma * g of Eq. 54; the projection is linear, so done on D
-        s = append_dims(_sigma_vec(sigma, x).to(d_main.dtype), x.ndim)
+        s = append_dims(sigma_vector(sigma, x, dtype=None).to(d_main.dtype), x.ndim)
         self._cache = [*self._cache[1 - self.CACHE:], (x.detach().clone(), (x - (d_main + (g.w - 1.0) * delta)) / s)]
         if self.est is not None:
             if self.est.v.shape != x.shape:

@@ -3,7 +3,8 @@
 The weights live in ``erkguid/data/models/<name>.safetensors`` with one JSON manifest
 (``manifest.json``: data, architecture, training steps, seed, final loss and recorded sample
 statistics). They are trained by ``erkguid train`` (``erkguid.training.edm``); loading needs
-only ``torch`` and ``safetensors``. Networks use EDM preconditioning (Karras et al. 2022):
+only ``torch`` and ``safetensors``. Networks use EDM preconditioning (Karras et al. 2022;
+:func:`erkguid.denoisers.edm.edm_scalings`):
 
     D(x; sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x; c_noise(sigma), class).
 """
@@ -18,17 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._batch import acc_dtype, sigma_vector
+from .denoisers.edm import edm_scalings
+
 MODELS_PACKAGE = "erkguid.data.models"
-
-
-def edm_precond(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """EDM preconditioning ``(c_skip, c_out, c_in, c_noise)`` for per-sample ``sigma`` ``[B]``."""
-    s2, d2 = sigma**2, sigma_data**2
-    c_skip = d2 / (s2 + d2)
-    c_out = sigma * sigma_data / (s2 + d2).sqrt()
-    c_in = 1 / (s2 + d2).sqrt()
-    c_noise = sigma.log() / 4
-    return c_skip, c_out, c_in, c_noise
 
 
 class DenoiserMLP(nn.Module):
@@ -109,20 +103,16 @@ class LearnedDenoiser:
 
     @torch.no_grad()
     def __call__(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
-        dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+        dtype = acc_dtype(x.dtype)
         b = x.shape[0]
-        s = torch.as_tensor(sigma, dtype=dtype, device=x.device).reshape(-1)
-        if s.numel() == 1:
-            s = s.expand(b)
-        elif s.numel() != b:
-            raise ValueError(f"sigma must be a scalar or hold one value per sample ({b}), got {s.numel()}")
+        s = sigma_vector(sigma, x, dtype=dtype)
         if class_labels is not None:
             class_labels = torch.as_tensor(class_labels, device=x.device).reshape(-1).long()
             if self.num_classes == 0:
                 raise ValueError(f"class_labels given but learned model {self.name!r} is unconditional")
             if class_labels.numel() != b or (class_labels < 0).any() or (class_labels > self.num_classes).any():
                 raise ValueError(f"class_labels must hold {b} labels in [0, {self.num_classes}] ({self.num_classes} = null)")
-        c_skip, c_out, c_in, c_noise = edm_precond(s, self.sigma_data)
+        c_skip, c_out, c_in, c_noise = edm_scalings(s, self.sigma_data)
         xf = x.reshape(b, -1).to(dtype)
         f = self._net(dtype, x.device)(xf * c_in[:, None], c_noise, class_labels)
         return (c_skip[:, None] * xf + c_out[:, None] * f).reshape(x.shape).to(x.dtype)

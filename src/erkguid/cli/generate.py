@@ -1,4 +1,5 @@
-"""``erkguid generate``: one file per seed, resumable, sharded over torchrun ranks."""
+"""``erkguid generate`` (one file per seed, resumable, sharded over torchrun ranks) and ``erkguid sample`` (in memory,
+one .npz + a preview); both resolve models with :func:`erkguid.generate.resolve_model`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from . import main
 
 @main.command()
 @click.option("--model", "model_spec", required=True,
-              help="Built-in name (tree2d, digits64, digits64-image, gauss) or SCHEME:ARG (gmm:PATH.npz, registered loaders).")
+              help="Built-in name (tree2d, digits64, digits64-image, gauss) or SCHEME:ARG: gmm:PATH.npz, learned:NAME "
+                   "(shipped models), diffusers:DIR (save_pretrained dir), edm:PICKLE::SOURCE_DIR, or a registered scheme.")
 @click.option("--seeds", required=True, help="Seeds, e.g. 0-49999 or 0,5,10-19 (inclusive); one output file per seed.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
 @click.option("--solver", default="heun", show_default=True, help="Registered solver (erkguid solvers).")
@@ -71,3 +73,116 @@ def generate_bench(out: Path, batch: int, size: int, steps: int, repeats: int, s
     click.echo(format_table(res))
     for f in res.get("files", []):
         click.echo(f"wrote {f}")
+
+
+SAMPLE_DEFAULTS = {"solver": "heun", "steps": 18, "schedule": "edm", "w_stiff": 0.0, "w_con": 0.0, "scaling": "z2"}
+
+
+@main.command("sample")
+@click.option("--model", "model_spec", default=None,
+              help="Model spec as for `erkguid generate` (tree2d, learned:digits-main, diffusers:DIR, edm:PKL::SRC, ...); "
+                   "default: the preset's.")
+@click.option("--preset", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A preset from `erkguid tune` (model, solver, steps, w_stiff, w_con, scaling); explicit options win.")
+@click.option("--solver", default=None, help=f"Registered solver [preset or {SAMPLE_DEFAULTS['solver']}].")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help=f"Sampling steps [preset or {SAMPLE_DEFAULTS['steps']}].")
+@click.option("--schedule", default=None, help="Sigma grid: edm, logsnr, time_uniform [edm].")
+@click.option("--sigma-min", type=float, default=None, help="Default: the model's.")
+@click.option("--sigma-max", type=float, default=None, help="Default: the model's.")
+@click.option("--w-stiff", type=float, default=None, help="ERK-Guid strength (Eq. 19) [preset or 0 = plain solver].")
+@click.option("--w-con", type=float, default=None, help="Stiffness threshold of the gate [preset or 0].")
+@click.option("--scaling", default=None, help="z2, abs or alpha (App. B.3) [preset or z2].")
+@click.option("--class", "class_label", type=int, default=None, help="Fixed class label (default: drawn from each seed).")
+@click.option("--num-samples", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="First per-sample seed.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/sample.npz"), show_default=True,
+              help="The .npz (samples, seeds, labels); a PNG preview goes next to it.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sample_cmd(model_spec: str | None, preset: Path | None, solver: str | None, steps: int | None, schedule: str | None,
+               sigma_min: float | None, sigma_max: float | None, w_stiff: float | None, w_con: float | None,
+               scaling: str | None, class_label: int | None, num_samples: int, seed: int, dtype: str, out: Path,
+               quiet: bool) -> None:
+    """Sample any supported model in memory: .npz + PNG preview (image grid, or scatter for 2-D) + a summary.
+
+    Sample i uses seed SEED + i exactly as `erkguid generate` does (same noise, label and solver noise),
+    so its result equals generate's file for that seed.
+    """
+    import time
+
+    import numpy as np
+
+    from ..experiments.tune import load_preset
+    from ..generate import Settings, prepare, sample_seeds
+    from ..sampling import Trace
+
+    given = {"model": model_spec, "solver": solver, "steps": steps, "schedule": schedule, "w_stiff": w_stiff,
+             "w_con": w_con, "scaling": scaling}
+    try:
+        p = load_preset(preset) if preset is not None else {}
+    except (OSError, ValueError) as e:
+        raise click.BadParameter(str(e), param_hint="--preset") from None
+    cfg = {k: v if v is not None else p.get(k, SAMPLE_DEFAULTS.get(k)) for k, v in given.items()}
+    if cfg["model"] is None:
+        raise click.UsageError("give --model SPEC or --preset FILE")
+    settings = Settings(model=cfg["model"], solver=cfg["solver"], steps=int(cfg["steps"]), schedule=cfg["schedule"],
+                        sigma_min=sigma_min, sigma_max=sigma_max, w_stiff=float(cfg["w_stiff"]), w_con=float(cfg["w_con"]),
+                        scaling=cfg["scaling"], class_label=class_label, dtype=dtype)
+    seeds = list(range(seed, seed + num_samples))
+    tr = Trace()
+    t0 = time.perf_counter()
+    try:
+        model, sigmas, torch_dtype = prepare(settings)
+        x, labels = sample_seeds(model, settings, sigmas, seeds, dtype=torch_dtype, callback=tr, progress=not quiet)
+    except (ValueError, OSError, ImportError) as e:
+        raise click.ClickException(str(e)) from None
+    seconds = time.perf_counter() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, samples=x.cpu().numpy(), seeds=np.array(seeds),
+             labels=labels.cpu().numpy() if labels is not None else np.array([], dtype=np.int64))
+    title = (f"{model.name} {settings.solver} {settings.steps} steps w_stiff={settings.w_stiff:g} "
+             f"w_con={settings.w_con:g}")
+    png = _preview(out.with_suffix(".png"), x.cpu(), model.value_range, title)
+    beta = tr.beta[~tr.beta.isnan()]
+    gated = float((beta != 0).double().mean()) if beta.numel() and settings.w_stiff > 0 else 0.0
+    click.echo(f"{num_samples} samples of {model.name} {tuple(model.shape)} with {settings.solver}, {settings.steps} steps "
+               f"({settings.schedule}, sigma {float(sigmas[0]):g} -> {float(sigmas[-2]):g}), NFE {tr.nfe}, "
+               f"w_stiff={settings.w_stiff:g}, w_con={settings.w_con:g}, scaling {settings.scaling}"
+               + (f" (preset {preset})" if preset is not None else ""))
+    xf = x.double()
+    click.echo(f"seeds {seeds[0]}..{seeds[-1]}; sample mean {float(xf.mean()):.4f}, std {float(xf.std()):.4f}; "
+               f"ERK-Guid active on {100 * gated:.0f}% of sample-steps; {seconds:.1f} s")
+    click.echo(f"wrote {out}" + (f" and {png}" if png else " (no preview for this shape)"))
+
+
+def _preview(path: Path, x, value_range: tuple[float, float], title: str) -> Path | None:
+    """Scatter for 2-D states; an image grid for (C, H, W) with C in (1, 3) or square vectors (8x8 digits)."""
+    import math
+
+    from ..experiments._output import pyplot
+
+    plt = pyplot()
+
+    shape = tuple(x.shape[1:])
+    side = math.isqrt(shape[0]) if len(shape) == 1 else 0
+    if shape == (2,):
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.scatter(x[:, 0], x[:, 1], s=2)
+    elif (len(shape) == 3 and shape[0] in (1, 3)) or (len(shape) == 1 and shape[0] > 2 and side * side == shape[0]):
+        imgs = x.reshape(-1, 1, side, side) if len(shape) == 1 else x
+        lo, hi = value_range
+        imgs = ((imgs.double() - lo) / (hi - lo)).clamp(0, 1)
+        k, cols = min(64, imgs.shape[0]), 8
+        rows = (k + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(cols, rows), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if i < k:
+                img = imgs[i].permute(1, 2, 0).numpy()
+                ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
+    else:
+        return None
+    fig.suptitle(title, fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

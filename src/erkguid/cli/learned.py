@@ -1,4 +1,5 @@
-"""Learned-model commands: ``train``, ``paper`` (paper-table analogues), ``tune`` and ``sample``."""
+"""Learned-model commands: ``train`` and ``tune`` (the paper suite is ``erkguid bench --suite paper``; sampling with a
+tuned preset is ``erkguid sample --preset``)."""
 
 from __future__ import annotations
 
@@ -45,43 +46,6 @@ def train(names: tuple[str, ...], all_: bool, out: Path, steps: int | None, no_r
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/paper"), show_default=True,
-              help="Directory for paper.json, paper.md and paper.png.")
-@click.option("--quick", is_flag=True, help="Small CI variant (few samples and settings).")
-@click.option("--targets", default=None, help="Comma-separated subset of the targets (default: all four).")
-@click.option("--tables", default=None, help="Comma-separated subset of table2,table3,table4,fig4,table10,table11.")
-@click.option("--num-samples", type=click.IntRange(min=16), default=None, help="Samples per configuration.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def paper(out: Path, quick: bool, targets: str | None, tables: str | None, num_samples: int | None, seed: int,
-          quiet: bool) -> None:
-    """Paper-table analogues (Tables 2, 3, 4, 10, 11 and Fig 4): accuracy and distribution metrics side by side."""
-    from ..experiments.paper import TARGETS, SuiteConfig, format_suite, run_paper_suite
-
-    cfg = SuiteConfig.quick() if quick else SuiteConfig()
-    if targets:
-        chosen = tuple(t.strip() for t in targets.split(","))
-        bad = [t for t in chosen if t not in TARGETS]
-        if bad:
-            raise click.BadParameter(f"unknown targets {bad}; choose from {', '.join(TARGETS)}", param_hint="--targets")
-        cfg.targets = chosen
-    if tables:
-        chosen_t = tuple(t.strip() for t in tables.split(","))
-        bad = [t for t in chosen_t if t not in SuiteConfig().tables]
-        if bad:
-            allowed = ", ".join(SuiteConfig().tables)
-            raise click.BadParameter(f"unknown tables {bad}; choose from {allowed}", param_hint="--tables")
-        cfg.tables = chosen_t
-    if num_samples:
-        cfg.num_samples = num_samples
-    res = run_paper_suite(out, config=cfg, seed=seed, progress=not quiet)
-    click.echo(format_suite(res["rows"]))
-    click.echo(f"{cfg.num_samples} samples per row; reference solves rtol {cfg.rtol:g}; {res['seconds']:.0f} s")
-    for f in res.get("files", []):
-        click.echo(f"wrote {f}")
-
-
-@main.command()
 @click.argument("target")
 @click.option("--solver", default="heun", show_default=True)
 @click.option("--nfe", type=click.IntRange(min=2), default=15, show_default=True,
@@ -111,56 +75,3 @@ def tune(target: str, solver: str, nfe: int, objective: str, calib: int, heldout
     click.echo(f"held-out ({heldout} seeds): error ratio {h['err_ratio']:.3f} [{lo:.3f}, {hi:.3f}], "
                f"dFD {h['fd_delta']:+.4g} [{h['fd_delta_ci'][0]:+.3g}, {h['fd_delta_ci'][1]:+.3g}]")
     click.echo(f"wrote {path}")
-
-
-@main.command("sample")
-@click.option("--preset", type=click.Path(dir_okay=False, path_type=Path), required=True, help="A preset from `erkguid tune`.")
-@click.option("--num-samples", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="First per-sample seed.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/sample.npz"), show_default=True)
-def sample_cmd(preset: Path, num_samples: int, seed: int, out: Path) -> None:
-    """Sample a target with a tuned preset; writes OUT (.npz: samples, labels, seeds) and a PNG next to it."""
-    import numpy as np
-    import torch
-
-    from ..experiments.paper import SIGMA_MAX, make_target
-    from ..experiments.tune import load_preset
-    from ..noise import randn_from_seeds
-    from ..sampling import sample
-    from ..schedules import edm_sigmas
-
-    p = load_preset(preset)
-    t = make_target(p["target"], num_ref=16)
-    seeds = list(range(seed, seed + num_samples))
-    x0 = randn_from_seeds(seeds, t.shape, sigma=SIGMA_MAX)
-    extra = {"class_labels": torch.tensor(seeds) % t.num_classes} if t.num_classes else {}
-    x = sample(t.denoiser, x0, edm_sigmas(int(p["steps"]), sigma_max=SIGMA_MAX), solver=p["solver"],
-               w_stiff=float(p["w_stiff"]), w_con=float(p["w_con"]), scaling=p["scaling"], **extra)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, samples=x.numpy(), seeds=np.array(seeds), labels=extra["class_labels"].numpy() if extra else np.array([]))
-    _plot_samples(out.with_suffix(".png"), x, p)
-    click.echo(f"{num_samples} samples of {p['target']} with {p['solver']} {p['steps']} steps, "
-               f"w_stiff={p['w_stiff']:g}, w_con={p['w_con']:g}; wrote {out} and {out.with_suffix('.png')}")
-
-
-def _plot_samples(path: Path, x, preset: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if x.shape[1] == 2:
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.scatter(x[:, 0], x[:, 1], s=2)
-    else:
-        k = min(64, x.shape[0])
-        cols = 8
-        rows = (k + cols - 1) // cols
-        fig, axes = plt.subplots(rows, cols, figsize=(cols, rows), squeeze=False)
-        for i, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if i < k:
-                ax.imshow(x[i].reshape(8, 8), cmap="gray_r", vmin=-1, vmax=1)
-    fig.suptitle(f"{preset['target']} {preset['solver']} {preset['steps']} steps w_stiff={preset['w_stiff']:g}", fontsize=8)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -14,12 +14,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._common import Net, check_output, col, sigma_vector, work_dtype
+from ._common import Net, acc_dtype, check_output, col, sigma_vector
 
 
 def edm_c_noise(sigma: Tensor) -> Tensor:
     """EDM's noise conditioning ln(sigma) / 4 (also EDM2's)."""
     return sigma.log() / 4
+
+
+def edm_scalings(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """EDM preconditioning ``(c_skip, c_out, c_in, c_noise)`` for per-sample ``sigma`` ``[B]``, in ``sigma``'s dtype.
+
+    The one implementation of Karras et al. (2022) Table 1, used by :class:`EDMDenoiser`, the shipped
+    learned models (:class:`erkguid.learned.LearnedDenoiser`) and their trainer (``erkguid.training.edm``).
+    """
+    s2, d2 = sigma * sigma, sigma_data**2
+    return d2 / (s2 + d2), sigma * sigma_data / (s2 + d2).sqrt(), 1 / (s2 + d2).sqrt(), edm_c_noise(sigma)
 
 
 class EDMDenoiser:
@@ -49,18 +59,12 @@ class EDMDenoiser:
         self.c_noise = c_noise
         self.net_dtype = net_dtype
 
-    def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(c_skip, c_out, c_in) for a sigma tensor."""
-        sd2 = self.sigma_data**2
-        s2 = sigma * sigma
-        return sd2 / (s2 + sd2), sigma * self.sigma_data / (s2 + sd2).sqrt(), 1 / (s2 + sd2).sqrt()
-
     def __call__(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
         s = sigma_vector(sigma, x)
         if (s <= 0).any():
             raise ValueError("sigma must be > 0 for EDMDenoiser (c_noise = ln(sigma)/4)")
-        wd = work_dtype(x)
-        c_skip, c_out, c_in = (c.to(wd) for c in self.coefficients(s))
+        wd = acc_dtype(x.dtype)
+        c_skip, c_out, c_in = (c.to(wd) for c in edm_scalings(s, self.sigma_data)[:3])
         nd = self.net_dtype or x.dtype
         f = check_output(self.net((col(c_in, x) * x).to(nd), self.c_noise(s).to(wd), **cond), x, "net")
         return (col(c_skip, x) * x.to(wd) + col(c_out, x) * f.to(wd)).to(x.dtype)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._common import Net, check_output, col, sigma_vector, work_dtype
+from ._common import Net, acc_dtype, check_output, col, sigma_vector
 
 
 class FlowDenoiser:
@@ -32,7 +32,7 @@ class FlowDenoiser:
 
     def __call__(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
         s = sigma_vector(sigma, x)
-        wd = work_dtype(x)
+        wd = acc_dtype(x.dtype)
         t = s / (1 + s)
         x_t = col((1 - t).to(wd), x) * x.to(wd)
         v = check_output(self.net(x_t.to(self.net_dtype or x.dtype), (t * self.t_scale).to(wd), **cond), x, "net")

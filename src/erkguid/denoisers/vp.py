@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from ._common import Net, check_output, col, sigma_vector, work_dtype
+from ._common import Net, acc_dtype, check_output, col, sigma_vector
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 
@@ -154,7 +154,7 @@ class VPDenoiser:
 
     def __call__(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
         s = sigma_vector(sigma, x)
-        wd = work_dtype(x)
+        wd = acc_dtype(x.dtype)
         alpha = (1 / (1 + s * s).sqrt()).to(wd)  # c_in: x_vp = alpha * x
         x_vp = col(alpha, x) * x.to(wd)
         t = self.schedule.sigma_to_t(s).to(self.t_dtype or wd)

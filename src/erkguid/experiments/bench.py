@@ -10,7 +10,6 @@ call :func:`run_bench` with their own problems.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from ..reference import reference_solve
 from ..sampling import Trace, sample
 from ..schedules import edm_sigmas
 from ..solvers import SOLVERS, adaptive_heun, get_solver
+from ._output import pyplot, write_results
 
 
 @dataclass
@@ -118,13 +118,16 @@ FULL = BenchConfig(
 )
 
 
-def steps_for(solver: str, nfe: int) -> int:
-    """The largest step count whose NFE does not exceed ``nfe`` (at least 2)."""
+def max_steps(solver: str, nfe: int) -> int | None:
+    """The largest step count whose NFE does not exceed the budget ``nfe`` (None if not even one step fits)."""
     spec = get_solver(solver)
-    n = 2
-    while spec.nfe(n + 1) <= nfe:
-        n += 1
-    return n
+    ok = [n for n in range(1, nfe + 1) if spec.nfe(n) <= nfe]
+    return max(ok) if ok else None
+
+
+def steps_for(solver: str, nfe: int) -> int:
+    """:func:`max_steps` with a floor of 2 steps (which may then exceed a budget below the solver's 2-step NFE)."""
+    return max(2, max_steps(solver, nfe) or 2)
 
 
 def _problem(p: str | Problem) -> Problem:
@@ -155,11 +158,7 @@ def run_bench(config: BenchConfig = QUICK, out_dir: str | Path | None = None, pr
     finally:
         torch.set_num_threads(old_threads)
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench.json").write_text(json.dumps(res, indent=2))
-        (out / "bench.md").write_text(format_tables(res["rows"]))
-        res["files"] = [str(out / "bench.json"), str(out / "bench.md")] + plot_bench(res["rows"], out)
+        res["files"] = write_results(out_dir, "bench", res, format_tables(res["rows"])) + plot_bench(res["rows"], Path(out_dir))
     return res
 
 
@@ -321,10 +320,7 @@ METRICS = ("err_mean", "sliced_w2", "energy", "loglik")
 def plot_bench(rows: list[dict[str, Any]], out: Path) -> list[str]:
     """One PNG per metric: metric vs NFE, a panel per problem, each solver plain (solid) and its best
     ERK-Guid setting per NFE (dashed); baselines dotted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     probs = list(dict.fromkeys(r["problem"] for r in rows))
     files = []

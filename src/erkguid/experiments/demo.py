@@ -6,7 +6,6 @@ reference is a per-sample adaptive Dormand-Prince solve checked against a 100x t
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from ..noise import randn_from_seeds
 from ..reference import check_reference
 from ..sampling import Trace, sample
 from ..schedules import edm_sigmas
+from ._output import pyplot, write_results
 
 DEFAULT_STEPS = (4, 6, 8, 16)  # Heun NFE = 2N - 1: 7, 11, 15, 31
 DEFAULT_SETTINGS = ((0.0, 0.0), (0.25, 0.5), (0.5, 0.5), (1.0, 0.5), (0.5, 0.0))
@@ -107,12 +107,8 @@ def run_demo(
         "rows": [asdict(r) for r in rows],
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "demo.json").write_text(json.dumps(result, indent=2))
-        (out / "demo.md").write_text(format_table(rows))
-        plot_demo(out / "demo.png", model, truth, finals, traces, rows, steps, settings)
-        result["files"] = [str(out / f) for f in ("demo.json", "demo.md", "demo.png")]
+        result["files"] = write_results(out_dir, "demo", result, format_table(rows),
+                                        lambda p: plot_demo(p, model, truth, finals, traces, rows, steps, settings))
     return result
 
 
@@ -145,10 +141,7 @@ def plot_demo(
 ) -> None:
     """Samples over the density for each setting at the second-smallest step count, rho along
     the run, and error vs NFE."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n_show = steps[1] if len(steps) > 1 else steps[0]
     cols = len(settings) + 1

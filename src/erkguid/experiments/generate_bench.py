@@ -8,7 +8,6 @@ every timing because the CPU may be shared.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 from ..noise import randn_from_seeds
 from ..sampling import sample
 from ..schedules import edm_sigmas
+from ._output import write_results
 
 
 class SmallUNet(nn.Module):
@@ -110,10 +110,7 @@ def run_bench(
         "summary": summary, "runs": rows,
     }
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "generate_bench.json").write_text(json.dumps(res, indent=2) + "\n")
-        (out_dir / "generate_bench.md").write_text(format_table(res) + "\n")
-        res["files"] = [str(out_dir / "generate_bench.json"), str(out_dir / "generate_bench.md")]
+        res["files"] = write_results(out_dir, "generate_bench", res, format_table(res))
     return res
 
 

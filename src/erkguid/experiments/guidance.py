@@ -10,7 +10,6 @@ guidance aims to sharpen towards: sliced W2 per class (averaged over classes) an
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from ..noise import randn_from_seeds
 from ..reference import check_reference
 from ..sampling import Trace, sample
 from ..schedules import edm_sigmas
+from ._output import pyplot, write_results
 
 VARIANTS = ("alone", "+ERK-Guid", "+ERK-Proj", "+ERK-Guid+Proj")
 
@@ -144,15 +144,8 @@ def run_guidance(
         "rows": [asdict(r) for r in rows],
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "guidance.json").write_text(json.dumps(result, indent=2))
-        (out / "guidance.md").write_text(format_table(result))
-        files = [out / "guidance.json", out / "guidance.md"]
-        if model.dim == 2:
-            plot_guidance(out / "guidance.png", model, finals, rows, steps)
-            files.append(out / "guidance.png")
-        result["files"] = [str(f) for f in files]
+        plot = (lambda p: plot_guidance(p, model, finals, rows, steps)) if model.dim == 2 else None
+        result["files"] = write_results(out_dir, "guidance", result, format_table(result), plot)
     return result
 
 
@@ -176,10 +169,7 @@ def plot_guidance(
     path: Path, model: GaussianMixture, finals: dict[tuple[str, str, int], torch.Tensor], rows: list[Row], steps: tuple[int, ...]
 ) -> None:
     """Samples at the fewest steps (per guidance kind and variant, next to the exact guided ODE) and error vs NFE."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = steps[0]
     g = torch.linspace(-1.3, 1.3, 160, dtype=torch.float64)

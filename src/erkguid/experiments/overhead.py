@@ -10,7 +10,6 @@ fresh subprocess, on a large state with an elementwise denoiser, in units of one
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ from ..models import digits_64d
 from ..noise import randn_from_seeds
 from ..sampling import sample
 from ..schedules import edm_sigmas
+from ._output import write_results
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -155,7 +155,5 @@ def _run_overhead(out_dir: str | Path | None, repeats: int) -> dict[str, Any]:
         "loadavg": os.getloadavg(),
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "overhead.json").write_text(json.dumps(result, indent=2))
+        write_results(out_dir, "overhead", result)
     return result

@@ -9,7 +9,6 @@ These are small 2-D / 64-D models, not the paper's ImageNet networks: compare tr
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,17 +21,23 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..feature_metrics import DigitsFeatures, FeatureReference, inception_score, kid
+from ..guidance import autoguidance, cfg
 from ..metrics import global_error, ratio_ci
 from ..noise import randn_from_seeds
 from ..reference import reference_solve
 from ..sampling import Trace, sample
 from ..schedules import edm_sigmas
 from ..solvers import SOLVERS
+from ._output import pyplot, write_results
+from .bench import max_steps
 
 SIGMA_MAX = 80.0
 # Paper Table 5 (ImageNet-64 column) strengths for Table 4, with w_con = 0.05 (App. B.2).
 TABLE4_W = {"heun": {6: 0.75, 8: 1.25, 10: 1.0}, "dpm2": 1.25, "deis": 2.5}
 TARGETS = ("tree2d-learned", "digits-learned", "tree2d-exact", "digits-exact")
+# The conditional model of each target as an `erkguid generate` / `erkguid sample` model spec.
+TARGET_MODELS = {"tree2d-learned": "learned:tree2d-main", "digits-learned": "learned:digits-main", "tree2d-exact": "tree2d",
+                 "digits-exact": "digits64"}
 
 
 # --------------------------------------------------------------------------------- targets
@@ -57,52 +62,35 @@ class Target:
         return self._feat(x)
 
     def guided(self, guidance: str, w: float) -> Callable[..., Tensor]:
-        """``none``, ``cfg`` (guiding = unconditional) or ``ag`` (guiding = weak model), combined as
-        D_guide + w (D_main - D_guide), i.e. Eq. 55 written for the denoiser (f is affine in D)."""
-        main = self.denoiser
+        """``none``, ``cfg`` (guiding = unconditional, :func:`erkguid.guidance.cfg`) or ``ag`` (guiding =
+        weak model, :func:`erkguid.guidance.autoguidance`): D_guide + w (D_main - D_guide) (Eq. 55)."""
         if guidance == "none":
-            return main
+            return self.denoiser
         if guidance == "cfg":
-            def guide(x: Tensor, s: Tensor, class_labels: Tensor | None = None) -> Tensor:
-                return main(x, s, None)
-        elif guidance == "ag":
+            return cfg(self.denoiser, w, {"class_labels": None})
+        if guidance == "ag":
             if self.weak is None:
                 raise ValueError(f"target {self.name!r} has no weak model for autoguidance")
-            guide = self.weak
-        else:
-            raise ValueError(f"guidance must be 'none', 'cfg' or 'ag', got {guidance!r}")
-
-        def d(x: Tensor, s: Tensor, class_labels: Tensor | None = None) -> Tensor:
-            g = guide(x, s, class_labels)
-            return g + w * (main(x, s, class_labels) - g)
-
-        return d
-
-
-def _real_digits() -> Tensor:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:  # pragma: no cover
-        raise ImportError("digits targets need scikit-learn for the reference data: pip install 'erkguid[train]'") from e
-    return torch.tensor(load_digits().data / 8.0 - 1.0, dtype=torch.float32)
+            return autoguidance(self.denoiser, self.weak, w)
+        raise ValueError(f"guidance must be 'none', 'cfg' or 'ag', got {guidance!r}")
 
 
 def make_target(name: str, num_ref: int = 2048) -> Target:
     """Build one of :data:`TARGETS`."""
     from ..learned import load_learned
-    from ..models import digits_64d, tree_2d
+    from ..models import digits_64d, digits_data, tree_2d
 
     if name == "tree2d-learned":
         data = tree_2d().sample(num_ref, seed=777)
         return Target(name, load_learned("tree2d-main"), load_learned("tree2d-weak"), (2,), 2, "raw", data)
     if name == "digits-learned":
-        return Target(name, load_learned("digits-main"), load_learned("digits-weak"), (64,), 10, "digits", _real_digits())
+        return Target(name, load_learned("digits-main"), load_learned("digits-weak"), (64,), 10, "digits", digits_data()[0])
     if name == "tree2d-exact":
         m = tree_2d()
         return Target(name, m.denoise, m.broadened(4.0).denoise, (2,), 2, "raw", m.sample(num_ref, seed=777))
     if name == "digits-exact":
         m = digits_64d()
-        return Target(name, m.denoise, m.broadened(1.5).denoise, (64,), 10, "digits", _real_digits())
+        return Target(name, m.denoise, m.broadened(1.5).denoise, (64,), 10, "digits", digits_data()[0])
     raise ValueError(f"target must be one of {TARGETS}, got {name!r}")
 
 
@@ -270,12 +258,6 @@ class SuiteConfig:
                    table10_steps=8, table10_tau=(1.0,), table11_r=((0.05, True), (0.02, False)), rtol=1e-4, num_boot=20)
 
 
-def _steps_for_nfe(solver: str, nfe: int) -> int | None:
-    spec = SOLVERS[solver]
-    ok = [n for n in range(1, nfe + 1) if spec.nfe(n) <= nfe]
-    return max(ok) if ok else None
-
-
 def table4_w(solver: str, nfe: int) -> float:
     """w_stiff of paper Table 5 (ImageNet-64) for ``solver`` at ``nfe`` (1.0 where the paper has none)."""
     v = TABLE4_W.get(solver, 1.0)
@@ -324,7 +306,7 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
             if "table4" in cfg.tables:
                 for s in table4_solvers():
                     for nfe in cfg.table4_nfe:
-                        n = _steps_for_nfe(s, nfe)
+                        n = max_steps(s, nfe)
                         if n is None or n < 2:
                             continue
                         tab = f"table4:nfe{nfe}"
@@ -338,7 +320,7 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
                 jobs += [(("table10", "heun", n10, 0.0, 0.0), {"tau": t}) for t in cfg.table10_tau]
             if "table11" in cfg.tables:
                 for s in table11_solvers():
-                    n = _steps_for_nfe(s, SOLVERS["heun"].nfe(n10))
+                    n = max_steps(s, SOLVERS["heun"].nfe(n10))
                     if n is None or n < 2:
                         continue
                     jobs += [(("table11", s, n, 0.0, 0.0), {"options": (("r", r), ("stochastic", st)), "base_steps": n10})
@@ -351,12 +333,8 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
     result = {"config": asdict(cfg), "seed": seed, "seconds": time.perf_counter() - t_start, "references": refs,
               "solvers_available": sorted(SOLVERS), "rows": [asdict(r) for r in rows]}
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "paper.json").write_text(json.dumps(result, indent=2))
-        (out / "paper.md").write_text(format_suite(result["rows"]))
-        plot_suite(out / "paper.png", result["rows"])
-        result["files"] = [str(out / f) for f in ("paper.json", "paper.md", "paper.png")]
+        result["files"] = write_results(out_dir, "paper", result, format_suite(result["rows"]),
+                                        lambda p: plot_suite(p, result["rows"]))
     return result
 
 
@@ -396,10 +374,7 @@ def format_suite(rows: list[dict[str, Any]]) -> str:
 
 def plot_suite(path: Path, rows: list[dict[str, Any]]) -> None:
     """Table 2 (error ratio and FD vs w_stiff) and Fig. 4 (FD vs w_con) per target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     targets = list(dict.fromkeys(r["target"] for r in rows))
     fig, axes = plt.subplots(3, len(targets), figsize=(4 * len(targets), 10), squeeze=False)

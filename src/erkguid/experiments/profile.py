@@ -9,7 +9,6 @@ those of the run's own ``w_stiff`` / ``w_con`` (use ``w_con=0`` to see the corre
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import Tensor
 
 from .._batch import bnorm, bsafe_div
 from ..sampling import sample
+from ._output import pyplot, write_results
 
 DEFAULT_CANDIDATES = (0.05, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 
@@ -114,10 +114,7 @@ def format_summary(res: dict[str, Any]) -> str:
 
 def plot_profile(res: dict[str, Any], path: Path, title: str = "") -> None:
     """Three panels over the steps: rho-hat distribution (with candidate w_con lines), gated fraction, correction/step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     st = [s for s in res["steps"] if s["rho_q"] is not None]
     idx = [s["i"] for s in st]
@@ -154,10 +151,5 @@ def plot_profile(res: dict[str, Any], path: Path, title: str = "") -> None:
 
 def save_profile(res: dict[str, Any], out_dir: str | Path, title: str = "") -> list[str]:
     """Write ``profile.json``, ``profile.md`` and ``profile.png``; return their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     clean = {k: v for k, v in res.items() if not k.startswith("_")}
-    (out / "profile.json").write_text(json.dumps(clean, indent=2))
-    (out / "profile.md").write_text(format_summary(res))
-    plot_profile(res, out / "profile.png", title)
-    return [str(out / f"profile.{e}") for e in ("json", "md", "png")]
+    return write_results(out_dir, "profile", clean, format_summary(res), lambda p: plot_profile(res, p, title))

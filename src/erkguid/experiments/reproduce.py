@@ -15,7 +15,6 @@ Conventions where the paper is silent (documented in REPRODUCTION.md):
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from ..noise import randn_from_seeds
 from ..schedules import edm_sigmas
 from ..solvers.base import StepContext
 from ..solvers.heun import heun_step
+from ._output import pyplot, write_results
 
 SIGMA_MAX = 80.0
 BIN_NAMES = ("Q0-25", "Q25-50", "Q50-75", "Q75-100")
@@ -116,7 +116,7 @@ def run_fig1(quick: bool = False, progress: bool = True, model: str | None = Non
 
 
 def plot_fig1(res: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     p = res["_plot"]
     n = p["n"]
     fig, axes = plt.subplots(1, 5, figsize=(19, 3.8))
@@ -268,7 +268,7 @@ def run_fig2(quick: bool = False, progress: bool = True, model: str | None = Non
 
 
 def plot_fig2(res: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     names = list(res["models"])
     fig, axes = plt.subplots(len(names), 3, figsize=(13, 3.6 * len(names)), squeeze=False)
     for row, name in zip(axes, names):
@@ -322,7 +322,7 @@ def run_fig3(quick: bool = False, progress: bool = True, model: str | None = Non
 
 
 def plot_fig3(res: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     names = list(res["models"])
     fig, axes = plt.subplots(len(names), 2, figsize=(10, 3.8 * len(names)), squeeze=False)
     for row, name in zip(axes, names):
@@ -369,7 +369,7 @@ def run_fig6a(quick: bool = False, progress: bool = True, model: str | None = No
 
 
 def plot_fig6a(res: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     z, a, q = res["_plot"]
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     ax.plot(z, a, label="alpha(z)")
@@ -418,7 +418,7 @@ def run_fig7(quick: bool = False, progress: bool = True, model: str | None = Non
 
 
 def plot_fig7(res: dict[str, Any], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     q = res["_plot"]
     k = torch.arange(1, q.shape[1] + 1)
     fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -446,13 +446,6 @@ ALIASES = {"table1": "fig1"}
 NAMES = (*TARGETS, *ALIASES, "all")
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def format_rows(claims: list[dict[str, str]], command: str) -> str:
@@ -479,17 +472,13 @@ def reproduce(name: str, out_dir: str | Path = "runs/reproduce", *, quick: bool 
     if name not in NAMES:
         raise ValueError(f"name must be one of {list(NAMES)}, got {name!r}")
     names = list(TARGETS) if name == "all" else [ALIASES.get(name, name)]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     results = []
     for n in names:
         run, plot = TARGETS[n]
         res = run(quick=quick, progress=progress, **kwargs)
         cmd = f"erkguid reproduce {n}{' --quick' if quick else ''}"
-        (out / f"{n}.json").write_text(json.dumps(_jsonable(res), indent=2))
-        (out / f"{n}.md").write_text(format_rows(res["claims"], cmd))
-        plot(res, out / f"{n}.png")
-        res["files"] = [str(out / f"{n}.{ext}") for ext in ("json", "md", "png")]
+        res["files"] = write_results(out_dir, n, _jsonable(res), format_rows(res["claims"], cmd),
+                                     lambda p, plot=plot, res=res: plot(res, p))
         res["command"] = cmd
         results.append(res)
     return results

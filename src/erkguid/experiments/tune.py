@@ -16,7 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..solvers import SOLVERS
-from .paper import Evaluator, _steps_for_nfe, make_target
+from .bench import max_steps
+from .paper import TARGET_MODELS, Evaluator, make_target
 
 W_GRID = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 WCON_GRID = (0.0, 0.05, 0.25, 0.5, 1.0)
@@ -31,7 +32,7 @@ def tune(target: str, solver: str = "heun", nfe: int = 15, *, objective: str = "
         raise ValueError(f"objective must be 'error' or 'fd', got {objective!r}")
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
-    steps = _steps_for_nfe(solver, nfe)
+    steps = max_steps(solver, nfe)
     if steps is None or steps < 2:
         raise ValueError(f"nfe={nfe} is too small for solver {solver!r}")
     tgt = make_target(target)
@@ -52,7 +53,8 @@ def tune(target: str, solver: str = "heun", nfe: int = 15, *, objective: str = "
     finally:
         torch.set_num_threads(threads)
     return {
-        "target": target, "solver": solver, "steps": steps, "nfe": row.nfe, "w_stiff": best[0], "w_con": best[1],
+        "target": target, "model": TARGET_MODELS[target], "solver": solver, "steps": steps, "nfe": row.nfe,
+        "w_stiff": best[0], "w_con": best[1],
         "scaling": "z2", "objective": objective,
         "calibration": {"seeds": [0, calib], "baseline": scores[(0.0, 0.0)], "best": scores[best],
                         "grid": [{"w_stiff": w, "w_con": c, "score": s} for (w, c), s in scores.items()]},
@@ -62,7 +64,7 @@ def tune(target: str, solver: str = "heun", nfe: int = 15, *, objective: str = "
     }
 
 
-PRESET_KEYS = ("target", "solver", "steps", "w_stiff", "w_con", "scaling")
+PRESET_KEYS = ("solver", "steps", "w_stiff", "w_con", "scaling")
 
 
 def save_preset(preset: dict[str, Any], path: str | Path) -> Path:
@@ -73,12 +75,15 @@ def save_preset(preset: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_preset(path: str | Path) -> dict[str, Any]:
-    """Read a preset written by ``erkguid tune``; checks the keys ``erkguid sample`` needs."""
+    """Read a preset written by ``erkguid tune``; checks the keys ``erkguid sample`` needs (``model``, a model
+    spec of :func:`erkguid.generate.resolve_model`, is derived from ``target`` for older presets)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"preset file not found: {p}")
     d = json.loads(p.read_text())
-    missing = [k for k in PRESET_KEYS if k not in d]
+    if "model" not in d and d.get("target") in TARGET_MODELS:  # presets written before the "model" key
+        d["model"] = TARGET_MODELS[d["target"]]
+    missing = [k for k in ("model", *PRESET_KEYS) if k not in d]
     if missing:
         raise ValueError(f"preset {p} lacks keys {missing}")
     return d

@@ -1,7 +1,8 @@
 """Exact-score models (Gaussian mixtures) used as defaults, test beds and references."""
 
-from .builtin import MODELS, digits_64d, get_model, isotropic_gaussian, tree_2d
+from .builtin import MODELS, digits_64d, digits_data, get_model, isotropic_gaussian, tree_2d
 from .conditional import ConditionalMixture
 from .gmm import GaussianMixture
 
-__all__ = ["MODELS", "ConditionalMixture", "GaussianMixture", "digits_64d", "get_model", "isotropic_gaussian", "tree_2d"]
+__all__ = ["MODELS", "ConditionalMixture", "GaussianMixture", "digits_64d", "digits_data", "get_model", "isotropic_gaussian",
+           "tree_2d"]

@@ -53,6 +53,20 @@ def tree_2d(depth: int = 5, width: float = 0.018) -> GaussianMixture:
     )
 
 
+def digits_data(dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1797 8x8 digits scaled to [-1, 1] (v / 8 - 1): ``(x [1797, 64], labels [1797])``.
+
+    The data behind :func:`digits_64d`, the shipped learned digits models and their feature metrics;
+    needs scikit-learn (``pip install 'erkguid[train]'``).
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("the digits data needs scikit-learn: pip install 'erkguid[train]'") from e
+    d = load_digits()
+    return torch.tensor(d.data / 8.0 - 1.0, dtype=dtype), torch.tensor(d.target, dtype=torch.long)
+
+
 def digits_64d(image_shape: bool = False) -> GaussianMixture:
     """A 64-D mixture fitted to scikit-learn's 8x8 digits (values in [-1, 1]); 10 classes.
 

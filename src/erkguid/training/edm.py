@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..learned import DenoiserMLP, DigitsClassifier, LearnedDenoiser, build_net, edm_precond, sample_statistics
+from ..denoisers.edm import edm_scalings
+from ..learned import DenoiserMLP, DigitsClassifier, LearnedDenoiser, build_net, sample_statistics
 
 P_MEAN, P_STD = -1.2, 1.2
 
@@ -70,12 +71,9 @@ def load_data(name: str, seed: int = 0) -> tuple[Tensor, Tensor]:
         lab = torch.multinomial(prior.float(), 100_000, replacement=True, generator=g)
         return m.sample(100_000, seed=seed, class_labels=lab), lab
     if name == "digits":
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("digits training needs scikit-learn: pip install 'erkguid[train]'") from e
-        d = load_digits()
-        return torch.tensor(d.data / 8.0 - 1.0, dtype=torch.float32), torch.tensor(d.target, dtype=torch.long)
+        from ..models import digits_data
+
+        return digits_data()
     raise ValueError(f"data must be 'tree2d' or 'digits', got {name!r}")
 
 
@@ -87,7 +85,7 @@ def digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def edm_loss(net: DenoiserMLP, y: Tensor, labels: Tensor | None, sigma: Tensor, n: Tensor, sigma_data: float) -> Tensor:
     """Per-sample EDM loss lambda(sigma) ||D(y + sigma n) - y||^2 / d, ``[B]``."""
-    c_skip, c_out, c_in, c_noise = edm_precond(sigma, sigma_data)
+    c_skip, c_out, c_in, c_noise = edm_scalings(sigma, sigma_data)
     x = y + sigma[:, None] * n
     d = c_skip[:, None] * x + c_out[:, None] * net(c_in[:, None] * x, c_noise, labels)
     lam = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
