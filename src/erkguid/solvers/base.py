@@ -55,7 +55,6 @@ class StepOut(NamedTuple):
     denoised: Tensor  # D(x_i; sigma_i)
     carry: Any  # explicit state handed to step i+1
     pair: ErkPair | None = None  # embedded pair for ERK-Guid (Table 9), if any
-    nfe: int | None = None  # evaluations this step made, when it differs from the counted value
 
 
 StepFn = Callable[..., StepOut]
