@@ -128,8 +128,8 @@ def adasde_step(
     if sigma_next == 0:  # the final step: no update (official) or a final denoise
         if denoise_to_zero:
             den = ctx.denoise(x, sigma)
-            return StepOut(den, den, None, None, 1)
-        return StepOut(x, x, None, None, 0)
+            return StepOut(den, den, None, None)
+        return StepOut(x, x, None, None)
     r, c, a, gamma = (float(v) for v in coef.values(i))
     z = None
     if gamma > 0:
@@ -139,7 +139,7 @@ def adasde_step(
     parts = adasde_update(ctx.denoise, x, sigma, sigma_next, r, c, a, gamma, z, afs=coef.afs and i == 0)
     pair = ErkPair(parts.x_hat, parts.d, parts.x_mid, parts.d_mid, float(parts.sigma_hat) - sigma_next)
     denoised = parts.denoised if parts.denoised is not None else parts.x_hat - float(parts.sigma_hat) * parts.d
-    return StepOut(parts.x_next, denoised, None, pair, parts.nfe)
+    return StepOut(parts.x_next, denoised, None, pair)
 
 
 def _adasde_nfe(n: int) -> int:
