@@ -83,12 +83,15 @@ def test_fig2_fig3_use_the_dominant_eigenspace_with_its_random_baseline():
 def test_excess_and_growth_verdicts():
     assert rp.excess(1.0, 1.0) == 0.0 and rp.excess(0.71, 0.71) == 0.0
     assert rp.excess(0.855, 0.71) == pytest.approx(0.5) and rp.excess(1.0, 0.2) == pytest.approx(1.0)
-    assert rp.excess(0.0, 0.5) == pytest.approx(-1.0)
+    assert rp.excess(0.0, 0.5) == pytest.approx(-1.0) and rp.excess(0.45, 0.9) == pytest.approx(-0.5)
     base = [1.0, 1.0, 0.71, 0.125]
     assert rp._grows([1.0, 1.0, 0.8, 0.9], base) == ("yes", "")
     v, note = rp._grows([1.0, 1.0, 0.8, 0.3], base)  # top bin barely above random in dim 1 of 64
     assert v == "partly" and "weakly above random" in note
     assert rp._grows([1.0, 1.0, 0.71, 0.1], base)[0] == "no"
     assert rp._grows([1.0, 1.0, 0.8, 0.7], base, high=0.8)[0] == "partly"
+    v, note = rp._grows([1.0, 0.9, 0.2, 0.9], [1.0, 0.99, 0.8, 0.5])  # clear top bin, but Q50-75 far below random
+    assert v == "partly" and "Q50-75 is below random" in note
+    assert rp._grows([1.0, 0.9, 0.2, 0.9], [1.0, 0.99, 0.8, 0.5], steadily=False) == ("yes", "")
     md = rp.format_rows([rp.claim("F", "c", "p", "o", "partly", "why | not")], "cmd")
     assert md.splitlines()[-1].endswith("| partly (why \\| not) |")
