@@ -434,7 +434,7 @@ def plot_fig3(res: dict[str, Any], path: Path) -> None:
         row[1].set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         row[1].set_ylabel("median ||P_S u|| / ||u||")
         dims = ", ".join(f"{c:.0f}" for c in m["dominant_dim"])
-        row[1].set_title(f"(b) {name}: dominant-eigenspace alignment (median dim S: {dims})", fontsize=9)
+        row[1].set_title(f"(b) {name}: eigenspace alignment (median dim S: {dims})", fontsize=9)
         row[1].legend(fontsize=6, loc="upper center", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
