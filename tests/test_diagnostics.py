@@ -112,3 +112,55 @@ def test_quantile_bins_and_binned_median():
     b = dg.quantile_bins(v, 4)
     assert b.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     assert dg.binned_median(v * 10, b, 4) == [0.0, 20.0, 40.0, 60.0]
+
+
+def test_eigenspace_alignment_equals_abs_cos_for_a_simple_top_eigenvalue():
+    a, den = _linear()  # spectrum -9, 3, 1, ...: lambda_max is simple
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(5, 6, dtype=torch.float64, generator=g)
+    u = torch.randn(5, 6, dtype=torch.float64, generator=g)
+    sp = dg.exact_spectrum(den, x, 0.3)
+    al = dg.eigenspace_alignment(u, sp)
+    assert al.dim.tolist() == [1] * 5 and al.ambient_dim == 6
+    assert torch.allclose(al.alignment, dg.cosine(u, sp.vector(0, (6,))).abs(), atol=1e-12)
+    assert torch.allclose(al.random_baseline(), torch.full((5,), (1 / 6) ** 0.5, dtype=torch.float64))
+    # tol = 0.7 takes in |lambda| = 3 too: the fraction then counts both coordinates
+    wide = dg.eigenspace_alignment(u, sp, tol=0.7)
+    c1, c2 = dg.bdot(u, sp.vector(0, (6,))), dg.bdot(u, sp.vector(1, (6,)))
+    assert wide.dim.tolist() == [2] * 5
+    assert torch.allclose(wide.alignment, (c1**2 + c2**2).sqrt() / dg.bnorm(u), atol=1e-12)
+    with pytest.raises(ValueError, match="tol"):
+        dg.eigenspace_alignment(u, sp, tol=1.0)
+    with pytest.raises(ValueError, match="u must be"):
+        dg.eigenspace_alignment(u[:, :5], sp)
+
+
+def test_eigenspace_alignment_on_a_planted_degenerate_top_eigenspace():
+    d = 8
+    g = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    lam = torch.tensor([-5.0, -5.0, 5.0, -4.9, 1.0, 0.5, 0.2, 0.1], dtype=torch.float64)  # top space: 4 dims within 5%
+    a = q @ torch.diag(lam) @ q.T
+
+    def den(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return x - sigma[:, None] * (x @ a.T)
+
+    x = torch.randn(6, d, dtype=torch.float64, generator=g)
+    sp = dg.exact_spectrum(den, x, 0.2)
+    # any vector of the planted space is fully aligned, whatever the arbitrary v_1 eigh picked
+    coef = torch.randn(6, 4, dtype=torch.float64, generator=g)
+    inside = coef @ q[:, :4].T
+    al = dg.eigenspace_alignment(inside, sp)
+    assert al.dim.tolist() == [4] * 6
+    assert torch.allclose(al.alignment, torch.ones(6, dtype=torch.float64), atol=1e-10)
+    assert (dg.cosine(inside, sp.vector(0, (d,))).abs() < 0.999).all()  # the v1 cosine is not
+    # a vector orthogonal to it is not aligned at all; a mix gets its norm fraction; zero gives 0
+    outside = torch.randn(6, 4, dtype=torch.float64, generator=g) @ q[:, 4:].T
+    assert torch.allclose(dg.eigenspace_alignment(outside, sp).alignment, torch.zeros(6, dtype=torch.float64), atol=1e-10)
+    mix = inside / dg.bnorm(inside)[:, None] + 2 * outside / dg.bnorm(outside)[:, None]
+    assert torch.allclose(dg.eigenspace_alignment(mix, sp).alignment, torch.full((6,), 5**-0.5, dtype=torch.float64))
+    assert torch.equal(dg.eigenspace_alignment(torch.zeros(6, d, dtype=torch.float64), sp).alignment,
+                       torch.zeros(6, dtype=torch.float64))
+    # a tighter tolerance drops -4.9: the space shrinks to the three exact +-5 directions
+    assert dg.eigenspace_alignment(inside, sp, tol=0.01).dim.tolist() == [3] * 6
+    assert torch.allclose(al.random_baseline(), torch.full((6,), (4 / 8) ** 0.5, dtype=torch.float64))

@@ -44,6 +44,9 @@ def test_fig3_estimator_correlates_and_fig7_power_iteration_matches_exact():
     assert r3["models"]["tree2d"]["spearman"] > 0.8
     r7 = rp.run_fig7(quick=True, progress=False)
     assert r7["final_vs_exact_median"] < 1e-3
+    vec = r7["vector"]  # the power vector lies in the dominant eigenspace even where v1 is arbitrary
+    assert vec["eigenspace_alignment_median"] > 0.99 and vec["v1_abs_cos_median"] <= vec["eigenspace_alignment_median"]
+    assert 0 < vec["fraction_degenerate"] < 1
 
 
 def test_cli_reproduce_and_bad_name(tmp_path):
@@ -54,3 +57,41 @@ def test_cli_reproduce_and_bad_name(tmp_path):
     assert bad.exit_code != 0 and "fig9" in bad.output
     with pytest.raises(ValueError, match="name must be one of"):
         rp.reproduce("fig9", tmp_path)
+
+
+def test_fig2_fig3_use_the_dominant_eigenspace_with_its_random_baseline():
+    r2 = rp.run_fig2(quick=True, progress=False)
+    m = r2["models"]["tree2d"]
+    assert m["dim"] == 2 and all(dim in (1.0, 2.0) for dim in m["dominant_dim"])
+    for dim, base in zip(m["dominant_dim"], m["random_baseline"]):  # torch's median is an element: sqrt commutes
+        assert base == pytest.approx((dim / 2) ** 0.5)
+    for k, al in m["alignment"].items():
+        # S contains v1, so ||P_S u|| >= |<u, v1>| per sample, hence per-bin medians too
+        assert all(a >= c - 1e-12 for a, c in zip(al["eigenspace"], al["v1_abs_cos"])), k
+        assert all(0.0 <= a <= 1.0 for a in al["eigenspace"])
+        # where S is the whole plane the alignment is exactly 1
+        assert all(a == pytest.approx(1.0) for a, f in zip(al["eigenspace"], m["fraction_S_is_everything"]) if f == 1.0)
+    assert any(f == 1.0 for f in m["fraction_S_is_everything"])  # at large sigma the tree's spectrum is isotropic
+    rows = {c["figure"]: c for c in r2["claims"]}
+    assert "random baseline" in rows["Fig. 2a"]["ours"] and "dim S" in rows["Fig. 2a"]["ours"]
+    assert all(c["note"] for c in r2["claims"] if c["verdict"] != "yes")  # a reason for every non-'yes'
+    r3 = rp.run_fig3(quick=True, progress=False)
+    al3 = r3["models"]["tree2d"]["alignment"]
+    assert set(al3) == {"drift_diff", "sol_diff_pair"} and r3["models"]["tree2d"]["random_baseline"] == m["random_baseline"]
+
+
+def test_excess_and_growth_verdicts():
+    assert rp.excess(1.0, 1.0) == 0.0 and rp.excess(0.71, 0.71) == 0.0
+    assert rp.excess(0.855, 0.71) == pytest.approx(0.5) and rp.excess(1.0, 0.2) == pytest.approx(1.0)
+    assert rp.excess(0.0, 0.5) == pytest.approx(-1.0) and rp.excess(0.45, 0.9) == pytest.approx(-0.5)
+    base = [1.0, 1.0, 0.71, 0.125]
+    assert rp._grows([1.0, 1.0, 0.8, 0.9], base) == ("yes", "")
+    v, note = rp._grows([1.0, 1.0, 0.8, 0.3], base)  # top bin barely above random in dim 1 of 64
+    assert v == "partly" and "weakly above random" in note
+    assert rp._grows([1.0, 1.0, 0.71, 0.1], base)[0] == "no"
+    assert rp._grows([1.0, 1.0, 0.8, 0.7], base, high=0.8)[0] == "partly"
+    v, note = rp._grows([1.0, 0.9, 0.2, 0.9], [1.0, 0.99, 0.8, 0.5])  # clear top bin, but Q50-75 far below random
+    assert v == "partly" and "Q50-75 is below random" in note
+    assert rp._grows([1.0, 0.9, 0.2, 0.9], [1.0, 0.99, 0.8, 0.5], steadily=False) == ("yes", "")
+    md = rp.format_rows([rp.claim("F", "c", "p", "o", "partly", "why | not")], "cmd")
+    assert md.splitlines()[-1].endswith("| partly (why \\| not) |")

@@ -9,6 +9,10 @@ log p is symmetric (Eq. 10). This module gives, per sample:
   (App. B.2: 300 iterations), with the estimate after every iteration (Fig. 7);
 * :func:`spectrum` - eigenvalues/eigenvectors sorted by |lambda|, oriented toward the drift
   (sign chosen so that <v, f> >= 0, App. B.1/B.2 "via Eq. 15");
+* :func:`eigenspace_alignment` - the fraction of a vector's norm in the dominant EIGENSPACE
+  span{v_k : |lambda_k| >= (1 - tol) |lambda_max|}; unlike |cos(u, v_1)| it stays well defined when the
+  dominant eigenvalue is (nearly) degenerate, e.g. near a Gaussian component whose covariance has many
+  eigenvalues at the same floor (``digits_64d``), where v_1 is an arbitrary vector of that eigenspace;
 * :func:`heun_euler_step` / :func:`substep_reference` - a single Heun step with its embedded Euler
   solution and the 100-substep reference of App. B.1, for the LTE and the ERK solution difference.
 
@@ -31,6 +35,9 @@ from .solvers.base import StepContext
 from .solvers.heun import heun_step
 
 Denoiser = Callable[..., Tensor]
+
+DOMINANT_TOL = 0.05
+"""Default relative tolerance of the dominant eigenspace: eigenvalues within 5% of |lambda_max| in magnitude."""
 
 
 def drift_fn(denoiser: Denoiser, sigma: float | Tensor, **extra: Any) -> Callable[[Tensor], Tensor]:
@@ -91,6 +98,17 @@ class Spectrum:
         """The k-th eigenvector of every sample, reshaped to the state shape ``[B, *shape]``."""
         return self.eigvecs[:, :, k].reshape((-1, *shape))
 
+    def dominant_mask(self, tol: float = DOMINANT_TOL) -> Tensor:
+        """``[B, d]`` bool: eigenpair k belongs to the dominant eigenspace, ``|lambda_k| >= (1 - tol) |lambda_max|``."""
+        if not 0.0 <= tol < 1.0:
+            raise ValueError(f"tol must be in [0, 1), got {tol!r}")
+        mag = self.eigvals.abs()
+        return mag >= (1.0 - tol) * mag[:, :1]
+
+    def dominant_dim(self, tol: float = DOMINANT_TOL) -> Tensor:
+        """Dimension of the dominant eigenspace per sample ``[B]`` (1 for a well separated lambda_max)."""
+        return self.dominant_mask(tol).sum(dim=1)
+
 
 def spectrum(jac: Tensor, f: Tensor) -> Spectrum:
     """Eigenpairs of ``(J + J^T)/2`` sorted by ``|lambda|`` (descending), oriented toward ``f`` (Eq. 15)."""
@@ -103,6 +121,43 @@ def spectrum(jac: Tensor, f: Tensor) -> Spectrum:
     ff = f.reshape(f.shape[0], -1).to(evecs.dtype)
     sign = torch.where(torch.einsum("bdk,bd->bk", evecs, ff) < 0, -1.0, 1.0).to(evecs.dtype)
     return Spectrum(evals, evecs * sign[:, None, :])
+
+
+@dataclass(frozen=True)
+class EigenspaceAlignment:
+    """Alignment of vectors with the dominant eigenspace S, per sample.
+
+    Attributes:
+        alignment: ``[B]`` ``||P_S u|| / ||u||`` in [0, 1] (0 where ``u = 0``); equals ``|cos(u, v_1)|`` when
+            ``dim S = 1``.
+        dim: ``[B]`` ``dim S``, the number of eigenvalues with ``|lambda_k| >= (1 - tol) |lambda_max|``.
+        ambient_dim: ``d``, the state dimension.
+    """
+
+    alignment: Tensor
+    dim: Tensor
+    ambient_dim: int
+
+    def random_baseline(self) -> Tensor:
+        """``sqrt(dim S / d)`` per sample: the RMS alignment of a uniformly random direction (about its median)."""
+        return (self.dim.double() / self.ambient_dim).sqrt()
+
+
+def eigenspace_alignment(u: Tensor, sp: Spectrum, tol: float = DOMINANT_TOL) -> EigenspaceAlignment:
+    """Fraction of ``u``'s norm in the dominant eigenspace of ``sp``: ``||P_S u|| / ||u||`` per sample.
+
+    ``S = span{v_k : |lambda_k| >= (1 - tol) |lambda_max|}`` (``tol`` default 0.05). The paper's alignment
+    measure is ``|cos(u, v_1)|`` (Fig. 2, 3b); when lambda_max is (nearly) degenerate v_1 is an arbitrary
+    vector of S and that cosine measures nothing, while this fraction does not depend on the choice of
+    basis of S. For a simple lambda_max (``dim S = 1``) the two coincide.
+    """
+    b, d = sp.eigvals.shape
+    if u.shape[0] != b or u[0].numel() != d:
+        raise ValueError(f"u must be [B={b}, ...] with {d} entries per sample, got {tuple(u.shape)}")
+    mask = sp.dominant_mask(tol)
+    coords = (sp.eigvecs * u.reshape(b, d, 1).to(sp.eigvecs.dtype)).sum(dim=1)  # u in the eigenbasis, row by row
+    frac = bsafe_div(bnorm(coords * mask), bnorm(u))
+    return EigenspaceAlignment(frac.clamp_max(1.0), mask.sum(dim=1), d)
 
 
 def exact_spectrum(denoiser: Denoiser, x: Tensor, sigma: float | Tensor, **extra: Any) -> Spectrum:

@@ -25,6 +25,6 @@ def reproduce(name: str, quick: bool, model: str | None, out: Path, quiet: bool)
         click.echo(f"## {res['name']}  ({res['command']})")
         for c in res["claims"]:
             click.echo(f"- {c['figure']}: {c['claim']}\n    paper: {c['paper']}\n    ours:  {c['ours']}")
-            click.echo(f"    reproduces: {c['verdict']}")
+            click.echo(f"    reproduces: {c['verdict']}" + (f" ({c['note']})" if c.get("note") else ""))
         for f in res["files"]:
             click.echo(f"wrote {f}")
