@@ -86,3 +86,21 @@ def test_shipped_files_are_plain_json() -> None:
     for name in EXPECTED:
         d = json.loads(resources.files("erkguid.data").joinpath("adasde", f"{name}.json").read_text())
         assert d["format"] == "erkguid.adasde/1" and "check" in d["meta"]
+
+
+def test_adasde_eval_on_a_learned_model_measures_against_the_true_distribution() -> None:
+    from erkguid.experiments.adasde_eval import format_tables, run_adasde_eval
+    from erkguid.training.adasde import resolve_model_spec
+
+    res = run_adasde_eval(None, models=("learned:digits-main",), nfes=(3,), seeds=2, iters=1, batch=8, num_samples=64,
+                          progress=False)
+    (row,) = res["results"]
+    assert row["truth"] == "digits64 exact samples" and row["metrics"][-2:] == ["fd", "kid_x1e3"]
+    assert set(row["paired"]["adasde - twin"]) == set(row["metrics"])
+    assert len(row["arms"]["adasde"]["fd"]) == 2 and row["arms"]["teacher"]["to_teacher"] == [0.0]
+    # the teacher is the learned model's own DPM-Solver-2 solve, measured against the exact mixture
+    _, _, true_model = resolve_model_spec("learned:digits-main")
+    assert true_model.name == "digits64" and row["floor_fd"] < row["arms"]["adasde"]["fd"][0]
+    assert "FD (digits feat.)" in format_tables(res)
+    with pytest.raises(ValueError, match="learned NAME must be one of"):
+        resolve_model_spec("learned:digits-classifier")
