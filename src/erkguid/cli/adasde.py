@@ -10,7 +10,8 @@ from . import main
 
 
 @main.command()
-@click.option("--model", type=click.Choice(["tree2d", "digits64", "gauss"]), default="tree2d", show_default=True)
+@click.option("--model", default="tree2d", show_default=True,
+              help="Exact model (tree2d, digits64, gauss) or a shipped learned model (learned:tree2d-main, learned:digits-main).")
 @click.option("--nfe", type=click.IntRange(min=1), default=5, show_default=True, help="Student NFE (odd with AFS).")
 @click.option("--gamma-max", type=click.FloatRange(min=0), default=0.01, show_default=True, help="0 = the deterministic twin.")
 @click.option("--M", "m", type=click.IntRange(min=1), default=3, show_default=True, help="Teacher refinement per student step.")
@@ -29,14 +30,20 @@ from . import main
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def distill(model: str, nfe: int, gamma_max: float, m: int, iters: int, batch: int, lr: float, init: str, no_afs: bool,
             seed: int, out: Path, resume: bool, stop_at: int | None, threads: int, quiet: bool) -> None:
-    """Distill AdaSDE coefficients for an exact model from a DPM-Solver-2 teacher."""
+    """Distill AdaSDE coefficients for a model from a DPM-Solver-2 teacher.
+
+    The file records the settings, the losses and a check statistic (``meta['check']``: sliced W2 of
+    512 fixed-seed samples vs exact true samples, reproducible with
+    ``erkguid.training.adasde.recorded_check``)."""
     import torch
 
-    from ..models import get_model
-    from ..training.adasde import DistillConfig, distill_adasde, evaluate_losses
+    from ..training.adasde import DistillConfig, distill_adasde, evaluate_losses, recorded_check, resolve_model_spec
 
     torch.set_num_threads(threads)
-    mdl = get_model(model)
+    try:
+        mdl, shape, _ = resolve_model_spec(model)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from exc
     cfg = DistillConfig(nfe=nfe, afs=not no_afs, M=m, gamma_max=gamma_max, init=init, iters=iters, batch=batch, lr=lr, seed=seed)
     try:
         cfg.check()
@@ -44,22 +51,27 @@ def distill(model: str, nfe: int, gamma_max: float, m: int, iters: int, batch: i
         raise click.BadParameter(str(exc)) from exc
     ckpt = out.with_name(out.stem + ".ckpt.json")
     try:
-        res = distill_adasde(mdl, cfg, checkpoint=ckpt, resume=resume, stop_at=stop_at, progress=not quiet,
+        res = distill_adasde(mdl, cfg, shape=shape, checkpoint=ckpt, resume=resume, stop_at=stop_at, progress=not quiet,
                              meta={"model": model})
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     coef = res.coefficients
-    coef.meta["eval_losses"] = evaluate_losses(mdl, coef, mdl.shape, cfg)
+    coef.meta["eval_losses"] = evaluate_losses(mdl, coef, shape, cfg)
+    coef.meta["check"] = recorded_check(model, coef)
+    coef.meta["command"] = (f"erkguid distill --model {model} --nfe {nfe} --gamma-max {gamma_max:g} --M {m} --iters {iters} "
+                            f"--batch {batch} --lr {lr:g} --init {init} --seed {seed}" + (" --no-afs" if no_afs else ""))
     coef.save(out)
     click.echo(f"{model}: {coef}")
     click.echo(f"teacher NFE {res.teacher_nfe}; {res.seconds:.1f} s; per-step loss vs teacher (fixed eval batch): "
-               f"{', '.join(f'{v:.4g}' for v in coef.meta['eval_losses'])}")
+               f"{', '.join(f'{v:.4g}' for v in coef.meta['eval_losses'])}; "
+               f"check: sliced W2 vs truth {coef.meta['check']['sliced_w2']:.4f}")
     click.echo(f"wrote {out} (checkpoint {ckpt})")
 
 
 @main.command("adasde-eval")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/adasde"), show_default=True)
-@click.option("--models", default="tree2d,digits64", show_default=True, help="Comma-separated exact models.")
+@click.option("--models", default="tree2d,digits64", show_default=True,
+              help="Comma-separated models: exact (tree2d, digits64) or learned:NAME.")
 @click.option("--nfes", default="3,5,7", show_default=True, help="Comma-separated odd NFEs.")
 @click.option("--seeds", type=click.IntRange(min=2), default=5, show_default=True, help="Distillation seeds per arm.")
 @click.option("--iters", type=click.IntRange(min=1), default=40, show_default=True)

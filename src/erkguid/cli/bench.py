@@ -19,7 +19,8 @@ def _csv(value: str) -> tuple[str, ...]:
               help="solvers: exact-score problems x solvers x NFE x ERK-Guid settings (experiments.bench); "
                    "paper: Tables 2, 3, 4, 10, 11 and Fig. 4 analogues (experiments.paper.run_paper_suite).")
 @click.option("--quick", "preset", flag_value="quick", default=True,
-              help="Small variant (default). solvers: 3 problems, 7 solvers, NFE 7 and 15; paper: SuiteConfig.quick().")
+              help="Small variant (default). solvers: 3 problems, 8 solvers (AdaSDE where a shipped file matches), "
+                   "NFE 7 and 15; paper: SuiteConfig.quick().")
 @click.option("--full", "preset", flag_value="full",
               help="solvers: tree2d + digits64, NFE 7/11/15/23, a w_stiff x w_con grid, baselines; paper: every table, "
                    "all four targets, 1024 samples.")
@@ -65,6 +66,8 @@ def _solvers(preset, out, num_samples, solvers, problems, nfe, seed, quiet) -> N
     res = run_bench(cfg, out, progress=not quiet)
     click.echo(format_tables(res["rows"]))
     click.echo(summarize(res["rows"]))
+    for note in res.get("notes", []):
+        click.echo(f"note: {note}")
     click.echo(f"total {res['seconds']:.1f} s")
     for f in res.get("files", []):
         click.echo(f"wrote {f}")

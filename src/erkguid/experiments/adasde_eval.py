@@ -1,6 +1,10 @@
 """`erkguid adasde-eval`: AdaSDE vs its gamma = 0 twin, untrained DPM-Solver-2, other solvers and the teacher.
 
-For each exact model and NFE, ``seeds`` distillations of AdaSDE (gamma_max > 0) and of its
+Models are exact mixtures (``tree2d``, ``digits64``) or shipped learned models (``learned:tree2d-main``,
+``learned:digits-main``); for a learned model every distribution metric is against the TRUE distribution
+(exact samples of the mixture it was trained on, its exact log-density), and for ``learned:digits-*``
+also FD / KID in the shipped digits classifier's feature space against the real digits
+(:func:`erkguid.models.digits_data`). For each model and NFE, ``seeds`` distillations of AdaSDE (gamma_max > 0) and of its
 deterministic twin (gamma_max = 0, identical r/a/c training, same seed, same batches) are run;
 every arm then samples from the same per-sample-seeded initial noise (and, for the stochastic
 arms, the same per-sample inflation seeds). Metrics are against the *true* distribution at
@@ -22,24 +26,56 @@ import torch
 from tqdm.auto import tqdm
 
 from ..metrics import energy_distance, global_error, sliced_wasserstein
-from ..models import get_model
 from ..noise import randn_from_seeds
 from ..sampling import sample
 from ..schedules import edm_sigmas
 from ..solvers import SOLVERS, AdaSDECoefficients
-from ..training.adasde import DistillConfig, distill_adasde, dpm2_teacher, student_levels, teacher_levels
+from ..training.adasde import (
+    DistillConfig,
+    distill_adasde,
+    dpm2_teacher,
+    resolve_model_spec,
+    student_levels,
+    teacher_levels,
+)
 
 T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
 METRICS = ("sliced_w2", "energy", "loglik", "to_teacher")
+FEATURE_METRICS = ("fd", "kid_x1e3")
+LABELS = {"sliced_w2": "sliced W2 ↓", "energy": "energy ↓", "loglik": "log-lik ↑", "to_teacher": "dist. to teacher ↓",
+          "fd": "FD (digits feat.) ↓", "kid_x1e3": "KID×1e3 ↓"}
 
 
-def _metrics(model: Any, x: torch.Tensor, truth: torch.Tensor, teacher: torch.Tensor, sigma_min: float) -> dict[str, float]:
-    return {
-        "sliced_w2": sliced_wasserstein(x, truth),
-        "energy": energy_distance(x, truth, max_points=2048),
-        "loglik": float(model.log_prob(x, sigma_min).mean()),
+class _Features:
+    """FD / KID of samples against the real digits in the shipped classifier's feature space."""
+
+    def __init__(self) -> None:
+        from ..feature_metrics import DigitsFeatures, FeatureReference
+        from ..models import digits_data
+
+        self.ext = DigitsFeatures()
+        self.real = self.ext(digits_data()[0])[0]
+        self.ref = FeatureReference(self.real)
+
+    def __call__(self, x: torch.Tensor) -> dict[str, float]:
+        from ..feature_metrics import kid
+
+        f = self.ext(x.float())[0]
+        return {"fd": self.ref.fd(f), "kid_x1e3": 1e3 * kid(f, self.real, subset_size=1000)[0]}
+
+
+def _metrics(true_model: Any, x: torch.Tensor, truth: torch.Tensor, teacher: torch.Tensor, sigma_min: float,
+             features: _Features | None = None) -> dict[str, float]:
+    n = x.shape[0]
+    out = {
+        "sliced_w2": sliced_wasserstein(x.reshape(n, -1), truth.reshape(truth.shape[0], -1)),
+        "energy": energy_distance(x.reshape(n, -1), truth.reshape(truth.shape[0], -1), max_points=2048),
+        "loglik": float(true_model.log_prob(x, sigma_min).mean()),
         "to_teacher": float(global_error(x, teacher).mean()),
     }
+    if features is not None:
+        out.update(features(x))
+    return out
 
 
 def paired(a: list[float], b: list[float]) -> dict[str, float]:
@@ -69,25 +105,30 @@ def run_adasde_eval(
     results: list[dict[str, Any]] = []
     jobs = [(m, n) for m in models for n in nfes]
     for mname, nfe in tqdm(jobs, disable=not progress, desc="adasde-eval"):
-        model = get_model(mname)
+        model, shape, true_model = resolve_model_spec(mname)
+        features = _Features() if mname.startswith("learned:digits") else None
+        metrics = METRICS + (FEATURE_METRICS if features is not None else ())
         gamma_max = 0.02 if nfe <= 3 else 0.01  # the released CIFAR-10 runs' values
         base = DistillConfig(nfe=nfe, gamma_max=gamma_max, iters=iters, batch=batch)
         levels = student_levels(base)
         grid = torch.cat([levels, levels.new_zeros(1)])
         sigma_min = float(levels[-1])
-        x0 = randn_from_seeds(range(num_samples), model.shape, sigma=base.sigma_max, dtype=torch.float64)
+        x0 = randn_from_seeds(range(num_samples), shape, sigma=base.sigma_max, dtype=torch.float64)
         noise_seeds = list(range(10**6, 10**6 + num_samples))
-        truth = model.sample(num_samples, seed=777, sigma=sigma_min, dtype=torch.float64)
-        truth2 = model.sample(num_samples, seed=778, sigma=sigma_min, dtype=torch.float64)
+        truth = true_model.sample(num_samples, seed=777, sigma=sigma_min, dtype=torch.float64)
+        truth2 = true_model.sample(num_samples, seed=778, sigma=sigma_min, dtype=torch.float64)
         tl, keep = teacher_levels(levels, base)
         teacher = dpm2_teacher(model, x0, tl, keep)[-1]
         row: dict[str, Any] = {"model": mname, "nfe": nfe, "gamma_max": gamma_max, "grid": levels.tolist(),
                                "teacher_nfe": 2 * (tl.numel() - 1), "floor_sliced_w2": sliced_wasserstein(truth2, truth),
-                               "floor_loglik": float(model.log_prob(truth, sigma_min).mean()), "arms": {}, "learned": {}}
+                               "floor_loglik": float(true_model.log_prob(truth, sigma_min).mean()), "arms": {}, "learned": {},
+                               "metrics": list(metrics), "truth": f"{true_model.name} exact samples"}
+        if features is not None:
+            row["floor_fd"] = features(truth)["fd"]
         arms: dict[str, list[dict[str, float]]] = {}
 
         def run(name: str, x: torch.Tensor) -> None:
-            arms.setdefault(name, []).append(_metrics(model, x, truth, teacher, sigma_min))  # noqa: B023
+            arms.setdefault(name, []).append(_metrics(true_model, x, truth, teacher, sigma_min, features))  # noqa: B023
 
         run("teacher", teacher)
         neutral = AdaSDECoefficients.neutral(levels, gamma_max=0.0, afs=True)
@@ -108,23 +149,23 @@ def run_adasde_eval(
             for arm, g in (("adasde", gamma_max), ("twin (gamma=0)", 0.0)):
                 cfg = DistillConfig(**{**base.__dict__, "gamma_max": g, "seed": s})
                 t0 = time.perf_counter()
-                res = distill_adasde(model, cfg, progress=False, meta={"model": mname})
+                res = distill_adasde(model, cfg, shape=shape, progress=False, meta={"model": mname})
                 coef = res.coefficients
                 row["learned"].setdefault(arm, []).append({**coef.table(), "seconds": time.perf_counter() - t0})
                 if out is not None:
-                    coef.save(out / "coefficients" / f"{mname}_nfe{nfe}_{'adasde' if g else 'twin'}_s{s}.json")
+                    coef.save(out / "coefficients" / f"{mname.replace(':', '-')}_nfe{nfe}_{'adasde' if g else 'twin'}_s{s}.json")
                 opts = {"coefficients": coef}
                 run(arm, sample(model, x0, grid, solver="adasde", solver_options=opts, seeds=noise_seeds))
                 if g > 0:
                     run(f"adasde + ERK-Guid (w={w_stiff:g})",
                         sample(model, x0, grid, solver="adasde", solver_options=opts, seeds=noise_seeds, w_stiff=w_stiff))
         for name, vals in arms.items():
-            row["arms"][name] = {k: [v[k] for v in vals] for k in METRICS}
+            row["arms"][name] = {k: [v[k] for v in vals] for k in metrics}
         a, t = row["arms"]["adasde"], row["arms"]["twin (gamma=0)"]
         e = row["arms"][f"adasde + ERK-Guid (w={w_stiff:g})"]
         row["paired"] = {
-            "adasde - twin": {k: paired(a[k], t[k]) for k in METRICS},
-            "erk - adasde": {k: paired(e[k], a[k]) for k in METRICS},
+            "adasde - twin": {k: paired(a[k], t[k]) for k in metrics},
+            "erk - adasde": {k: paired(e[k], a[k]) for k in metrics},
         }
         results.append(row)
     res = {"settings": {"models": models, "nfes": nfes, "seeds": seeds, "iters": iters, "batch": batch,
@@ -149,18 +190,21 @@ def format_tables(res: dict[str, Any]) -> str:
     lines: list[str] = []
     for r in res["results"]:
         grid = ", ".join(f"{s:.4g}" for s in r["grid"])
+        keys = r.get("metrics", METRICS)
+        head = " | ".join(LABELS[k] for k in keys)
+        fd = f"; FD of true samples {r['floor_fd']:.4f}" if "floor_fd" in r else ""
         lines += [f"### {r['model']}, {r['nfe']} NFE (grid {grid}; teacher {r['teacher_nfe']} NFE)", "",
-                  f"noise floor: sliced W2 truth vs truth {r['floor_sliced_w2']:.4f}; "
-                  f"log-lik of true samples {r['floor_loglik']:.3f}",
-                  "", "| arm | sliced W2 ↓ | energy ↓ | log-lik ↑ | dist. to teacher ↓ |", "|---|---|---|---|---|"]
+                  f"truth: {r.get('truth', 'exact samples')}; noise floor: sliced W2 truth vs truth {r['floor_sliced_w2']:.4f}; "
+                  f"log-lik of true samples {r['floor_loglik']:.3f}{fd}",
+                  "", f"| arm | {head} |", "|---|" + "---|" * len(keys)]
+        digits = {"energy": 5, "loglik": 3}
         for name, m in r["arms"].items():
-            cells = [_ms(m["sliced_w2"]), _ms(m["energy"], 5), _ms(m["loglik"], 3), _ms(m["to_teacher"])]
+            cells = [_ms(m[k], digits.get(k, 4)) for k in keys]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "| paired difference (mean [95% t-CI], #seeds first lower) | sliced W2 | energy | log-lik | to teacher |",
-                  "|---|---|---|---|---|"]
+        lines += ["", f"| paired difference (mean [95% t-CI], #seeds first lower) | {head} |", "|---|" + "---|" * len(keys)]
         for name, p in r["paired"].items():
             cells = [f"{p[k]['mean']:+.4g} [{p[k]['lo']:+.3g}, {p[k]['hi']:+.3g}] ({p[k]['a_lower']}/{p[k]['n']})"
-                     for k in METRICS]
+                     for k in keys]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         g = np.array([x["gamma"] for x in r["learned"]["adasde"]])
         rr = np.array([x["r"] for x in r["learned"]["adasde"]])

@@ -6,6 +6,11 @@ compared with the same solver at the same steps without it by a paired bootstrap
 (:func:`erkguid.metrics.ratio_ci`). A :class:`Problem` is any denoiser with a reference solver and,
 optionally, a true-sample generator and a log-density, so other suites (e.g. learned models) can
 call :func:`run_bench` with their own problems.
+
+AdaSDE runs only with learned coefficients: it gets a row (plain and with ERK-Guid, like every
+solver) where a shipped coefficient file (:func:`erkguid.solvers.shipped_for`) matches the problem
+and the NFE target exactly, on that file's own grid; otherwise it is skipped with a note in
+``res['notes']``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from ..noise import randn_from_seeds
 from ..reference import reference_solve
 from ..sampling import Trace, sample
 from ..schedules import edm_sigmas
-from ..solvers import SOLVERS, adaptive_heun, get_solver
+from ..solvers import SOLVERS, adaptive_heun, get_solver, shipped_for
 from ._output import pyplot, write_results
 
 
@@ -42,6 +47,7 @@ class Problem:
         truth: optional ``truth(n, seed) -> [n, *shape]`` true samples (distribution metrics).
         log_prob: optional ``log_prob(x) -> [B]`` true log-density (log-likelihood metric).
         sigma_max, sigma_min: the EDM grid's range.
+        model_key: the model name shipped AdaSDE coefficients are looked up under (default: ``name``).
     """
 
     name: str
@@ -52,6 +58,7 @@ class Problem:
     log_prob: Callable[[Tensor], Tensor] | None = None
     sigma_max: float = 80.0
     sigma_min: float = 0.002
+    model_key: str | None = None
 
     @classmethod
     def from_gmm(cls, model: GaussianMixture, name: str | None = None, rtol: float = 1e-7) -> Problem:
@@ -89,7 +96,7 @@ class Setting:
 DEFAULT_SETTING = {"heun": Setting(1.0, 0.05), "dpm2": Setting(1.25, 0.05), "deis": Setting(2.5, 0.05)}
 FALLBACK_SETTING = Setting(1.0, 0.05)
 GRID_SETTINGS = tuple(Setting(w, c) for w in (0.1, 0.25, 0.5, 1.0, 2.0) for c in (0.0, 1.0, 10.0))
-ALL_SOLVERS = ("euler", "heun", "dpm2", "dpmpp_2m", "deis", "ipndm", "unipc")
+ALL_SOLVERS = ("euler", "heun", "dpm2", "dpmpp_2m", "deis", "ipndm", "unipc", "adasde")
 
 
 def default_setting(solver: str) -> Setting:
@@ -168,6 +175,7 @@ def _run(config: BenchConfig, progress: bool) -> dict[str, Any]:
     t_all = time.perf_counter()
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {}
+    notes: list[str] = []
     for p in config.problems:
         prob = _problem(p)
         seeds = list(range(config.seed, config.seed + config.num_samples))
@@ -188,16 +196,18 @@ def _run(config: BenchConfig, progress: bool) -> dict[str, Any]:
                 sets.insert(0, Setting())
             sets.sort(key=lambda s: s.w_stiff != 0)  # plain first: it is every ratio's baseline
             for target in config.nfe_targets:
+                grid, opts = _solver_grid(solver, target, prob, seeds, notes)
+                if grid is None:
+                    continue
                 for s in sets:
-                    jobs.append((solver, target, s))
+                    jobs.append((solver, target, s, grid, opts))
         base_err: dict[tuple[str, int], Tensor] = {}
-        for solver, target, s in tqdm(jobs, disable=not progress, desc=f"bench {prob.name}"):
-            n = steps_for(solver, target)
-            sig = edm_sigmas(n, prob.sigma_min, prob.sigma_max)
+        for solver, target, s, sig, opts in tqdm(jobs, disable=not progress, desc=f"bench {prob.name}"):
+            n = sig.numel() - 1
             tr = Trace()
             t = time.perf_counter()
             x = sample(prob.denoiser, x0, sig, solver=solver, w_stiff=s.w_stiff, w_con=s.w_con, scaling=s.scaling,
-                       callback=tr, **config.extra)
+                       callback=tr, **opts, **config.extra)
             sec = time.perf_counter() - t
             err = global_error(x, ref)
             if s.w_stiff == 0:
@@ -212,7 +222,29 @@ def _run(config: BenchConfig, progress: bool) -> dict[str, Any]:
             })
         if config.baselines:
             rows += _baseline_rows(config, prob, x0, ref, truth, seeds, base_err, progress)
-    return {"config": _config_dict(config), "problems": info, "rows": rows, "seconds": time.perf_counter() - t_all}
+    return {"config": _config_dict(config), "problems": info, "rows": rows, "notes": notes,
+            "seconds": time.perf_counter() - t_all}
+
+
+def _solver_grid(solver: str, target: int, prob: Problem, seeds: list[int], notes: list[str]
+                 ) -> tuple[Tensor | None, dict[str, Any]]:
+    """The grid (and sample() keywords) for ``solver`` at NFE ``target`` on ``prob``; ``(None, {})`` when skipped.
+
+    AdaSDE uses a shipped coefficient file for this problem at exactly this NFE (its own grid, per-sample
+    inflation seeds); every other solver the EDM grid with :func:`steps_for` steps."""
+    if solver != "adasde":
+        return edm_sigmas(steps_for(solver, target), prob.sigma_min, prob.sigma_max), {}
+    key = prob.model_key or prob.name
+    coef = shipped_for(key, target)
+    if coef is None:
+        notes.append(f"adasde skipped on {prob.name} at NFE {target}: no shipped coefficient file {key}-nfe{target} "
+                     f"(erkguid.solvers.shipped_names() lists them)")
+        return None, {}
+    if abs(float(coef.sigmas[0]) - prob.sigma_max) > 1e-9 * prob.sigma_max:
+        notes.append(f"adasde skipped on {prob.name} at NFE {target}: the shipped grid starts at {float(coef.sigmas[0]):g}, "
+                     f"the problem at sigma_max {prob.sigma_max:g}")
+        return None, {}
+    return coef.grid(), {"solver_options": {"coefficients": coef}, "seeds": [s + 60_000 for s in seeds]}
 
 
 def _baseline_rows(config, prob, x0, ref, truth, seeds, base_err, progress) -> list[dict[str, Any]]:

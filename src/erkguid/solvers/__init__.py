@@ -2,7 +2,7 @@
 
 from .adaptive import AdaptiveResult, adaptive_heun
 from .adasde import adasde_step, adasde_update
-from .adasde_coeffs import AdaSDECoefficients
+from .adasde_coeffs import AdaSDECoefficients, shipped, shipped_for, shipped_names
 from .base import SOLVERS, Solver, StepContext, StepFn, StepOut, get_solver, register, to_d
 from .deis import deis_step
 from .dpm2 import dpm2_step
@@ -37,4 +37,7 @@ __all__ = [
     "register",
     "to_d",
     "unipc_step",
+    "shipped",
+    "shipped_for",
+    "shipped_names",
 ]

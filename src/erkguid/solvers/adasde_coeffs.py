@@ -11,7 +11,9 @@ samples, mapped as (official ``training/networks.py``):
 with gamma_0 = 0 (the first step is deterministic) and gamma = 0 everywhere when g_max = 0 (the
 "gamma = 0 twin"). Raw = 0 everywhere with g_max = 0 is exactly DPM-Solver-2.
 
-Saved as JSON or safetensors with metadata; never pickle.
+Saved as JSON or safetensors with metadata; never pickle. Small distilled files ship with the package
+(``erkguid/data/adasde/<model>-nfe<k>.json``, made by ``scripts/ship_adasde.py`` with ``erkguid distill``):
+:func:`shipped` / :func:`shipped_names` / :func:`shipped_for`, or the path form ``shipped:NAME``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from torch import Tensor
 KNOBS = ("r", "c", "a", "gamma")
 GAMMA_BIAS = 2 * math.log(0.6 / 0.4)
 FORMAT = "erkguid.adasde/1"
+SHIPPED_PREFIX = "shipped:"
 
 
 class AdaSDECoefficients:
@@ -192,7 +196,9 @@ class AdaSDECoefficients:
 
     @classmethod
     def load(cls, path: str | Path) -> AdaSDECoefficients:
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save`, or a shipped file as ``shipped:NAME`` (see :func:`shipped`)."""
+        if isinstance(path, str) and path.startswith(SHIPPED_PREFIX):
+            return shipped(path[len(SHIPPED_PREFIX):])
         p = Path(path)
         if not p.is_file():
             raise ValueError(f"coefficients file {str(p)!r} does not exist")
@@ -213,3 +219,41 @@ class AdaSDECoefficients:
         t = self.table()
         fmt = ", ".join(f"{k}=[{', '.join(f'{v:.4g}' for v in t[k])}]" for k in KNOBS)
         return f"AdaSDECoefficients(N={self.sigmas.numel()}, nfe={self.nfe}, afs={self.afs}, {fmt})"
+
+
+# --------------------------------------------------------------------- shipped files
+def _shipped_dir() -> Any:
+    return resources.files("erkguid.data").joinpath("adasde")
+
+
+def shipped_names() -> list[str]:
+    """Names of the shipped coefficient files, ``<model>-nfe<k>`` (``learned:NAME`` spelt ``learned-NAME``)."""
+    d = _shipped_dir()
+    if not d.is_dir():
+        return []
+    return sorted(f.name.removesuffix(".json") for f in d.iterdir() if f.name.endswith(".json"))
+
+
+def _slug(model: str) -> str:
+    return model.replace(":", "-")
+
+
+def shipped(name: str) -> AdaSDECoefficients:
+    """Load a shipped coefficient file by name, e.g. ``'tree2d-nfe5'`` or ``'learned:digits-main-nfe7'``.
+
+    Each file's ``meta`` records the ``command`` that made it, the distillation ``config``, its losses
+    and ``check`` (sliced W2 against exact true samples on fixed seeds; see
+    :func:`erkguid.training.adasde.recorded_check`).
+    """
+    names = shipped_names()
+    key = _slug(name).removesuffix(".json")
+    if key not in names:
+        raise ValueError(f"name must be one of the shipped AdaSDE coefficient files {names}, got {name!r}")
+    return AdaSDECoefficients.from_dict(json.loads(_shipped_dir().joinpath(f"{key}.json").read_text()))
+
+
+def shipped_for(model: str, nfe: int) -> AdaSDECoefficients | None:
+    """The shipped coefficients for ``model`` (``tree2d``, ``digits64``, ``learned:tree2d-main``, ...) at
+    exactly ``nfe`` network evaluations, or None when no file matches."""
+    key = f"{_slug(model)}-nfe{int(nfe)}"
+    return shipped(key) if key in shipped_names() else None
