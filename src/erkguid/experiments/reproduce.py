@@ -129,7 +129,7 @@ def plot_fig1(res: dict[str, Any], path: Path) -> None:
     n = p["n"]
     fig, axes = plt.subplots(1, 5, figsize=(19, 3.8))
     ax = axes[0]
-    im = ax.imshow(p["stiffness"].reshape(n, n).log10(), origin="lower", extent=[-1.3, 1.3, -1.3, 1.3], cmap="magma")
+    im = ax.imshow(p["stiffness"].reshape(n, n).log10().numpy(), origin="lower", extent=[-1.3, 1.3, -1.3, 1.3], cmap="magma")
     fig.colorbar(im, ax=ax, label="log10 |lambda_max|")
     for name, mk in (("non-stiff", "c"), ("stiff", "lime")):
         r = res["regions"][name]

@@ -104,7 +104,7 @@ class ERKHeunDiscreteScheduler(HeunDiscreteScheduler):
             s = s[:-1]
         if s.size < 1 or not np.isfinite(s).all() or (s <= 0).any() or (np.diff(s) >= 0).any():
             raise ValueError(f"sigmas must be strictly decreasing positive values (a final 0 allowed), got {s.tolist()}")
-        log_sigmas = np.log(np.array(((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5))
+        log_sigmas = np.log((((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy())
         t = np.array([self._sigma_to_t(v, log_sigmas) for v in s], dtype=np.float32)
         self.num_inference_steps = len(s)
         sig = torch.from_numpy(np.concatenate([s, [0.0]]).astype(np.float32))
