@@ -89,7 +89,7 @@ class LearnedDenoiser:
         self.manifest = manifest or {}
         self.shape = tuple(shape) if shape is not None else (net.dim,)
         self.num_classes = net.num_classes
-        self._copies: dict[torch.dtype, DenoiserMLP] = {next(net.parameters()).dtype: self.net}
+        self._copies: dict[torch.dtype, DenoiserMLP] = {}  # frozen per-dtype copies; the caller's net is never touched
 
     def __repr__(self) -> str:
         return f"LearnedDenoiser({self.name!r}, shape={self.shape}, num_classes={self.num_classes}, sigma_data={self.sigma_data})"
@@ -98,11 +98,11 @@ class LearnedDenoiser:
         if dtype not in self._copies:
             import copy
 
-            self._copies[dtype] = copy.deepcopy(self.net).to(dtype)
+            self._copies[dtype] = copy.deepcopy(self.net).to(dtype).requires_grad_(False)  # inference: no parameter graph
         return self._copies[dtype].to(device)
 
-    @torch.no_grad()
     def __call__(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
+        """EDM D(x; sigma). Differentiable in x (diagnostics take Jacobians/JVPs); parameters are frozen."""
         dtype = acc_dtype(x.dtype)
         b = x.shape[0]
         s = sigma_vector(sigma, x, dtype=dtype)
