@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._batch import acc_dtype
 from .correction import SCALINGS, check_strengths, erk_guid
 from .noise import PerSampleNoise
 from .schedules import check_sigmas
@@ -26,10 +27,6 @@ class NonFiniteError(FloatingPointError):
     """The denoiser (or a step) produced NaN or Inf; the message names the step index."""
 
 
-def _sigma_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 def make_denoise(
     denoiser: Callable[..., Tensor], x0: Tensor, extra: Mapping[str, Any], counter: dict[str, int]
 ) -> Callable[[Tensor, float], Tensor]:
@@ -37,7 +34,7 @@ def make_denoise(
 
     ``counter['step']`` is read for error messages and ``counter['nfe']`` incremented per call.
     """
-    sig_dtype = _sigma_dtype(x0)
+    sig_dtype = acc_dtype(x0.dtype)
 
     def denoise(x: Tensor, sigma: float) -> Tensor:
         s = torch.full((x.shape[0],), float(sigma), dtype=sig_dtype, device=x.device)

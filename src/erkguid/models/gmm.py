@@ -118,7 +118,7 @@ class GaussianMixture:
         self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Return (log w_k unnormalised [B,K], y = U^T (x - mu) [B,K,d], var [B,K,d], evals)."""
-        dt = acc_dtype(x.dtype) if x.dtype != torch.float64 else torch.float64
+        dt = acc_dtype(x.dtype)
         xf = self._flat(x).to(dt)
         logpi, mu, lam, u = self._params(dt, x.device)
         s2 = self._sigma(sigma, xf.shape[0], dt, x.device) ** 2

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._batch import append_dims, bnorm, bsafe_div
+from .._batch import acc_dtype, append_dims, bnorm, bsafe_div
 from ..schedules import check_sigmas
 
 
@@ -63,7 +63,7 @@ def adaptive_heun(
     grid = check_sigmas(sigmas)
     b = x.shape[0]
     dev, dt = x.device, x.dtype
-    sdt = torch.float64 if dt == torch.float64 else torch.float32
+    sdt = acc_dtype(dt)
     full = 2**max_halvings
     x = x.clone()
     nfe = torch.zeros(b, dtype=torch.long, device=dev)
