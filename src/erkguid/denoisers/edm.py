@@ -60,9 +60,7 @@ class EDMDenoiser:
         self.net_dtype = net_dtype
 
     def __call__(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
-        s = sigma_vector(sigma, x)
-        if (s <= 0).any():
-            raise ValueError("sigma must be > 0 for EDMDenoiser (c_noise = ln(sigma)/4)")
+        s = sigma_vector(sigma, x, positive=True)  # c_noise = ln(sigma)/4 needs sigma > 0
         wd = acc_dtype(x.dtype)
         c_skip, c_out, c_in = (c.to(wd) for c in edm_scalings(s, self.sigma_data)[:3])
         nd = self.net_dtype or x.dtype
