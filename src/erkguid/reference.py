@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._batch import append_dims
+from ._batch import append_dims, bnorm
 
 # Dormand-Prince 5(4) tableau (Dormand & Prince 1980).
 _A = [
@@ -121,5 +121,5 @@ def check_reference(
     Euclidean distance between the two (the reference's own error bound for the figures)."""
     loose = reference_solve(denoiser, x, sigma_start, rtol=rtol, atol=rtol / 10, **kw)
     tight = reference_solve(denoiser, x, sigma_start, rtol=rtol / 100, atol=rtol / 1000, **kw)
-    gap = (loose.x - tight.x).reshape(x.shape[0], -1).norm(dim=1).max()
+    gap = bnorm(loose.x - tight.x).max()
     return tight, float(gap)
