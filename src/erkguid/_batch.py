@@ -7,6 +7,8 @@ whatever the model's dtype, so a sample's result never depends on the rest of it
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -63,3 +65,9 @@ def bsafe_div(num: Tensor, den: Tensor) -> Tensor:
     """``num / den`` where ``den > 0`` and exactly 0 elsewhere (no epsilon is added)."""
     ok = den > 0
     return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def take_rows(extra: dict[str, Any], idx: Tensor, batch: int) -> dict[str, Any]:
+    """Keyword conditioning for the rows ``idx`` of a batch of ``batch``: tensors with a leading
+    per-sample dimension are indexed, everything else passes through unchanged."""
+    return {k: (v[idx] if isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == batch else v) for k, v in extra.items()}

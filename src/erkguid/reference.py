@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._batch import append_dims, bnorm
+from ._batch import append_dims, bnorm, take_rows
 
 # Dormand-Prince 5(4) tableau (Dormand & Prince 1980).
 _A = [
@@ -76,8 +76,7 @@ def reference_solve(
     steps = torch.zeros(b, dtype=torch.long, device=dev)
 
     def rhs(idx: Tensor, yy: Tensor, ss: Tensor) -> Tensor:
-        kw = {k: (v[idx] if isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == b else v) for k, v in extra.items()}
-        return yy - denoiser(yy, ss.exp(), **kw).to(torch.float64)
+        return yy - denoiser(yy, ss.exp(), **take_rows(extra, idx, b)).to(torch.float64)
 
     active = torch.arange(b, device=dev)
     k1 = rhs(active, y, s)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._batch import acc_dtype, append_dims, bnorm, bsafe_div
+from .._batch import acc_dtype, append_dims, bnorm, bsafe_div, take_rows
 from ..schedules import check_sigmas
 
 
@@ -74,8 +74,7 @@ def adaptive_heun(
     has_pair = torch.zeros(b, dtype=torch.bool, device=dev)
 
     def den(idx: Tensor, xx: Tensor, s: Tensor) -> Tensor:
-        kw = {k: (v[idx] if isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == b else v) for k, v in extra.items()}
-        out = denoiser(xx, s.to(sdt), **kw)
+        out = denoiser(xx, s.to(sdt), **take_rows(extra, idx, b))
         nfe[idx] += 1
         return out.to(dt)
 
