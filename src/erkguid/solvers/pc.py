@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
-from .._batch import append_dims, bnorm, bsafe_div
+from .._batch import acc_dtype, append_dims, bnorm, bsafe_div
 from .base import Solver, StepContext, StepOut, register
 from .heun import HeunCarry, heun_step
 
@@ -38,8 +39,7 @@ def langevin_correct(ctx: StepContext, x: Tensor, sigma: float, r: float, stocha
 
 def _typical_noise_norm(x: Tensor) -> Tensor:
     """sqrt(d) per sample: the norm a standard normal draw of x's shape typically has."""
-    d = x[0].numel()
-    return bnorm(x).new_full((x.shape[0],), math.sqrt(d))
+    return torch.full((x.shape[0],), math.sqrt(x[0].numel()), dtype=acc_dtype(x.dtype), device=x.device)
 
 
 def heun_pc_step(
