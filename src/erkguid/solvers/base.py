@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-import torch
 from torch import Tensor
 
 from ..correction import ErkPair
@@ -107,7 +106,3 @@ def get_solver(solver: str | Solver) -> Solver:
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
     return SOLVERS[solver]
-
-
-def zeros_like_batch(x: Tensor) -> Tensor:
-    return torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
