@@ -20,12 +20,11 @@ from ..correction import ErkPair
 
 
 class History(NamedTuple):
-    """Evaluated points of the previous steps, newest first, and their step indices."""
+    """Evaluated points of the previous steps, newest first."""
 
     xs: tuple[Tensor, ...]  # states where the network was evaluated
     fs: tuple[Tensor, ...]  # drifts there
     denoised: tuple[Tensor, ...]  # D(x; sigma) there
-    index: int  # step index of xs[0]
 
 
 def previous_pair(ctx_sigmas: Tensor, i: int, x: Tensor, f: Tensor, hist: History | None) -> ErkPair | None:
@@ -36,8 +35,8 @@ def previous_pair(ctx_sigmas: Tensor, i: int, x: Tensor, f: Tensor, hist: Histor
     return ErkPair(x, f, hist.xs[0], hist.fs[0], h, -1.0)
 
 
-def push(hist: History | None, i: int, x: Tensor, f: Tensor, denoised: Tensor, keep: int) -> History:
-    """Prepend the point of step ``i`` and keep the newest ``keep`` points."""
+def push(hist: History | None, x: Tensor, f: Tensor, denoised: Tensor, keep: int) -> History:
+    """Prepend the newest evaluated point and keep the newest ``keep`` points."""
     if hist is None:
-        return History((x,), (f,), (denoised,), i)
-    return History((x, *hist.xs)[:keep], (f, *hist.fs)[:keep], (denoised, *hist.denoised)[:keep], i)
+        return History((x,), (f,), (denoised,))
+    return History((x, *hist.xs)[:keep], (f, *hist.fs)[:keep], (denoised, *hist.denoised)[:keep])

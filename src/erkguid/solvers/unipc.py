@@ -34,7 +34,6 @@ class UniPCCarry(NamedTuple):
     x_eval: Tensor  # x_{i-1}^p: where m_{i-1} was evaluated
     f_eval: Tensor  # drift there
     m: tuple[Tensor, ...]  # (m_{i-1}, m_{i-2}) newest first
-    index: int
 
 
 def _b_coefficients(h: float) -> tuple[float, float, float]:
@@ -94,7 +93,7 @@ def unipc_step(ctx: StepContext, i: int, x: Tensor, carry: UniPCCarry | None = N
         return StepOut(m, m, None, pair)
     x_next = _uni_update(x_c, sigma, sigma_next, m, m_prev, sigma_prev, None)
     ms = (m,) if carry is None else (m, carry.m[0])
-    return StepOut(x_next, m, UniPCCarry(x_c, x_next, x, f, ms, i), pair)
+    return StepOut(x_next, m, UniPCCarry(x_c, x_next, x, f, ms), pair)
 
 
 UNIPC = register(
