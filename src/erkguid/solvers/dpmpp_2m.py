@@ -38,7 +38,7 @@ def dpmpp_2m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
         r = h_last / h
         d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * carry.denoised[0]
     x_next = (sigma_next / sigma) * x - math.expm1(-h) * d
-    return StepOut(x_next, denoised, push(carry, x, f, denoised, 1), pair)
+    return StepOut(x_next, denoised, push(carry, x, f, 1, denoised), pair)
 
 
 DPMPP_2M = register(

@@ -24,7 +24,7 @@ class History(NamedTuple):
 
     xs: tuple[Tensor, ...]  # states where the network was evaluated
     fs: tuple[Tensor, ...]  # drifts there
-    denoised: tuple[Tensor, ...]  # D(x; sigma) there
+    denoised: tuple[Tensor, ...]  # D(x; sigma) there, only for solvers that pass it (DPM-Solver++(2M)); else ()
 
 
 def previous_pair(ctx_sigmas: Tensor, i: int, x: Tensor, f: Tensor, hist: History | None) -> ErkPair | None:
@@ -35,8 +35,11 @@ def previous_pair(ctx_sigmas: Tensor, i: int, x: Tensor, f: Tensor, hist: Histor
     return ErkPair(x, f, hist.xs[0], hist.fs[0], h, -1.0)
 
 
-def push(hist: History | None, x: Tensor, f: Tensor, denoised: Tensor, keep: int) -> History:
-    """Prepend the newest evaluated point and keep the newest ``keep`` points."""
-    if hist is None:
-        return History((x,), (f,), (denoised,))
-    return History((x, *hist.xs)[:keep], (f, *hist.fs)[:keep], (denoised, *hist.denoised)[:keep])
+def push(hist: History | None, x: Tensor, f: Tensor, keep: int, denoised: Tensor | None = None) -> History:
+    """Prepend the newest evaluated point and keep the newest ``keep`` points.
+
+    ``denoised`` is kept only when given: a solver that never reads it does not hold it alive.
+    """
+    old = History((), (), ()) if hist is None else hist
+    ds = () if denoised is None else (denoised, *old.denoised)[:keep]
+    return History((x, *old.xs)[:keep], (f, *old.fs)[:keep], ds)
