@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .._batch import acc_dtype
+from .._batch import acc_dtype, append_dims, sigma_vector
 
 
 class GaussianMixture:
@@ -105,15 +105,6 @@ class GaussianMixture:
             raise ValueError(f"x must have shape [B, {', '.join(map(str, self.shape))}], got {tuple(x.shape)}")
         return x.reshape(x.shape[0], self.dim)
 
-    def _sigma(self, sigma: Tensor | float, batch: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-        s = torch.as_tensor(sigma, dtype=dtype, device=device)
-        if s.ndim == 0:
-            s = s.expand(batch)
-        s = s.reshape(-1)
-        if s.numel() != batch:
-            raise ValueError(f"sigma must be a scalar or have one value per sample ({batch}), got {s.numel()}")
-        return s
-
     def _posterior_terms(
         self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -121,7 +112,7 @@ class GaussianMixture:
         dt = acc_dtype(x.dtype)
         xf = self._flat(x).to(dt)
         logpi, mu, lam, u = self._params(dt, x.device)
-        s2 = self._sigma(sigma, xf.shape[0], dt, x.device) ** 2
+        s2 = sigma_vector(sigma, xf, dtype=dt) ** 2
         y = torch.einsum("bkd,kde->bke", xf[:, None, :] - mu[None], u)
         var = lam[None] + s2[:, None, None]
         logits = logpi[None] - 0.5 * ((y * y / var).sum(-1) + var.log().sum(-1) + self.dim * math.log(2 * math.pi))
@@ -149,12 +140,12 @@ class GaussianMixture:
 
     def drift(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
         """Probability-flow drift f = (x - D(x; sigma)) / sigma (Eq. 1); sigma must be > 0."""
-        s = self._sigma(sigma, x.shape[0], x.dtype, x.device).reshape((-1,) + (1,) * (x.ndim - 1))
+        s = append_dims(sigma_vector(sigma, x, dtype=x.dtype), x.ndim)
         return (x - self.denoise(x, sigma, class_labels)) / s
 
     def score(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
         """grad_x log p(x; sigma) = (D(x; sigma) - x) / sigma^2 (Tweedie); sigma must be > 0."""
-        s = self._sigma(sigma, x.shape[0], x.dtype, x.device).reshape((-1,) + (1,) * (x.ndim - 1))
+        s = append_dims(sigma_vector(sigma, x, dtype=x.dtype), x.ndim)
         return (self.denoise(x, sigma, class_labels) - x) / s**2
 
     def log_prob(self, x: Tensor, sigma: Tensor | float = 0.0, class_labels: Tensor | None = None) -> Tensor:
