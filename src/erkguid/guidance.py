@@ -133,7 +133,7 @@ class Guided:
         s = sigma_vector(sigma, x, dtype=None)
         idx = self.active(s).nonzero().flatten()
         n = idx.numel()
-        ref_kw = {k: _rows({**cond, **self.ref_cond}[k], idx, b) for k in {**cond, **self.ref_cond}}
+        ref_kw = {k: _rows(v, idx, b) for k, v in {**cond, **self.ref_cond}.items()}
         if self.batched and n > 0:
             kw = {}
             for k in set(cond) | set(ref_kw):
