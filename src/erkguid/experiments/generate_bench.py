@@ -62,11 +62,24 @@ def run_bench(
     threads: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Time Heun (w_stiff=0) vs ERK-Guid (w_stiff, w_con=0: always on) per solver; returns rows + ratios."""
+    """Time Heun (w_stiff=0) vs ERK-Guid (w_stiff, w_con=0: always on) per solver; returns rows + ratios.
+
+    The caller's thread count and global RNG state are restored afterwards.
+    """
+    old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    net = SmallUNet().eval()
+    try:
+        return _run(out_dir, batch, size, steps, repeats, solvers, w_stiff, progress)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(out_dir: Path | None, batch: int, size: int, steps: int, repeats: int, solvers: tuple[str, ...], w_stiff: float,
+         progress: bool) -> dict[str, Any]:
+    with torch.random.fork_rng(devices=[]):  # a fixed network init without touching the caller's global RNG
+        torch.manual_seed(0)
+        net = SmallUNet().eval()
     x0 = randn_from_seeds(range(batch), (3, size, size), sigma=80.0)
     sigmas = edm_sigmas(steps)
     clock = {"net": 0.0}
