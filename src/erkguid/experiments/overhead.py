@@ -125,7 +125,8 @@ def run_overhead(out_dir: str | Path | None = "runs/overhead", repeats: int = 15
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_overhead(out_dir, repeats)
+        with torch.random.fork_rng(devices=[]):  # the seeded net init leaves the caller's global RNG alone
+            return _run_overhead(out_dir, repeats)
     finally:
         torch.set_num_threads(threads)
 

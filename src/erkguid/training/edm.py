@@ -130,7 +130,8 @@ def train(name: str, out_dir: str | Path | None, *, steps: int | None = None, re
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny nets: one thread is much faster than two contended ones
     try:
-        return _train(name, cfg, out_dir, steps, resume, progress, until)
+        with torch.random.fork_rng(devices=[]):  # _train seeds the global RNG; the caller's state is restored
+            return _train(name, cfg, out_dir, steps, resume, progress, until)
     finally:
         torch.set_num_threads(threads)
 
