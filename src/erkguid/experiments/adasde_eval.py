@@ -15,7 +15,6 @@ Paired differences across distillation seeds come with a t-interval (95 %).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from ..training.adasde import (
     student_levels,
     teacher_levels,
 )
+from ._output import pyplot, write_results
 
 T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
 METRICS = ("sliced_w2", "energy", "loglik", "to_teacher")
@@ -171,11 +171,7 @@ def run_adasde_eval(
     res = {"settings": {"models": models, "nfes": nfes, "seeds": seeds, "iters": iters, "batch": batch,
                         "num_samples": num_samples, "w_stiff": w_stiff}, "results": results}
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "adasde_eval.json").write_text(json.dumps(res, indent=2))
-        (out / "adasde_eval.md").write_text(format_tables(res))
-        plot_eval(out / "adasde_eval.png", res)
-        res["files"] = [str(out / f) for f in ("adasde_eval.json", "adasde_eval.md", "adasde_eval.png")]
+        res["files"] = write_results(out, "adasde_eval", res, format_tables(res), lambda path: plot_eval(path, res))
     return res
 
 
@@ -216,11 +212,7 @@ def format_tables(res: dict[str, Any]) -> str:
 
 def plot_eval(path: Path, res: dict[str, Any]) -> None:
     """Sliced W2 and log-likelihood vs NFE per model and arm (mean ± sd over distillation seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     models = list(dict.fromkeys(r["model"] for r in res["results"]))
     fig, axes = plt.subplots(len(models), 3, figsize=(15, 4.2 * len(models)), squeeze=False)
     for row_ax, m in zip(axes, models):
