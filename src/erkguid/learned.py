@@ -78,7 +78,9 @@ class LearnedDenoiser:
     """An EDM-preconditioned network as an erkguid denoiser ``D(x, sigma, class_labels=None)``.
 
     Runs in the dtype of ``x`` (a float64 copy of the weights is made on first float64 call, so
-    reference solves are not limited by float32 round-off) and without gradients.
+    reference solves are not limited by float32 round-off). The weights are frozen copies, so
+    sampling records no parameter graph, while D stays differentiable in ``x`` (diagnostics take
+    Jacobians and JVPs of it).
     """
 
     def __init__(self, net: DenoiserMLP, sigma_data: float, name: str = "learned", manifest: dict[str, Any] | None = None,
@@ -89,17 +91,18 @@ class LearnedDenoiser:
         self.manifest = manifest or {}
         self.shape = tuple(shape) if shape is not None else (net.dim,)
         self.num_classes = net.num_classes
-        self._copies: dict[torch.dtype, DenoiserMLP] = {}  # frozen per-dtype copies; the caller's net is never touched
+        self._copies: dict[tuple[torch.dtype, torch.device], DenoiserMLP] = {}  # frozen copies; the caller's net is untouched
 
     def __repr__(self) -> str:
         return f"LearnedDenoiser({self.name!r}, shape={self.shape}, num_classes={self.num_classes}, sigma_data={self.sigma_data})"
 
     def _net(self, dtype: torch.dtype, device: torch.device) -> DenoiserMLP:
-        if dtype not in self._copies:
+        key = (dtype, torch.device(device))
+        if key not in self._copies:
             import copy
 
-            self._copies[dtype] = copy.deepcopy(self.net).to(dtype).requires_grad_(False)  # inference: no parameter graph
-        return self._copies[dtype].to(device)
+            self._copies[key] = copy.deepcopy(self.net).to(device, dtype).requires_grad_(False)  # no parameter graph
+        return self._copies[key]
 
     def __call__(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
         """EDM D(x; sigma). Differentiable in x (diagnostics take Jacobians/JVPs); parameters are frozen."""
