@@ -220,7 +220,7 @@ def power_iteration(
     return PowerResult(lam, orient(v, fx), torch.stack(hist))
 
 
-def _single_step_ctx(denoiser: Denoiser, x: Tensor, grid: Tensor, extra: dict[str, Any]) -> StepContext:
+def _single_step_ctx(denoiser: Denoiser, grid: Tensor, extra: dict[str, Any]) -> StepContext:
     def denoise(y: Tensor, s: float) -> Tensor:
         return denoiser(y, torch.full((y.shape[0],), float(s), dtype=y.dtype, device=y.device), **extra)
 
@@ -237,7 +237,7 @@ def heun_euler_step(
     if not sigma > sigma_next > 0:
         raise ValueError(f"need sigma > sigma_next > 0, got {sigma} and {sigma_next}")
     grid = torch.tensor([sigma, sigma_next, 0.0], dtype=torch.float64)
-    out = heun_step(_single_step_ctx(denoiser, x, grid, extra), 0, x, None)
+    out = heun_step(_single_step_ctx(denoiser, grid, extra), 0, x, None)
     return out.x, out.carry.x_euler
 
 
@@ -251,7 +251,7 @@ def substep_reference(
         raise ValueError(f"need sigma > sigma_next > 0, got {sigma} and {sigma_next}")
     fine = torch.linspace(sigma, sigma_next, int(substeps) + 1, dtype=torch.float64)
     grid = torch.cat([fine, fine.new_zeros(1)])
-    ctx = _single_step_ctx(denoiser, x, grid, extra)
+    ctx = _single_step_ctx(denoiser, grid, extra)
     for i in range(int(substeps)):
         x = heun_step(ctx, i, x, None).x
     return x
