@@ -23,6 +23,7 @@ def test_shipped_names_cover_models_and_nfes() -> None:
     assert shipped_names() == EXPECTED
 
 
+@pytest.mark.recorded
 @pytest.mark.parametrize("name", EXPECTED)
 def test_shipped_file_loads_matches_grid_and_reproduces_its_check(name: str) -> None:
     coef = shipped(name)
@@ -42,9 +43,13 @@ def test_shipped_file_loads_matches_grid_and_reproduces_its_check(name: str) -> 
     # trained: the coefficients moved away from the neutral (DPM-Solver-2) init, and gamma is on
     assert any(abs(v) > 1e-3 for v in coef.raw["r"].tolist())
     assert all(g > 0 for g in coef.table()["gamma"][1:]) and coef.table()["gamma"][0] == 0
-    # the recorded statistic (sliced W2 vs exact true samples, fixed seeds) is reproduced
+    # the recorded statistic (sliced W2 vs exact true samples, fixed seeds) is reproduced. Everything runs in
+    # float64 and nothing depends on LAPACK's choice of eigenbasis (exact samples use the symmetric square root), so
+    # what may legitimately vary between machines and BLAS code paths is rounding: ~1e-16 relative per operation,
+    # measured 6e-15 across MKL_CBWR=COMPATIBLE/SSE4_2/AVX2/AVX512 and 1-2 threads. Sliced W2 is 1-Lipschitz in the
+    # samples, so rel=1e-9 leaves a 1e6 margin for amplification through the few solver steps.
     got = recorded_check(model, coef, num=meta["check"]["num_samples"])["sliced_w2"]
-    assert got == pytest.approx(meta["check"]["sliced_w2"], rel=1e-4, abs=1e-6)
+    assert got == pytest.approx(meta["check"]["sliced_w2"], rel=1e-9, abs=0)
 
 
 def test_shipped_lookup_and_path_form() -> None:

@@ -28,15 +28,20 @@ def test_manifest_lists_every_preset_with_provenance():
         assert e["final_loss"] > 0
 
 
+@pytest.mark.recorded
 @pytest.mark.parametrize("name", DENOISERS)
 def test_shipped_denoiser_reproduces_recorded_sample_statistics(name):
     d = load_learned(name)
     rec = read_manifest()[name]["sample_stats"]
     got = sample_statistics(d)
-    assert got["mean"] == pytest.approx(rec["mean"], abs=2e-4)
-    assert got["std"] == pytest.approx(rec["std"], abs=2e-4)
+    # float32 sampling of data of scale ~1: rounding differs between BLAS code paths by ~1e-7 per value (float32 eps),
+    # amplified at most ~100x through 31 Heun evaluations; averaging over 256 samples only shrinks it. Measured across
+    # MKL_CBWR=COMPATIBLE/SSE4_2 and 1-2 threads: <= 1e-8. abs=1e-5 covers the bound with a 10x margin.
+    assert got["mean"] == pytest.approx(rec["mean"], abs=1e-5)
+    assert got["std"] == pytest.approx(rec["std"], abs=1e-5)
 
 
+@pytest.mark.recorded
 def test_classifier_accuracy_on_held_out_digits_matches_manifest():
     from erkguid.training.edm import digits_split, load_data
 
@@ -45,7 +50,8 @@ def test_classifier_accuracy_on_held_out_digits_matches_manifest():
     clf = load_learned("digits-classifier")
     with torch.no_grad():
         acc = float((clf(x[te]).argmax(1) == y[te]).float().mean())
-    assert acc == pytest.approx(read_manifest()["digits-classifier"]["test_accuracy"], abs=1e-6)
+    # float32 logits vary between BLAS code paths by ~1e-6: at most a near-tie's argmax may flip, one test digit
+    assert acc == pytest.approx(read_manifest()["digits-classifier"]["test_accuracy"], abs=1.01 / len(te))
     assert acc > 0.95
 
 

@@ -62,6 +62,10 @@ class GaussianMixture:
         self.covs = cov
         self.evals = evals.clamp_min(0.0)
         self.evecs = evecs  # columns are eigenvectors: S_k = U_k diag(evals_k) U_k^T
+        # The symmetric square root S_k^{1/2} = U_k diag(sqrt(evals_k)) U_k^T is unique, whatever basis (and signs)
+        # LAPACK picks inside a repeated eigenvalue's eigenspace; sampling uses it, never U_k itself.
+        root = torch.einsum("kde,ke,kfe->kdf", evecs, self.evals.sqrt(), evecs)
+        self.sqrt_covs = 0.5 * (root + root.transpose(1, 2))
         self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long).flatten()
         if self.labels is not None and self.labels.numel() != k:
             raise ValueError(f"labels must have one entry per component ({k}), got {self.labels.numel()}")
@@ -167,7 +171,11 @@ class GaussianMixture:
         class_labels: Tensor | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
-        """Exact samples of p(x; sigma) (sigma = 0: p_data), ``[n, *shape]``, from one seeded generator."""
+        """Exact samples of p(x; sigma) (sigma = 0: p_data), ``[n, *shape]``, from one seeded generator.
+
+        Noise is mapped through the symmetric square root of each covariance, which does not depend on the
+        eigenbasis LAPACK returns, so the samples are the same on every machine up to rounding.
+        """
         g = torch.Generator().manual_seed(seed)
         logw = self.weights.log().expand(n, -1).clone()
         if class_labels is not None:
@@ -175,7 +183,7 @@ class GaussianMixture:
             logw = logw.masked_fill(self.labels[None, :] != cl[:, None], float("-inf"))
         comp = torch.multinomial(torch.softmax(logw, 1), 1, generator=g).squeeze(1)
         z = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
-        x = self.means[comp] + torch.einsum("bde,be->bd", self.evecs[comp], self.evals[comp].sqrt() * z)
+        x = self.means[comp] + torch.einsum("bde,be->bd", self.sqrt_covs[comp], z)
         if sigma > 0:
             x = x + sigma * torch.randn(n, self.dim, generator=g, dtype=torch.float64)
         return x.reshape((n,) + self.shape).to(dtype)
