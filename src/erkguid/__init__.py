@@ -9,6 +9,7 @@ from .guidance import Counted, ErkProj, Guided, autoguidance, cfg, sample_erk_pr
 from .learned import LearnedDenoiser, learned_names, load_learned
 from .models import ConditionalMixture, GaussianMixture, digits_64d, get_model, isotropic_gaussian, tree_2d
 from .noise import PerSampleNoise, randn_from_seeds
+from .recommend import recommended
 from .reference import ReferenceResult, check_reference, reference_solve
 from .sampling import NonFiniteError, Trace, sample
 from .schedules import check_sigmas, edm_sigmas, get_sigmas, logsnr_sigmas, vp_time_uniform_sigmas
@@ -66,6 +67,7 @@ __all__ = [
     "load_learned",
     "logsnr_sigmas",
     "randn_from_seeds",
+    "recommended",
     "reference_solve",
     "register",
     "sample",

@@ -17,8 +17,8 @@ from torch import Tensor
 
 from ._batch import append_dims, bdot, bnorm, bsafe_div
 
-Scaling = Literal["z2", "abs", "alpha"]
-SCALINGS: tuple[str, ...] = ("z2", "abs", "alpha")
+Scaling = Literal["z2", "abs", "alpha", "sat"]
+SCALINGS: tuple[str, ...] = ("z2", "abs", "alpha", "sat")
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,12 @@ class Estimate:
     v: Tensor  # [B, *S] in the accumulation dtype; zero where the drift difference is zero
 
 
-def _drift_difference(pair: ErkPair) -> tuple[Tensor, Tensor, Tensor]:
-    """(df, ||df||, rho): the ERK drift difference (a fresh tensor), its norm and Eq. 17."""
+def _drift_difference(pair: ErkPair) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(df, ||df||, ||dx||, rho): the ERK drift difference (a fresh tensor), the two norms and Eq. 17."""
     ndx = bnorm(pair.x - pair.x_alt)  # the difference is freed at once
     df = pair.f - pair.f_alt
     ndf = bnorm(df)
-    return df, ndf, bsafe_div(ndf, ndx)
+    return df, ndf, ndx, bsafe_div(ndf, ndx)
 
 
 def estimate(pair: ErkPair) -> Estimate:
@@ -64,7 +64,7 @@ def estimate(pair: ErkPair) -> Estimate:
 
     A sample whose ``dx`` is zero gets ``rho = 0``; a sample whose ``df`` is zero gets ``v = 0``.
     """
-    df, ndf, rho = _drift_difference(pair)
+    df, ndf, _, rho = _drift_difference(pair)
     v = df.to(ndf.dtype).mul_(append_dims(bsafe_div(torch.ones_like(ndf), ndf), df.ndim))  # in place: df is ours
     return Estimate(rho=rho, v=v)
 
@@ -79,13 +79,21 @@ def alpha(z: Tensor) -> Tensor:
 
 
 def scale_z(z: Tensor, scaling: str) -> Tensor:
-    """Modulation of z (App. B.3): ``z2`` -> z^2 (paper default), ``abs`` -> |z|, ``alpha`` -> alpha(z)."""
+    """Modulation of z (App. B.3): ``z2`` -> z^2 (paper default), ``abs`` -> |z|, ``alpha`` -> alpha(z).
+
+    ``sat`` -> z^2 / (1 + z^2) is not in the paper: it equals z^2 to leading order where z is small (the
+    regime where Eq. 19 is a consistent local-error correction) and saturates at 1, so the correction can
+    never exceed the step's own component ``h <f, v>`` along the estimated stiff direction.
+    """
     if scaling == "z2":
         return z * z
     if scaling == "abs":
         return z.abs()
     if scaling == "alpha":
         return alpha(z)
+    if scaling == "sat":
+        z2 = z * z
+        return z2 / (1 + z2)
     raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
 
 
@@ -114,19 +122,28 @@ def check_strengths(w_stiff: float, w_con: float) -> None:
 
 
 def erk_guid(
-    x_next: Tensor, pair: ErkPair, w_stiff: float, w_con: float, scaling: str = "z2"
+    x_next: Tensor, pair: ErkPair, w_stiff: float, w_con: float, scaling: str = "z2", trust: float | None = None
 ) -> Correction:
     """Apply Eq. 19 / Eq. 63 to a solver's proposal ``x_next``.
 
     ``x_hat = x_next - sign * h * beta * s(z) * <f, v> v`` with ``beta = 1[rho > w_con]``,
     ``z = w_stiff * h * rho`` and ``s`` the scaling of App. B.3 (``z^2`` by default).
     Reductions run in float32 (float64 for float64 states); the result keeps ``x_next``'s dtype.
+
+    ``trust`` (not in the paper; ``None`` = the paper's formula, bit for bit) bounds each sample's
+    correction norm by ``trust * ||dx||``, the distance between the pair's two states. For Heun ``dx``
+    is the previous step's embedded error estimate ``x^Heun - x^Euler``; for the other pairs it is the
+    distance the solver itself moved between them. Eq. 19 is a local-error correction, so a correction
+    larger than the error the pair measured is extrapolation, not correction: this is where z^2, which has
+    no bound, blows up multistep solvers on stiff data.
     """
-    df, ndf, rho = _drift_difference(pair)
+    df, ndf, ndx, rho = _drift_difference(pair)
     h = float(pair.h)
     gate = (rho > w_con).to(rho.dtype)
     z = w_stiff * h * rho
     inv = bsafe_div(torch.ones_like(ndf), ndf)  # v = df / ||df|| is never materialised
     coef = pair.sign * h * gate * scale_z(z, scaling) * bdot(pair.f, df) * inv  # [B]: Eq. 19's scalar
+    if trust is not None:  # |coef| is the correction's norm (v has unit norm)
+        coef = coef.clamp(-trust * ndx, trust * ndx)
     x_hat = torch.addcmul(x_next.to(ndf.dtype), append_dims(coef * inv, df.ndim), df.to(ndf.dtype), value=-1.0)
     return Correction(x=x_hat.to(x_next.dtype), rho=rho, beta=pair.sign * gate, norm=coef.abs())

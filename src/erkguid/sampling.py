@@ -73,6 +73,7 @@ def sample(
     w_stiff: float = 0.0,
     w_con: float = 0.0,
     scaling: str = "z2",
+    trust: float | None = None,
     callback: Callback | None = None,
     progress: bool = False,
     solver_options: Mapping[str, Any] | None = None,
@@ -88,7 +89,9 @@ def sample(
         solver: a registered solver name (``erkguid.SOLVERS``) or a :class:`Solver`.
         w_stiff: ERK-Guid strength (Eq. 19); 0 gives the plain solver, bit for bit.
         w_con: stiffness threshold of the gate beta = 1[rho > w_con].
-        scaling: modulation of z (App. B.3): ``z2`` (paper), ``abs`` or ``alpha``.
+        scaling: modulation of z (App. B.3): ``z2`` (paper), ``abs``, ``alpha``, or ``sat`` (z^2 / (1 + z^2)).
+        trust: bound each correction's norm by ``trust * ||dx||`` of its pair (``None``: the paper's formula);
+            see :func:`erkguid.correction.erk_guid`. :func:`erkguid.recommended` gives evidence-backed settings.
         callback: called after every step with a dict: ``x``, ``i``, ``sigma``, ``sigma_next``,
             ``denoised``, ``nfe`` (cumulative) and, where the step had an ERK pair, per-sample
             ``rho``, ``beta`` and ``correction_norm`` (``None`` otherwise), and ``pair``: the step's
@@ -107,6 +110,9 @@ def sample(
     check_strengths(w_stiff, w_con)
     if scaling not in SCALINGS:
         raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+    if trust is not None and (isinstance(trust, bool) or not isinstance(trust, (int, float)) or not trust > 0
+                              or trust == float("inf")):
+        raise ValueError(f"trust must be None or a finite number > 0, got {trust!r}")
     spec = get_solver(solver)
     options = dict(solver_options or {})
     unknown = sorted(set(options) - set(spec.options))
@@ -132,7 +138,7 @@ def sample(
         out = spec.step(ctx, i, x, carry, **options)
         x_next, stats = out.x, None
         if out.pair is not None and grid[i + 1] > 0 and (guide or callback is not None):
-            corr = erk_guid(x_next, out.pair, w_stiff, w_con, scaling)
+            corr = erk_guid(x_next, out.pair, w_stiff, w_con, scaling, trust)
             stats = corr
             if guide:
                 x_next = corr.x
