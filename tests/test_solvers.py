@@ -327,3 +327,18 @@ def test_unipc_equals_diffusers(order, variant):
         for (a, _), b in zip(got[:last], ref[:last]):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
         assert torch.equal(final, got[-1][1])
+
+
+def test_accuracy_tables_match_json():
+    """docs/accuracy/solver_accuracy.md is exactly what scripts/solver_accuracy.py renders from its JSON."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("solver_accuracy", root / "scripts" / "solver_accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = json.loads((root / "docs" / "accuracy" / "solver_accuracy.json").read_text())
+    assert (root / "docs" / "accuracy" / "solver_accuracy.md").read_text() == mod.markdown(res) + "\n"
+    assert {r["nfe"] for r in res["solvers"]} == set(mod.NFES) and len(res["deis"]) == 2 * 2 * 4 * len(mod.NFES)
