@@ -69,7 +69,7 @@ def test_nfe_counts_and_afs(model) -> None:
     for n_levels, nfe in ((3, 3), (4, 5), (5, 7)):
         levels = vp_time_uniform_sigmas(n_levels)[:-1]
         coef = AdaSDECoefficients.random(levels, seed=1, gamma_max=0.01)
-        assert coef.nfe == nfe == SOLVERS["adasde"].nfe(n_levels)
+        assert coef.nfe == nfe == SOLVERS["adasde"].nfe(n_levels, {"coefficients": coef})
         tr = Trace()
         sample(model, _x0(8), coef.grid(), solver="adasde", solver_options={"coefficients": coef}, seeds=range(8), callback=tr)
         assert tr.nfe == nfe
@@ -217,3 +217,69 @@ def test_short_distillation_lowers_the_loss_and_resumes_exactly(tmp_path, model)
     assert resumed.history == full.history
     with pytest.raises(ValueError, match="different settings"):
         distill_adasde(model, DistillConfig(nfe=3, iters=6, batch=16, gamma_max=0.02), checkpoint=ck, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("coefs", ["none", "afs", "no_afs", "afs_file", "shipped"])
+def test_declared_nfe_equals_counted_for_every_option(tmp_path, model, coefs) -> None:
+    """Solver.nfe(n, options) equals the evaluations actually made, for every coefficient kind (none = plain
+    DPM-Solver-2 without AFS), gamma on/off, denoise_to_zero on/off and ERK-Guid on/off."""
+    for n_levels in (3, 4):
+        levels = vp_time_uniform_sigmas(n_levels)[:-1]
+        for gamma_max in (0.0, 0.01):
+            if coefs == "none":
+                coef, grid = None, vp_time_uniform_sigmas(n_levels)
+            elif coefs == "shipped":
+                coef = "shipped:tree2d-nfe5" if gamma_max == 0.0 else AdaSDECoefficients.load("shipped:tree2d-nfe7")
+                grid = AdaSDECoefficients.load(coef).grid() if isinstance(coef, str) else coef.grid()
+            else:
+                obj = AdaSDECoefficients.random(levels, seed=2, gamma_max=gamma_max, afs=coefs != "no_afs")
+                coef, grid = obj, obj.grid()
+                if coefs == "afs_file":
+                    coef = str(tmp_path / f"c{n_levels}{gamma_max}.json")
+                    obj.save(coef)
+            for dtz in (False, True):
+                for w in (0.0, 1.0):
+                    opts = {"coefficients": coef, "denoise_to_zero": dtz}
+                    tr = Trace()
+                    sample(model, _x0(4), grid, solver="adasde", solver_options=opts, seeds=range(4), w_stiff=w, callback=tr)
+                    assert tr.nfe == SOLVERS["adasde"].nfe(len(grid) - 1, opts), (coefs, n_levels, gamma_max, dtz, w)
+    assert SOLVERS["adasde"].nfe(4) == 6  # default options: DPM-Solver-2 without AFS, 2 per step
+
+
+def test_official_step0_gamma_option_feeds_adam_a_zero_gradient(model, monkeypatch) -> None:
+    """official_step0_gamma=True: gamma's table has a (zero) gradient at step 0, so Adam updates it there too
+    (official loop); False (default): it has no gradient at step 0 and Adam skips it. Learned gamma then differs."""
+    seen: list[tuple[bool, float]] = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        g = self.param_groups[0]["params"][3]  # r, c, a, gamma
+        seen.append((g.grad is not None, 0.0 if g.grad is None else float(g.grad.abs().max())))
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    out = {}
+    for official in (False, True):
+        seen.clear()
+        cfg = DistillConfig(nfe=5, iters=3, batch=16, gamma_max=0.01, official_step0_gamma=official)
+        out[official] = distill_adasde(model, cfg, progress=False).coefficients
+        per_iter = [seen[k : k + 3] for k in range(0, len(seen), 3)]
+        assert len(per_iter) == 3
+        for it in per_iter:  # step 0: gamma_0 = 0 is not learned, so its gradient is absent or exactly zero
+            assert it[0] == ((True, 0.0) if official else (False, 0.0))
+            assert it[1][0] and it[2][0]
+    assert DistillConfig().official_step0_gamma is False
+    assert not torch.equal(out[True].raw["gamma"], out[False].raw["gamma"])
+
+
+def test_distill_cli_official_step0_gamma_flag(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from erkguid.cli import main
+
+    out = tmp_path / "c.json"
+    r = CliRunner().invoke(main, ["distill", "--model", "tree2d", "--nfe", "3", "--iters", "1", "--batch", "8",
+                                  "--official-step0-gamma", "--quiet", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    meta = AdaSDECoefficients.load(out).meta
+    assert meta["config"]["official_step0_gamma"] is True and meta["command"].endswith(" --official-step0-gamma")

@@ -95,3 +95,17 @@ def test_excess_and_growth_verdicts():
     assert rp._grows([1.0, 0.9, 0.2, 0.9], [1.0, 0.99, 0.8, 0.5], steadily=False) == ("yes", "")
     md = rp.format_rows([rp.claim("F", "c", "p", "o", "partly", "why | not")], "cmd")
     assert md.splitlines()[-1].endswith("| partly (why \\| not) |")
+
+
+def test_fig1_table1_distribution_over_stiffest_points():
+    """Table 1 over the top 1% / 10% stiffest visited points: medians and maxima of the same per-point ratios."""
+    res = rp.run_fig1(quick=True, progress=False)
+    dist = res["table1"]["distribution"]
+    assert dist["top1pct"]["points"] <= dist["top10pct"]["points"] <= dist["visited_points"]
+    for d in (dist["top1pct"], dist["top10pct"]):
+        assert d["lte_ratio_median"] <= d["lte_ratio_max"] and d["diff_ratio_median"] <= d["diff_ratio_max"]
+        assert 0.0 <= d["frac_both_above_3"] <= 1.0
+    # the single stiffest point is the first of both sets: its ratios never exceed the sets' maxima
+    assert res["table1"]["lte_ratio"] <= dist["top1pct"]["lte_ratio_max"] * (1 + 1e-12)
+    rows = [c for c in res["claims"] if "beyond the single stiffest point" in c["claim"]]
+    assert len(rows) == 1 and rows[0]["verdict"] in {"yes", "partly", "no"}

@@ -13,7 +13,7 @@ from erkguid.solvers.deis import deis_coefficients, lagrange_integrals
 
 from ._kdiff_ref import load_kdiff_sampling
 
-ALL = ["euler", "heun", "dpm2", "dpmpp_2m", "deis", "ipndm", "unipc"]
+ALL = ["euler", "heun", "dpm2", "dpmpp_2m", "dpmpp_3m", "deis", "ipndm", "unipc", "lms"]
 PAIRED = [s for s in ALL if s != "euler"]
 
 
@@ -33,11 +33,19 @@ def _at_sigma_min(model, x0, sigmas, solver, **kw):
 # ----------------------------------------------------------------------------- convergence order
 @pytest.mark.parametrize(
     "solver,options,order",
-    [(s, None, SOLVERS[s].order) for s in ALL] + [("deis", {"order": 1}, 1), ("deis", {"order": 2}, 2)],
+    [(s, None, SOLVERS[s].order) for s in ALL]
+    + [("deis", {"order": 1}, 1), ("deis", {"order": 2}, 2), ("deis", {"order": 4}, 3)]
+    + [("deis", {"mode": "rhoab", "order": k}, min(k, 3)) for k in (2, 3, 4)]
+    + [("lms", {"order": 3}, 3)]
+    + [("unipc", {"order": 1}, 2), ("unipc", {"order": 3, "variant": "bh2"}, 3), ("unipc", {"order": 3, "variant": "bh1"}, 3)],
 )
 def test_empirical_convergence_order(solver, options, order):
     """Slope of log error vs log N on the closed-form Gaussian ODE, measured at sigma_min: the final
-    step to 0 is a denoising step whose O(sigma_min^2) error does not shrink with N and would hide the order."""
+    step to 0 is a denoising step whose O(sigma_min^2) error does not shrink with N and would hide the order.
+
+    A multistep method started by one first-order step without a corrector is globally second order in
+    the limit (the start's O(h^2) local error is never reduced): DPM-Solver++(3M) measures 2.2 here, and
+    order-4 DEIS / LMS measure ~3 over N = 16-128 (trending to 2 by N = 256); UniC lifts UniPC's start."""
     model = eg.isotropic_gaussian(dim=4, std=0.5)
     smax, smin = 5.0, 0.1
     x0 = eg.randn_from_seeds(range(8), (4,), sigma=smax, dtype=torch.float64)
@@ -59,7 +67,7 @@ def test_ipndm_equals_deis_on_uniform_grid():
     sig = torch.cat([torch.linspace(3.0, 0.3, 10, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
     for k in (1, 2, 3):
         a = eg.sample(model, x0, sig, solver="ipndm", solver_options={"order": k})
-        b = eg.sample(model, x0, sig, solver="deis", solver_options={"order": k})
+        b = eg.sample(model, x0, sig, solver="deis", solver_options={"order": k, "mode": "rhoab"})
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
 
 
@@ -178,7 +186,15 @@ def test_dpm2_ratio_option_and_errors():
     with pytest.raises(ValueError, match="option r"):
         eg.sample(model, x0, sig, solver="dpm2", solver_options={"r": 0.0})
     with pytest.raises(ValueError, match="option order"):
-        eg.sample(model, x0, sig, solver="deis", solver_options={"order": 4})
+        eg.sample(model, x0, sig, solver="deis", solver_options={"order": 5})
+    with pytest.raises(ValueError, match="option mode"):
+        eg.sample(model, x0, sig, solver="deis", solver_options={"mode": "tAB"})
+    with pytest.raises(ValueError, match="option order"):
+        eg.sample(model, x0, sig, solver="unipc", solver_options={"order": 4})
+    with pytest.raises(ValueError, match="option variant"):
+        eg.sample(model, x0, sig, solver="unipc", solver_options={"variant": "bh3"})
+    with pytest.raises(ValueError, match="option order"):
+        eg.sample(model, x0, sig, solver="lms", solver_options={"order": 0})
     with pytest.raises(ValueError, match="option order"):
         eg.sample(model, x0, sig, solver="ipndm", solver_options={"order": 5})
 
@@ -188,7 +204,141 @@ def test_final_step_lands_on_denoised():
     model = eg.tree_2d()
     sig = eg.edm_sigmas(5, sigma_max=10.0)
     x0 = eg.randn_from_seeds(range(8), (2,), sigma=10.0, dtype=torch.float64)
-    for solver in ("dpmpp_2m", "unipc"):
+    for solver in ("dpmpp_2m", "dpmpp_3m", "unipc"):
         got = {}
         out = eg.sample(model, x0, sig, solver=solver, callback=lambda info: got.__setitem__(info["i"], info))  # noqa: B023
         assert torch.equal(out, got[4]["denoised"])
+
+
+# ----------------------------------------------------------------------------- DEIS tAB / rhoAB, LMS, 3M, UniPC references
+def test_deis_tab_coefficients_match_adaptive_quadrature():
+    """tAB: c_ij = int_{t_i}^{t_i+1} L_j(tau) dsigma/dtau dtau in VP time (diff-sampler's form, integrand from alpha_t),
+    by scipy's adaptive quad, against our Gauss-Legendre in sigma; tau = t0 + u^2 removes the 1/sqrt singularity at
+    sigma = 0 (t0 = t(0) > 0 for the fitted schedule)."""
+    from scipy.integrate import quad
+
+    from erkguid.schedules import vp_fit, vp_time
+
+    bd, bm = vp_fit()
+    t0 = vp_time(0.0, bd, bm)
+
+    def dsigma_dtau(tau, g=None):  # -1/2 dlog(alpha)/dtau / sqrt(alpha (1 - alpha)), alpha = exp(-g)
+        g = 0.5 * tau**2 * bd + tau * bm if g is None else g
+        return 0.5 * (tau * bd + bm) / np.sqrt(np.exp(-g) * -np.expm1(-g))
+
+    def near_zero(u, basis):  # tau = t0 + u^2 (g(t0) = 0, written without cancellation), times dtau/du = 2u
+        tau = t0 + u * u
+        return dsigma_dtau(tau, u * u * (bd * t0 + bm) + 0.5 * bd * u**4) * basis(tau) * 2 * u
+
+    for sig in (eg.edm_sigmas(8), eg.vp_time_uniform_sigmas(6, rho=2.0), eg.logsnr_sigmas(5, 0.01, 20.0)):
+        coefs = deis_coefficients(sig, 4, "tab")
+        s = sig.numpy()
+        t = np.array([vp_time(float(v), bd, bm) for v in s])
+        for i in range(1, len(s) - 1):
+            k = min(4, i + 1)
+            nodes = t[i - k + 1 : i + 1][::-1]
+            for j in range(k):
+                others = np.delete(nodes, j)
+
+                def basis(tau, others=others, j=j, nodes=nodes):
+                    return np.prod((tau - others) / (nodes[j] - others))
+
+                if s[i + 1] > 0:
+                    ref = quad(lambda tau: dsigma_dtau(tau) * basis(tau), t[i], t[i + 1], epsabs=0, epsrel=1e-13, limit=200)[0]
+                else:  # to sigma = 0: tau = t0 + u^2, dtau = 2u du
+                    ref = -quad(near_zero, 0, np.sqrt(t[i] - t0), args=(basis,), epsabs=0, epsrel=1e-13, limit=200)[0]
+                assert coefs[i][j] == pytest.approx(ref, rel=1e-11, abs=1e-14), (i, j)
+        for c, d in zip(coefs, np.diff(s)):  # the basis sums to 1: the weights sum to the step
+            assert c.sum() == pytest.approx(d, rel=1e-12, abs=1e-15)
+
+
+def test_deis_rhoab_unchanged_and_time_uniform_rho():
+    """mode='rhoab' is the former DEIS bit for bit (closed-form Lagrange integrals in sigma); rho=2 spaces
+    t^(1/2) uniformly (diff-sampler's schedule_rho) and rho=1 is the former grid."""
+    sig = eg.edm_sigmas(7)
+    for k in (1, 2, 3):
+        got = deis_coefficients(sig, k, "rhoab")
+        s = sig.numpy()
+        for i, c in enumerate(got):
+            m = min(k, i + 1)
+            assert np.array_equal(c, lagrange_integrals(s[i - m + 1 : i + 1][::-1], float(s[i]), float(s[i + 1])))
+    from erkguid.schedules import vp_fit, vp_time
+
+    bd, bm = vp_fit()
+    g2 = eg.vp_time_uniform_sigmas(6, rho=2.0)[:-1]
+    root_t = np.sqrt([vp_time(float(v), bd, bm) for v in g2])
+    np.testing.assert_allclose(np.diff(root_t), np.full(5, (np.sqrt(1e-3) - 1) / 5), rtol=1e-9)
+    assert torch.equal(eg.vp_time_uniform_sigmas(6, rho=1.0), eg.vp_time_uniform_sigmas(6))
+    with pytest.raises(ValueError, match="rho"):
+        eg.vp_time_uniform_sigmas(6, rho=0.0)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_lms_equals_kdiffusion(order):
+    kd = load_kdiff_sampling()
+    model = eg.tree_2d()
+    sig = eg.edm_sigmas(9, sigma_max=20.0)
+    x0 = eg.randn_from_seeds(range(64), (2,), sigma=20.0, dtype=torch.float64)
+    ref = kd.sample_lms(model, x0.clone(), sig, disable=True, order=order)
+    got = eg.sample(model, x0, sig, solver="lms", solver_options={"order": order})
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    rhoab = eg.sample(model, x0, sig, solver="deis", solver_options={"order": order, "mode": "rhoab"})
+    assert torch.equal(got, rhoab)
+
+
+def test_dpmpp_3m_equals_kdiffusion_3m_sde_eta0():
+    kd = load_kdiff_sampling()
+    model = eg.digits_64d()
+    for sig in (eg.edm_sigmas(9), eg.logsnr_sigmas(4)):
+        x0 = eg.randn_from_seeds(range(16), (64,), sigma=80.0, dtype=torch.float64)
+        ref = kd.sample_dpmpp_3m_sde(model, x0.clone(), sig, disable=True, eta=0.0, noise_sampler=lambda a, b: None)
+        tr = eg.Trace()
+        got = eg.sample(model, x0, sig, solver="dpmpp_3m", callback=tr)
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+        assert tr.nfe == SOLVERS["dpmpp_3m"].nfe(len(sig) - 1)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+def test_unipc_equals_diffusers(order, variant):
+    """diffusers' UniPCMultistepScheduler (defaults: predict_x0, lower_order_final, corrector everywhere) on its own
+    VP grid (its sigmas promoted to float64), model output = D(x_vp / alpha; sigma) as prediction_type='sample';
+    compared state by state in the EDM variable x_vp / alpha. diffusers' bh1 final step to sigma = 0 is NaN
+    (B(h) = -inf times 0); ours lands on D there, as its bh2 does."""
+    from diffusers import UniPCMultistepScheduler
+
+    model = eg.tree_2d()
+    for steps in (4, 10):
+        sch = UniPCMultistepScheduler(solver_order=order, solver_type=variant, prediction_type="sample")
+        sch.set_timesteps(steps)
+        sch.sigmas = sch.sigmas.double()
+        sig = sch.sigmas
+        x0 = eg.randn_from_seeds(range(32), (2,), sigma=float(sig[0]), dtype=torch.float64)
+        x, ref = x0 / (1 + sig[0] ** 2).sqrt(), []
+        for i, t in enumerate(sch.timesteps):
+            scale = float((1 + sig[i] ** 2).sqrt())
+            out = model(x * scale, torch.full((x.shape[0],), float(sig[i]), dtype=torch.float64))
+            x = sch.step(out, t, x, return_dict=False)[0]
+            ref.append(x * (1 + sig[i + 1] ** 2).sqrt())
+        got = []
+        final = eg.sample(model, x0, sig, solver="unipc", solver_options={"order": order, "variant": variant},
+                          callback=lambda info: got.append((info["x"], info["denoised"])))  # noqa: B023
+        last = len(ref) if variant == "bh2" else len(ref) - 1
+        for (a, _), b in zip(got[:last], ref[:last]):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        assert torch.equal(final, got[-1][1])
+
+
+def test_accuracy_tables_match_json():
+    """docs/accuracy/solver_accuracy.md is exactly what scripts/solver_accuracy.py renders from its JSON."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("solver_accuracy", root / "scripts" / "solver_accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = json.loads((root / "docs" / "accuracy" / "solver_accuracy.json").read_text())
+    assert (root / "docs" / "accuracy" / "solver_accuracy.md").read_text() == mod.markdown(res) + "\n"
+    assert {r["nfe"] for r in res["solvers"]} == set(mod.NFES) and len(res["deis"]) == 2 * 2 * 4 * len(mod.NFES)

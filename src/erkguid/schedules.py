@@ -44,6 +44,29 @@ def logsnr_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 8
     return _append_zero(logs.exp())
 
 
+def vp_fit(sigma_min: float = 0.002, sigma_max: float = 80.0, eps_t: float = 1e-3) -> tuple[float, float]:
+    """(beta_d, beta_min) of the VP schedule with sigma(1) = ``sigma_max`` and sigma(``eps_t``) = ``sigma_min``.
+
+    sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1); the defaults are diff-sampler's (EDM's
+    sigma range, eps_t = 1e-3), which its DEIS-tAB uses to map EDM sigmas to VP time.
+    """
+    if not 0 < eps_t < 1:
+        raise ValueError(f"eps_t must lie in (0, 1), got {eps_t}")
+    l_min, l_max = math.log1p(sigma_min**2), math.log1p(sigma_max**2)
+    beta_d = 2 * (l_min / eps_t - l_max) / (eps_t - 1)
+    return beta_d, l_max - beta_d / 2
+
+
+def vp_time(sigma: float, beta_d: float, beta_min: float) -> float:
+    """VP time t of an EDM sigma: the larger root of beta_d t^2 / 2 + beta_min t = log(1 + sigma^2).
+
+    With the fitted defaults beta_min < 0, so sigma = 0 maps to t = -2 beta_min / beta_d > 0, not 0.
+    """
+    c = math.log1p(sigma**2)
+    r = math.sqrt(beta_min**2 + 2 * beta_d * c)
+    return (r - beta_min) / beta_d if beta_min <= 0 else 2 * c / (r + beta_min)  # the form without cancellation
+
+
 def vp_time_uniform_sigmas(
     num_steps: int,
     sigma_min: float = 0.002,
@@ -51,8 +74,9 @@ def vp_time_uniform_sigmas(
     beta_d: float | None = None,
     beta_min: float | None = None,
     eps_t: float = 1e-3,
+    rho: float = 1.0,
 ) -> Tensor:
-    """VP 'time-uniform' grid: uniform in VP time t, mapped to EDM sigma, then 0.
+    """VP 'time-uniform' grid: uniform in VP time t (or in t^(1/rho)), mapped to EDM sigma, then 0.
 
     sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1) (Song et al. 2021; EDM Table 1).
     By default (``beta_d = beta_min = None``) the VP parameters are fitted so that t = 1 gives
@@ -60,26 +84,24 @@ def vp_time_uniform_sigmas(
     convention of DPM-Solver-v3 / AMED / AdaSDE (N = 4 levels: [80, 6.9502, 1.2867, 0.002]).
     With explicit ``beta_d`` and ``beta_min`` the grid is uniform between the times whose sigma
     equals ``sigma_max`` and ``sigma_min`` (``eps_t`` is then unused). The end points are exact.
+    ``rho`` spaces the levels uniformly in ``t^(1/rho)`` (diff-sampler's ``schedule_rho``: it samples
+    DEIS on the time-uniform grid with rho = 2); ``rho = 1`` is uniform in t.
     """
     _check_range(num_steps, sigma_min, sigma_max)
+    if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
+        raise ValueError(f"rho must be a positive number, got {rho!r}")
     if (beta_d is None) != (beta_min is None):
         raise ValueError("beta_d and beta_min must be given together (or both left None to fit them)")
     if beta_d is None:
-        if not 0 < eps_t < 1:
-            raise ValueError(f"eps_t must lie in (0, 1), got {eps_t}")
-        l_min, l_max = math.log1p(sigma_min**2), math.log1p(sigma_max**2)
-        beta_d = 2 * (l_min / eps_t - l_max) / (eps_t - 1)
-        beta_min = l_max - beta_d / 2
+        beta_d, beta_min = vp_fit(sigma_min, sigma_max, eps_t)
         t_max, t_min = 1.0, eps_t
     else:
         assert beta_min is not None
-
-        def t_of(sigma: float) -> float:  # inverse of sigma(t), positive root of the quadratic
-            c = math.log1p(sigma**2)
-            return (math.sqrt(beta_min**2 + 2 * beta_d * c) - beta_min) / beta_d
-
-        t_max, t_min = t_of(sigma_max), t_of(sigma_min)
-    t = torch.linspace(t_max, t_min, num_steps, dtype=torch.float64)
+        t_max, t_min = vp_time(sigma_max, beta_d, beta_min), vp_time(sigma_min, beta_d, beta_min)
+    if rho == 1:
+        t = torch.linspace(t_max, t_min, num_steps, dtype=torch.float64)
+    else:
+        t = torch.linspace(t_max ** (1 / rho), t_min ** (1 / rho), num_steps, dtype=torch.float64) ** rho
     s = torch.sqrt(torch.expm1(0.5 * beta_d * t**2 + beta_min * t))
     s[0] = sigma_max
     if num_steps > 1:

@@ -21,6 +21,8 @@ from . import main
 @click.option("--init", type=click.Choice(["neutral", "random"]), default="neutral", show_default=True,
               help="neutral: all raw = 0 (DPM-Solver-2); random: the official randn init.")
 @click.option("--no-afs", is_flag=True, help="No analytic first step (then NFE is even).")
+@click.option("--official-step0-gamma", is_flag=True,
+              help="Official loop: gamma's table gets a zero gradient at step 0, so Adam still updates it there.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/adasde/coefficients.json"),
               show_default=True, help="Coefficients file (.json or .safetensors).")
@@ -29,7 +31,8 @@ from . import main
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch CPU threads.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def distill(model: str, nfe: int, gamma_max: float, m: int, iters: int, batch: int, lr: float, init: str, no_afs: bool,
-            seed: int, out: Path, resume: bool, stop_at: int | None, threads: int, quiet: bool) -> None:
+            official_step0_gamma: bool, seed: int, out: Path, resume: bool, stop_at: int | None, threads: int,
+            quiet: bool) -> None:
     """Distill AdaSDE coefficients for a model from a DPM-Solver-2 teacher.
 
     The file records the settings, the losses and a check statistic (``meta['check']``: sliced W2 of
@@ -44,7 +47,8 @@ def distill(model: str, nfe: int, gamma_max: float, m: int, iters: int, batch: i
         mdl, shape, _ = resolve_model_spec(model)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--model") from exc
-    cfg = DistillConfig(nfe=nfe, afs=not no_afs, M=m, gamma_max=gamma_max, init=init, iters=iters, batch=batch, lr=lr, seed=seed)
+    cfg = DistillConfig(nfe=nfe, afs=not no_afs, M=m, gamma_max=gamma_max, init=init, iters=iters, batch=batch, lr=lr, seed=seed,
+                       official_step0_gamma=official_step0_gamma)
     try:
         cfg.check()
     except ValueError as exc:
@@ -59,7 +63,8 @@ def distill(model: str, nfe: int, gamma_max: float, m: int, iters: int, batch: i
     coef.meta["eval_losses"] = evaluate_losses(mdl, coef, shape, cfg)
     coef.meta["check"] = recorded_check(model, coef)
     coef.meta["command"] = (f"erkguid distill --model {model} --nfe {nfe} --gamma-max {gamma_max:g} --M {m} --iters {iters} "
-                            f"--batch {batch} --lr {lr:g} --init {init} --seed {seed}" + (" --no-afs" if no_afs else ""))
+                            f"--batch {batch} --lr {lr:g} --init {init} --seed {seed}" + (" --no-afs" if no_afs else "")
+                            + (" --official-step0-gamma" if official_step0_gamma else ""))
     coef.save(out)
     click.echo(f"{model}: {coef}")
     click.echo(f"teacher NFE {res.teacher_nfe}; {res.seconds:.1f} s; per-step loss vs teacher (fixed eval batch): "

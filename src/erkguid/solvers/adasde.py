@@ -142,9 +142,21 @@ def adasde_step(
     return StepOut(parts.x_next, denoised, None, pair)
 
 
-def _adasde_nfe(n: int) -> int:
-    """NFE for a grid of ``n`` steps (``n - 1`` positive levels to reach, then the free step to 0), with AFS."""
-    return max(2 * (n - 1) - 1, 0)
+def adasde_nfe(n: int, options: Mapping[str, Any] | None = None) -> int:
+    """NFE for a grid of ``n`` steps (``n - 1`` AdaSDE steps, then the step to 0) under ``solver_options``.
+
+    2 per AdaSDE step, 1 less when the coefficients use the analytic first step (AFS), 1 more with
+    ``denoise_to_zero``; gamma and ERK-Guid cost nothing. Without options (or without coefficients) the
+    solver is plain DPM-Solver-2 without AFS: 2 (n - 1).
+    """
+    opts = options or {}
+    coef = opts.get("coefficients")
+    afs = False
+    if coef is not None:
+        coef = coef if isinstance(coef, AdaSDECoefficients) else AdaSDECoefficients.load(coef)
+        afs = coef.afs
+    steps = max(n - 1, 0)
+    return 2 * steps - int(afs and steps > 0) + int(bool(opts.get("denoise_to_zero", False)))
 
 
 ADASDE = register(
@@ -152,7 +164,7 @@ ADASDE = register(
         "adasde",
         adasde_step,
         order=2,
-        nfe=_adasde_nfe,
+        nfe=adasde_nfe,
         options={"coefficients": None, "denoise_to_zero": False},
         doc="AdaSDE (NeurIPS 2025): DPM-2 + learned r/a/c/gamma; pair: DPM-2 midpoint",
         prepare=prepare_adasde,

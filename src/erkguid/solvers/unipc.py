@@ -1,14 +1,22 @@
-"""UniPC (Zhao et al. 2023), order 2, data prediction, B(h) = expm1(-h) ('bh2'), in t = -log sigma.
+"""UniPC (Zhao et al. 2023): UniP-p predictor + UniC corrector, data prediction, in lambda = -log sigma.
 
-Per interval a -> b (h = log sigma_a - log sigma_b), with m = D(x; sigma):
-UniP-2 predictor ``x_b^p = (sigma_b/sigma_a) x_a - expm1(-h) m_a - B(h) rho_p D1`` with
-``D1 = (m_{a-1} - m_a)/r``, ``r = (log sigma_a - log sigma_{a-1})/h``, ``rho_p = 1/2``; UniC corrector
-``x_b^c = (sigma_b/sigma_a) x_a - expm1(-h) m_a - B(h) (rho_c1 D1 + rho_c2 (m_b - m_a))`` with
-``rho_c`` solving ``[[1, 1], [r, 1]] rho = b(h)``. The first interval is order 1 (``rho_c = 1/2``).
-``m_b`` is evaluated at the predictor and reused for the next interval, so each step costs one
-evaluation. The step to sigma = 0 lands on ``m_i`` (first order, no corrector), as UniPC's
-``lower_order_final`` does. UniC raises the predictor's order by one (Zhao et al. 2023, Thm 3.1),
-so the declared (and measured) convergence order of UniPC-2 is 3.
+Per interval a -> b (h = log sigma_a - log sigma_b) with m = D(x; sigma), hh = -h, ``B(h) = hh``
+('bh1') or ``expm1(hh)`` ('bh2'), the divided differences ``D1_k = (m_{a-k} - m_a)/r_k`` with
+``r_k = (log sigma_a - log sigma_{a-k})/h`` and ``b_k = k! h phi_{k+1}(hh) / B(h)``:
+
+* UniP-p: ``x_b = (sigma_b/sigma_a) x_a - expm1(-h) m_a - B(h) sum_k rho_k D1_k`` (k < p), rho = 1/2 for
+  p = 2, else ``R[:-1, :-1] rho = b[:-1]`` with ``R_jk = r_k^j``;
+* UniC-p: the same with ``m_b`` (evaluated at the predictor) appended as r_p = 1, ``R rho = b``
+  (rho = 1/2 for p = 1). The corrector of an interval uses the order of its predictor.
+
+The order of each interval is ``min(order, i + 1, N - i)`` (warm-up, and diffusers'
+``lower_order_final``), so the step to sigma = 0 lands on ``m_i``. This is diffusers'
+``UniPCMultistepScheduler(solver_order=order, solver_type=variant)`` with its defaults
+(``predict_x0=True``, ``lower_order_final=True``, ``disable_corrector=[]``, ``final_sigmas_type="zero"``),
+run on the same sigmas (tested). Each step costs one evaluation: ``m_b`` is reused by the next
+predictor. UniC raises the predictor's order by one (Thm 3.1), but the state that reaches sigma_min
+is an uncorrected predictor of order min(order, 2) + 1 (lower_order_final), so the measured order at
+sigma_min is 3 for order 2 and 3 (tested).
 
 Mapping onto the step contract: step ``i`` evaluates ``m_i`` at the incoming predictor ``x_i^p``,
 applies the corrector of the previous interval (giving ``x_i^c``), then predicts ``x_{i+1}^p``.
@@ -22,10 +30,14 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 from torch import Tensor
 
 from ..correction import ErkPair
 from .base import Solver, StepContext, StepOut, register, to_d
+from .deis import check_order
+
+VARIANTS = ("bh1", "bh2")
 
 
 class UniPCCarry(NamedTuple):
@@ -33,43 +45,54 @@ class UniPCCarry(NamedTuple):
     x_pred: Tensor  # x_i^p exactly as the previous step returned it (before any correction)
     x_eval: Tensor  # x_{i-1}^p: where m_{i-1} was evaluated
     f_eval: Tensor  # drift there
-    m: tuple[Tensor, ...]  # (m_{i-1}, m_{i-2}) newest first
+    m: tuple[Tensor, ...]  # (m_{i-1}, m_{i-2}, ...) newest first
+    order: int  # order of the previous interval's predictor (its corrector uses it too)
 
 
-def _b_coefficients(h: float) -> tuple[float, float, float]:
-    """(B(h), b_1, b_2) of UniPC's bh2 variant for data prediction (hh = -h)."""
+def uni_rhos(rks: list[float], h: float, variant: str, corrector: bool) -> tuple[float, np.ndarray]:
+    """``(B(h), rho)`` of UniP (``corrector=False``) or UniC for ratios ``rks`` (without the final 1)."""
     hh = -h
     h_phi_1 = math.expm1(hh)
-    b_h = h_phi_1
-    h_phi_k = h_phi_1 / hh - 1.0
-    b1 = h_phi_k / b_h
-    h_phi_k = h_phi_k / hh - 0.5
-    b2 = h_phi_k * 2.0 / b_h
-    return b_h, b1, b2
+    b_h = hh if variant == "bh1" else h_phi_1
+    p = len(rks) + 1
+    h_phi_k, fact, b = h_phi_1 / hh - 1, 1, []
+    for k in range(1, p + 1):
+        b.append(h_phi_k * fact / b_h)
+        fact *= k + 1
+        h_phi_k = h_phi_k / hh - 1 / fact
+    r = np.array([*rks, 1.0])
+    mat = np.stack([r**k for k in range(p)])
+    if corrector:
+        return b_h, np.array([0.5]) if p == 1 else np.linalg.solve(mat, np.array(b))
+    if p <= 2:
+        return b_h, np.array([0.5] * (p - 1))
+    return b_h, np.linalg.solve(mat[:-1, :-1], np.array(b[:-1]))
 
 
 def _uni_update(
-    x_a: Tensor, sigma_a: float, sigma_b: float, m_a: Tensor, m_prev: Tensor | None, sigma_prev: float | None,
-    m_b: Tensor | None,
+    ctx: StepContext, a: int, x_a: Tensor, ms: tuple[Tensor, ...], order: int, variant: str, m_b: Tensor | None
 ) -> Tensor:
-    """UniP-2 (``m_b is None``) or UniC-2 (``m_b`` given) over the interval sigma_a -> sigma_b > 0."""
+    """UniP-order (``m_b is None``) or UniC-order over sigma_a -> sigma_{a+1} > 0; ``ms = (m_a, m_{a-1}, ...)``."""
+    sigma_a, sigma_b = ctx.sigma(a), ctx.sigma(a + 1)
     h = math.log(sigma_a) - math.log(sigma_b)
-    b_h, b1, b2 = _b_coefficients(h)
-    base = (sigma_b / sigma_a) * x_a - math.expm1(-h) * m_a
-    if m_prev is None:  # first interval: order 1
-        return base if m_b is None else base - b_h * 0.5 * (m_b - m_a)
-    r = (math.log(sigma_a) - math.log(sigma_prev)) / h
-    d1 = (m_prev - m_a) / r
-    if m_b is None:
-        return base - b_h * 0.5 * d1
-    det = 1.0 - r  # solve [[1, 1], [r, 1]] rho = (b1, b2)
-    rho1 = (b1 - b2) / det
-    rho2 = (b2 - r * b1) / det
-    return base - b_h * (rho1 * d1 + rho2 * (m_b - m_a))
+    m_a = ms[0]
+    rks = [(math.log(sigma_a) - math.log(ctx.sigma(a - k))) / h for k in range(1, order)]
+    b_h, rho = uni_rhos(rks, h, variant, corrector=m_b is not None)
+    x_b = (sigma_b / sigma_a) * x_a - math.expm1(-h) * m_a
+    res = None
+    for k, rk in enumerate(rks, start=1):
+        term = float(rho[k - 1]) * ((ms[k] - m_a) / rk)
+        res = term if res is None else res + term
+    if m_b is not None:
+        term = float(rho[-1]) * (m_b - m_a)
+        res = term if res is None else res + term
+    return x_b if res is None else x_b - b_h * res
 
 
-def unipc_step(ctx: StepContext, i: int, x: Tensor, carry: UniPCCarry | None = None) -> StepOut:
-    """One UniPC-2 step (corrector of the previous interval, then predictor of this one).
+def unipc_step(
+    ctx: StepContext, i: int, x: Tensor, carry: UniPCCarry | None = None, *, order: int = 2, variant: str = "bh2"
+) -> StepOut:
+    """One UniPC step (corrector of the previous interval, then predictor of this one).
 
     Embedded pair (our choice; the paper does not cover UniPC): the multistep pair of DEIS in
     Table 9 taken at the evaluated predictor points, ``(x_i^p, f_i)`` vs ``(x_{i-1}^p, f_{i-1})``,
@@ -77,28 +100,29 @@ def unipc_step(ctx: StepContext, i: int, x: Tensor, carry: UniPCCarry | None = N
     both members share the single evaluation ``m_i``, so their drift difference is just
     ``(x^c - x^p)/sigma_i`` and carries no curvature information.
     """
+    check_order("unipc", order, (1, 2, 3))
+    if variant not in VARIANTS:
+        raise ValueError(f"solver option variant must be one of {VARIANTS} for unipc, got {variant!r}")
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     m = ctx.denoise(x, sigma)
     f = to_d(x, sigma, m)
     pair = None
     x_c = x
-    m_prev = sigma_prev = None
     if carry is not None:
         pair = ErkPair(x, f, carry.x_eval, carry.f_eval, ctx.sigma(i - 1) - sigma, -1.0)
-        m_pp = carry.m[1] if len(carry.m) > 1 else None
-        s_pp = ctx.sigma(i - 2) if m_pp is not None else None
-        x_c = _uni_update(carry.x_start, ctx.sigma(i - 1), sigma, carry.m[0], m_pp, s_pp, m) + (x - carry.x_pred)
-        m_prev, sigma_prev = carry.m[0], ctx.sigma(i - 1)
+        x_c = _uni_update(ctx, i - 1, carry.x_start, carry.m, carry.order, variant, m) + (x - carry.x_pred)
     if sigma_next == 0:
         return StepOut(m, m, None, pair)
-    x_next = _uni_update(x_c, sigma, sigma_next, m, m_prev, sigma_prev, None)
-    ms = (m,) if carry is None else (m, carry.m[0])
-    return StepOut(x_next, m, UniPCCarry(x_c, x_next, x, f, ms), pair)
+    n = ctx.sigmas.numel() - 1
+    p = min(order, i + 1, n - i)
+    ms = (m,) if carry is None else (m, *carry.m)[:order]
+    x_next = _uni_update(ctx, i, x_c, ms, p, variant, None)
+    return StepOut(x_next, m, UniPCCarry(x_c, x_next, x, f, ms, p), pair)
 
 
 UNIPC = register(
     Solver(
-        "unipc", unipc_step, order=3, nfe=lambda n: n,
-        doc="UniPC-2 bh2, data prediction (UniP + UniC); pair: previous evaluated point, sign -1",
+        "unipc", unipc_step, order=3, nfe=lambda n: n, options={"order": 2, "variant": "bh2"},
+        doc="UniPC (diffusers UniPCMultistepScheduler), orders 1-3, bh1/bh2; pair: previous evaluated point, sign -1",
     )
 )

@@ -58,6 +58,9 @@ class DistillConfig:
     last_weight: float = 1.0
     bptt: bool = True
     seed: int = 0
+    # official loop: gamma's table sits in step 0's autograd graph with a zero gradient (gamma_0 = 0), so Adam
+    # still applies its momentum to gamma and advances gamma's step count at step 0; False leaves gamma out there
+    official_step0_gamma: bool = False
 
     def check(self) -> None:
         if self.init not in ("neutral", "random"):
@@ -242,7 +245,8 @@ def distill_adasde(
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if resume and ckpt is not None and ckpt.is_file():
         state = json.loads(ckpt.read_text())
-        diff = sorted(k for k, v in asdict(cfg).items() if state["config"].get(k) != v)
+        defaults = asdict(DistillConfig())  # a key missing from an older checkpoint had its default value
+        diff = sorted(k for k, v in asdict(cfg).items() if state["config"].get(k, defaults[k]) != v)
         if diff:
             raise ValueError(f"checkpoint {str(ckpt)!r} was made with different settings: {diff}")
         loaded = AdaSDECoefficients.from_dict(state["coefficients"])
@@ -268,6 +272,8 @@ def distill_adasde(
         opt.zero_grad()
         weight = cfg.last_weight if i == coef.num_steps - 1 else 1.0
         (weight * loss).backward(retain_graph=cfg.bptt and i < coef.num_steps - 1)
+        if cfg.official_step0_gamma and i == 0 and coef.raw["gamma"].grad is None:
+            coef.raw["gamma"].grad = torch.zeros_like(coef.raw["gamma"])  # in the graph with zero gradient (official)
         for p in params:
             if p.grad is not None:
                 torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
