@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import types
+from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 import erkguid
@@ -17,13 +20,20 @@ MODEL = erkguid.digits_64d(image_shape=True)
 
 
 class StubKSAMPLER:
-    """Mirrors comfy.samplers.KSAMPLER: stores (fn, extra_options) and calls fn like ComfyUI does."""
+    """A model of comfy.samplers.KSAMPLER's contract (written from its source, not copied): it stores
+    (sampler_function, extra_options); ``sample`` puts ``denoise_mask`` into ``extra_args``, scales the noise to
+    ``sigmas[0]`` (EDM/EPS ``noise_scaling``: ``sigma * noise + latent_image``), wraps the callback as
+    ``callback(i, denoised, x, total_steps)``, calls ``fn(model, noise, sigmas, extra_args=..., callback=...,
+    disable=..., **extra_options)`` and applies ``inverse_noise_scaling(sigmas[-1], x)`` (identity for EPS)."""
 
     def __init__(self, sampler_function, extra_options=None, inpaint_options=None) -> None:
         self.sampler_function = sampler_function
         self.extra_options = extra_options or {}
 
-    def sample(self, model_wrap, sigmas, extra_args, callback, noise, disable_pbar=False):
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        extra_args["denoise_mask"] = denoise_mask
+        noise = sigmas[0] * noise + (0 if latent_image is None else latent_image)
         total = len(sigmas) - 1
         k_callback = None if callback is None else (lambda d: callback(d["i"], d["denoised"], d["x"], total))
         return self.sampler_function(model_wrap, noise, sigmas, extra_args=extra_args, callback=k_callback,
@@ -66,13 +76,59 @@ def test_node_returns_sampler_that_runs_like_the_function(comfy_stub) -> None:
     def cb(i, den, x, tot):
         steps.append((i, tot))
 
-    out = sampler.sample(model_wrap, sigmas, {"seed": 7, "model_options": {}}, cb, noise, True)
+    out = sampler.sample(model_wrap, sigmas, {"seed": 7, "model_options": {}}, cb, noise / 80.0, disable_pbar=True)
     want = kd.sample_erk_heun(MODEL.denoise, noise, sigmas, w_stiff=1.5, w_con=0.2, scaling="abs", disable=True)
-    assert torch.equal(out, want)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)  # noise / 80 * 80 rounds in float32
     assert steps == [(i, 6) for i in range(6)]
-    assert len(seen) == 11 and all(e == {"seed": 7, "model_options": {}} for e in seen)
+    assert len(seen) == 11 and all(e == {"seed": 7, "model_options": {}, "denoise_mask": None} for e in seen)
 
 
 def test_node_rejects_bad_scaling(comfy_stub) -> None:
     with pytest.raises(ValueError, match="scaling must be one of"):
         comfyui.ERKGuidSampler().get_sampler("heun", 1.0, 0.5, "cubic")
+
+
+def test_node_sampler_handles_split_and_one_value_sigmas(comfy_stub) -> None:
+    """SplitSigmas at step 0 / N hands a one-value list to one of the two SamplerCustom nodes: the input comes back."""
+    (sampler,) = comfyui.ERKGuidSampler().get_sampler("dpmpp_2m", 0.0, 0.5, "z2")
+    model = lambda x, s, **kw: MODEL.denoise(x, s)  # noqa: E731
+    noise = erkguid.randn_from_seeds(range(2), MODEL.shape)
+    sigmas = edm_sigmas(6).float()
+    one = sampler.sample(model, sigmas[:1], {"seed": 0}, None, noise, disable_pbar=True)
+    assert torch.equal(one, 80.0 * noise)
+    states: list[torch.Tensor] = []
+    full = sampler.sample(model, sigmas, {"seed": 0}, lambda i, d, x, t: states.append(x), noise, disable_pbar=True)
+    high = sampler.sample(model, sigmas[:4], {"seed": 0}, None, noise, disable_pbar=True)
+    assert torch.equal(high, states[3])  # the first part lands exactly where one run is after 3 steps
+    low = sampler.sample(model, sigmas[3:], {"seed": 0}, None, torch.zeros_like(noise), latent_image=high,
+                         disable_pbar=True)  # SamplerCustom with add_noise off: the latent continues
+    # today's rule: the second part is a fresh run from `high` (the multistep history restarts at the split)
+    assert torch.equal(low, kd.sample_erk_dpmpp_2m(model, high, sigmas[3:], disable=True, w_stiff=0.0))
+    assert not torch.equal(low, full)
+
+
+def test_default_node_strength_is_off_and_deis_is_not_comfys() -> None:
+    spec = comfyui.ERKGuidSampler.INPUT_TYPES()["required"]
+    assert spec["w_stiff"][1]["default"] == 0.0  # integrations/_defaults.py: off until a safe recommendation exists
+    assert "deis" not in spec["sampler"][0] and "deis_rhoab" in spec["sampler"][0]
+
+
+PACK = Path(__file__).resolve().parents[1] / "comfyui" / "erkguid_nodes"
+
+
+def test_custom_node_pack_loads_like_comfyui_loads_it(monkeypatch) -> None:
+    """ComfyUI's loader imports custom_nodes/<name>/__init__.py under the folder name and reads NODE_CLASS_MAPPINGS."""
+    spec = importlib.util.spec_from_file_location(PACK.name, PACK / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, PACK.name, module)
+    spec.loader.exec_module(module)
+    assert module.NODE_CLASS_MAPPINGS == {"ERKGuidSampler": comfyui.ERKGuidSampler}
+    assert module.NODE_DISPLAY_NAME_MAPPINGS == {"ERKGuidSampler": "ERK-Guid Sampler"}
+    node = module.NODE_CLASS_MAPPINGS["ERKGuidSampler"]
+    assert callable(getattr(node(), node.FUNCTION)) and node.RETURN_TYPES == ("SAMPLER",) and node.CATEGORY
+    meta = tomllib.loads((PACK / "pyproject.toml").read_text())
+    assert meta["project"]["name"] == "erkguid-nodes" and meta["project"]["version"].count(".") == 2
+    assert "Repository" in meta["project"]["urls"]
+    assert {"PublisherId", "DisplayName", "Icon"} <= set(meta["tool"]["comfy"])
+    reqs = [r.strip() for r in (PACK / "requirements.txt").read_text().splitlines() if r.strip()]
+    assert reqs == meta["project"]["dependencies"] == ["erkguid>=0.1.0"]
