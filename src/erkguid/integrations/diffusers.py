@@ -121,8 +121,10 @@ def _wrap(stock_method: Callable[..., Any], body: Callable[..., Any]) -> Callabl
 class _ERKScheduler:
     """The shared ERK-Guid plumbing of every ERK scheduler (one place; subclasses only name their pair).
 
-    Subclasses set ``_erk_solver`` (the erkguid solver whose pair they use) and implement
-    ``_erk_step(args) -> prev_sample`` on top of the stock ``step``.
+    Subclasses set ``_erk_solver`` (the erkguid solver whose pair they use; it picks the default
+    strengths) and implement ``_erk_step(stock, args)`` around the stock ``step``. For each concrete
+    class, ``__init__``, ``set_timesteps`` and ``step`` are generated here with the stock signatures
+    (pipelines inspect them for ``sigmas``/``timesteps``/``generator``/``eta``).
     """
 
     _erk_solver = "heun"
@@ -137,14 +139,18 @@ class _ERKScheduler:
         if "__init__" not in cls.__dict__:
             cls.__init__ = _make_init(stock, cls._erk_solver)
         if "set_timesteps" not in cls.__dict__:
-            cls.set_timesteps = _wrap(stock.set_timesteps, lambda self, a: (self._erk_reset(), stock.set_timesteps(self, **a))[1])
 
+            def set_timesteps(self: Any, a: dict[str, Any]) -> Any:
+                self._erk_reset()
+                return stock.set_timesteps(self, **a)
+
+            cls.set_timesteps = _wrap(stock.set_timesteps, set_timesteps)
         cls.step = _wrap(stock.step, lambda self, a: self._erk_call_step(stock, a))
 
     # ------------------------------------------------------------------ state
     def _erk_reset(self) -> None:
         self._erk: dict[str, Any] = {}
-        #: per corrected step: dict(step, sigma, rho [B], beta [B], correction_norm [B])
+        #: per step with a pair: dict(step, rho [B], beta [B], correction_norm [B])
         self.erk_history: list[dict[str, Any]] = []
 
     def set_begin_index(self, begin_index: int = 0) -> None:
