@@ -148,15 +148,15 @@ def test_one_value_list_is_a_no_op_and_increasing_lists_are_refused() -> None:
         calls.append(s)
         return MODEL.denoise(xx, s)
 
-    for one in ([80.0], torch.tensor([0.0]), edm_sigmas(4)[2:3]):  # SplitSigmas at step 0 / N
+    for one in ([80.0], torch.tensor([0.0]), edm_sigmas(4)[2:3], torch.tensor([])):  # SplitSigmas at 0 / N; denoise 0
         assert kd.sample_erk_dpmpp_2m(model, x, one, callback=calls.append, disable=True, w_stiff=1.0) is x
     assert calls == []
     flipped = edm_sigmas(4).flip(0).clone()
     flipped[0] = 1e-4  # ComfyUI FlipSigmas
     with pytest.raises(ValueError, match="sigmas increase .*FlipSigmas"):
         kd.sample_erk_heun(model, x, flipped, disable=True)
-    with pytest.raises(ValueError, match="at least 1 value"):
-        kd.sample_erk_heun(model, x, [], disable=True)
+    with pytest.raises(ValueError, match="1-D"):
+        kd.sample_erk_heun(model, x, torch.ones(2, 2), disable=True)
 
 
 def test_eta_and_noise_sampler_are_handled_not_ignored() -> None:

@@ -9,7 +9,7 @@ solver behind ``X``; no solver maths lives here. Conventions kept from k-diffusi
 * ``sigmas`` is decreasing; it may end in 0 (the usual full run) or at a positive sigma (ComfyUI
   ``SplitSigmas``). A positive end is run as the grid with 0 appended, stopped before the final
   step, so the step onto the last given sigma is an ordinary (second-order, corrected) step as in
-  k-diffusion. A one-value list is a no-op that returns ``x`` (no model call), as stock samplers do.
+  k-diffusion. A one-value (or empty) list is a no-op that returns ``x`` (no model call), as stock samplers do.
 * Increasing lists (unsampling / inversion, ComfyUI ``FlipSigmas``) are refused with a ValueError:
   the embedded pairs of Table 9 and the erkguid solvers are defined for decreasing grids only.
 * One callback per step, before the state advances (as in k-diffusion), with keys ``x`` (the
@@ -86,8 +86,8 @@ def _default_seeds(extra_args: dict[str, Any], batch: int) -> list[int]:
 
 def _check_list(s: Tensor) -> None:
     """Refuse what the ERK samplers cannot run, with the reason."""
-    if s.ndim != 1 or s.numel() < 1:
-        raise ValueError(f"sigmas must be a 1-D sequence of at least 1 value, got shape {tuple(s.shape)}")
+    if s.ndim != 1:
+        raise ValueError(f"sigmas must be a 1-D sequence, got shape {tuple(s.shape)}")
     if (s[1:] > s[:-1]).any():
         raise ValueError(
             "sigmas increase (unsampling / inversion, e.g. ComfyUI FlipSigmas): ERK-Guid samplers run decreasing "
@@ -139,7 +139,7 @@ def sample_erk(
     extra_args = {} if extra_args is None else extra_args
     s = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
     _check_list(s)
-    if s.numel() == 1:  # a one-value list (SplitSigmas at step 0 or N): nothing to do, as in stock samplers
+    if s.numel() <= 1:  # SplitSigmas at step 0 or N, BasicScheduler at denoise 0: nothing to do, as in stock samplers
         return x
     truncated = bool(s[-1] > 0)
     grid = check_sigmas(torch.cat([s, s.new_zeros(1)]) if truncated else s)
