@@ -116,12 +116,19 @@ def test_default_node_strength_is_off_and_deis_is_not_comfys() -> None:
 PACK = Path(__file__).resolve().parents[1] / "comfyui" / "erkguid_nodes"
 
 
-def test_custom_node_pack_loads_like_comfyui_loads_it(monkeypatch) -> None:
-    """ComfyUI's loader imports custom_nodes/<name>/__init__.py under the folder name and reads NODE_CLASS_MAPPINGS."""
+def _load_pack(monkeypatch):
+    """ComfyUI's loader: import custom_nodes/<name>/__init__.py under the folder name."""
     spec = importlib.util.spec_from_file_location(PACK.name, PACK / "__init__.py")
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, PACK.name, module)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_custom_node_pack_loads_like_comfyui_loads_it(monkeypatch) -> None:
+    """Without comfy_api (an older ComfyUI) the pack exports the V1 mappings, which the loader reads first."""
+    module = _load_pack(monkeypatch)
+    assert not hasattr(module, "comfy_entrypoint")
     assert module.NODE_CLASS_MAPPINGS == {"ERKGuidSampler": comfyui.ERKGuidSampler}
     assert module.NODE_DISPLAY_NAME_MAPPINGS == {"ERKGuidSampler": "ERK-Guid Sampler"}
     node = module.NODE_CLASS_MAPPINGS["ERKGuidSampler"]
@@ -132,3 +139,74 @@ def test_custom_node_pack_loads_like_comfyui_loads_it(monkeypatch) -> None:
     assert {"PublisherId", "DisplayName", "Icon"} <= set(meta["tool"]["comfy"])
     reqs = [r.strip() for r in (PACK / "requirements.txt").read_text().splitlines() if r.strip()]
     assert reqs == meta["project"]["dependencies"] == ["erkguid>=0.1.0"]
+
+
+def _comfy_api_stub(monkeypatch) -> types.ModuleType:
+    """A model of ``comfy_api.latest`` as the V3 nodes use it (written from ComfyUI's sources, not copied):
+    ``ComfyExtension`` (async ``on_load``, async ``get_node_list``), ``io.ComfyNode`` (``GET_SCHEMA`` returns
+    ``define_schema()``), ``io.Schema(node_id, category, inputs, outputs, display_name)``, ``io.Combo.Input(id,
+    options, default)``, ``io.Float.Input(id, default, min, max, step, round)``, ``io.Sampler.Output()`` and
+    ``io.NodeOutput(*values)``."""
+    from dataclasses import dataclass, field
+
+    class ComfyExtension:
+        async def on_load(self) -> None:
+            return None
+
+        async def get_node_list(self) -> list:
+            raise NotImplementedError
+
+    @dataclass
+    class Schema:
+        node_id: str
+        category: str = ""
+        inputs: list = field(default_factory=list)
+        outputs: list = field(default_factory=list)
+        display_name: str | None = None
+
+    class ComfyNode:
+        @classmethod
+        def GET_SCHEMA(cls):  # noqa: N802 - ComfyUI's name
+            return cls.define_schema()
+
+    class NodeOutput:
+        def __init__(self, *values) -> None:
+            self.values = values
+
+    def combo_input(id, options, default=None, tooltip=None):  # noqa: A002 - ComfyUI's parameter name
+        return ("COMBO", id, list(options), default)
+
+    def float_input(id, default=None, min=None, max=None, step=None, round=None, tooltip=None):  # noqa: A002
+        return ("FLOAT", id, default, min, max, step)
+
+    io = types.SimpleNamespace(ComfyNode=ComfyNode, Schema=Schema, NodeOutput=NodeOutput,
+                               Combo=types.SimpleNamespace(Input=combo_input), Float=types.SimpleNamespace(Input=float_input),
+                               Sampler=types.SimpleNamespace(Output=lambda display_name=None: ("SAMPLER",)))
+    latest = types.ModuleType("comfy_api.latest")
+    latest.ComfyExtension, latest.io = ComfyExtension, io
+    api = types.ModuleType("comfy_api")
+    api.latest = latest
+    monkeypatch.setitem(sys.modules, "comfy_api", api)
+    monkeypatch.setitem(sys.modules, "comfy_api.latest", latest)
+    return latest
+
+
+def test_pack_uses_the_v3_api_where_comfyui_has_it(monkeypatch, comfy_stub) -> None:
+    """With comfy_api.latest present the pack exports only comfy_entrypoint; run ComfyUI's V3 loading steps on it."""
+    import asyncio
+
+    latest = _comfy_api_stub(monkeypatch)
+    module = _load_pack(monkeypatch)
+    assert not hasattr(module, "NODE_CLASS_MAPPINGS")  # else the loader would take V1 and ignore the entry point
+    ext = asyncio.run(module.comfy_entrypoint())
+    assert isinstance(ext, latest.ComfyExtension)
+    asyncio.run(ext.on_load())
+    (node,) = asyncio.run(ext.get_node_list())
+    schema = node.GET_SCHEMA()
+    assert (schema.node_id, schema.display_name, schema.category) == ("ERKGuidSampler", "ERK-Guid Sampler", comfyui.CATEGORY)
+    assert [i[1] for i in schema.inputs] == list(comfyui.ERKGuidSampler.INPUT_TYPES()["required"])
+    assert schema.inputs[0][2] == kd.available() and schema.inputs[1][2] == 0.0 and schema.outputs == [("SAMPLER",)]
+    out = node.execute(sampler="dpm_2", w_stiff=0.5, w_con=0.1, scaling="abs")
+    (sampler,) = out.values
+    assert isinstance(sampler, StubKSAMPLER) and sampler.extra_options == {"w_stiff": 0.5, "w_con": 0.1, "scaling": "abs"}
+    assert sampler.sampler_function.__name__ == "sample_erk_dpm_2"

@@ -12,6 +12,12 @@ with an x0-predicting ``model_k(x, sigma, **extra_args)`` (``extra_args``: ``mod
 ``denoise_mask``); ``k_callback`` reads the keys ``i``, ``denoised`` and ``x``; the result is passed through
 ``inverse_noise_scaling(sigmas[-1], ...)``. The stock ``KSampler`` node's sampler list is not extended
 (that needs patching ComfyUI's module globals); use ``SamplerCustom`` with any ``SIGMAS`` node.
+
+Two node APIs, one node: :class:`ERKGuidSampler` is the V1 form (``INPUT_TYPES`` / ``RETURN_TYPES`` /
+``FUNCTION``) and :func:`comfy_entrypoint` the V3 form (``comfy_api.latest``: an ``io.ComfyNode`` with
+``define_schema``/``execute`` listed by a ``ComfyExtension``), built from the same :func:`_inputs`.
+ComfyUI's loader takes ``NODE_CLASS_MAPPINGS`` when a pack exports it and ``comfy_entrypoint``
+otherwise, so the pack exports exactly one of them (V3 where ``comfy_api.latest`` exists).
 """
 
 from __future__ import annotations
@@ -23,6 +29,19 @@ from . import k_diffusion as kd
 from ._defaults import default_strengths
 
 CATEGORY = "sampling/custom_sampling/samplers"
+NODE_ID = "ERKGuidSampler"
+DISPLAY_NAME = "ERK-Guid Sampler"
+
+
+def _inputs() -> list[tuple[str, str, dict[str, Any]]]:
+    """The node's inputs, ``(name, "COMBO" | "FLOAT", options)``: the one definition both node APIs read."""
+    d = default_strengths("heun")
+    return [
+        ("sampler", "COMBO", {"options": kd.available(), "default": "heun"}),
+        ("w_stiff", "FLOAT", {"default": d.w_stiff, "min": 0.0, "max": 20.0, "step": 0.05}),
+        ("w_con", "FLOAT", {"default": d.w_con, "min": 0.0, "max": 100.0, "step": 0.01}),
+        ("scaling", "COMBO", {"options": list(SCALINGS), "default": d.scaling}),
+    ]
 
 
 def make_ksampler(name: str, w_stiff: float, w_con: float, scaling: str = "z2") -> Any:
@@ -48,19 +67,42 @@ class ERKGuidSampler:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:  # noqa: N802 - ComfyUI's name
-        d = default_strengths("heun")
-        return {
-            "required": {
-                "sampler": (kd.available(), {"default": "heun"}),
-                "w_stiff": ("FLOAT", {"default": d.w_stiff, "min": 0.0, "max": 20.0, "step": 0.05}),
-                "w_con": ("FLOAT", {"default": d.w_con, "min": 0.0, "max": 100.0, "step": 0.01}),
-                "scaling": (list(SCALINGS), {"default": d.scaling}),
-            }
-        }
+        return {"required": {name: (kind if kind != "COMBO" else opts.pop("options"), opts) for name, kind, opts in _inputs()}}
 
     def get_sampler(self, sampler: str, w_stiff: float, w_con: float, scaling: str = "z2") -> tuple[Any]:
         return (make_ksampler(sampler, w_stiff, w_con, scaling),)
 
 
-NODE_CLASS_MAPPINGS = {"ERKGuidSampler": ERKGuidSampler}
-NODE_DISPLAY_NAME_MAPPINGS = {"ERKGuidSampler": "ERK-Guid Sampler"}
+NODE_CLASS_MAPPINGS = {NODE_ID: ERKGuidSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {NODE_ID: DISPLAY_NAME}
+
+
+def v3_extension() -> Any:
+    """The V3 ``ComfyExtension`` listing the ERK-Guid sampler node (needs ComfyUI's ``comfy_api.latest``)."""
+    from comfy_api.latest import ComfyExtension, io  # noqa: PLC0415 - only inside ComfyUI
+
+    def _io_input(name: str, kind: str, opts: dict[str, Any]) -> Any:
+        return io.Combo.Input(name, **opts) if kind == "COMBO" else io.Float.Input(name, **opts)
+
+    class ERKGuidSamplerV3(io.ComfyNode):
+        """V3 form of :class:`ERKGuidSampler` (same node id, inputs and output)."""
+
+        @classmethod
+        def define_schema(cls) -> Any:
+            return io.Schema(node_id=NODE_ID, display_name=DISPLAY_NAME, category=CATEGORY,
+                             inputs=[_io_input(*spec) for spec in _inputs()], outputs=[io.Sampler.Output()])
+
+        @classmethod
+        def execute(cls, sampler: str, w_stiff: float, w_con: float, scaling: str = "z2") -> Any:
+            return io.NodeOutput(make_ksampler(sampler, w_stiff, w_con, scaling))
+
+    class ERKGuidExtension(ComfyExtension):
+        async def get_node_list(self) -> list[type]:
+            return [ERKGuidSamplerV3]
+
+    return ERKGuidExtension()
+
+
+async def comfy_entrypoint() -> Any:
+    """ComfyUI's V3 entry point: ``await comfy_entrypoint()`` returns the extension (see :func:`v3_extension`)."""
+    return v3_extension()
