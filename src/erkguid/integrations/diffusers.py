@@ -397,10 +397,17 @@ class ERKUniPCMultistepScheduler(_MultistepERK, UniPCMultistepScheduler):
     def _erk_after_correction(self, raw: Tensor, corrected: Tensor) -> None:
         self._erk["delta"] = corrected - raw if self.config.w_stiff > 0 else None
 
+    def _erk_step(self, stock: type, a: dict[str, Any]) -> Any:
+        self._erk["delta_now"] = self._erk.pop("delta", None)  # used by this step's corrector only, if it runs
+        try:
+            return super()._erk_step(stock, a)
+        finally:
+            self._erk.pop("delta_now", None)
+
     def multistep_uni_c_bh_update(self, *args: Any, **kwargs: Any) -> Tensor:
         """UniC (stock), plus the ERK correction the previous step added to this predictor."""
         x = super().multistep_uni_c_bh_update(*args, **kwargs)
-        delta = self._erk.pop("delta", None)
+        delta = self._erk.get("delta_now")
         return x if delta is None else x + delta.to(x.dtype)
 
 
