@@ -80,3 +80,57 @@ def save_scheduler(path: Path, **cfg: object) -> None:
 
     path.mkdir(parents=True, exist_ok=True)
     (path / "scheduler_config.json").write_text(json.dumps(cfg))
+
+
+@torch.no_grad()
+def sd_loop(scheduler, unet, latents, steps=None, sigmas=None, timesteps=None, begin=None, image=None, **unet_kw):
+    """The Stable Diffusion pipeline's denoising loop (pipeline_stable_diffusion.py), without text/CFG."""
+    if sigmas is not None:
+        scheduler.set_timesteps(sigmas=sigmas)
+    elif timesteps is not None:
+        scheduler.set_timesteps(timesteps=timesteps)
+    else:
+        scheduler.set_timesteps(steps)
+    ts = scheduler.timesteps
+    if begin is not None:  # img2img: start part-way, noise the image to that level
+        ts = ts[begin:]
+        scheduler.set_begin_index(begin)
+        x = scheduler.add_noise(image, latents, ts[:1].repeat(latents.shape[0]))
+    else:
+        x = latents * scheduler.init_noise_sigma
+    for t in ts:
+        inp = scheduler.scale_model_input(x, t)
+        out = unet(inp, t, **unet_kw).sample
+        x = scheduler.step(out, t, x, return_dict=False)[0]
+    return x
+
+
+def tiny_sd_pipeline(scheduler, tokenizer_dir: Path):
+    """A stock ``StableDiffusionPipeline`` with tiny random components built offline (tokenizer files written to
+    ``tokenizer_dir``): 4x8x8 latents, a 1-layer CLIP text encoder, a 2-level cross-attention UNet."""
+    import json
+
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    vocab.update({t: i + 2 for i, t in enumerate(letters + [c + "</w>" for c in letters])})
+    tokenizer_dir.mkdir(parents=True, exist_ok=True)
+    (tokenizer_dir / "vocab.json").write_text(json.dumps(vocab))
+    (tokenizer_dir / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(tokenizer_dir / "vocab.json"), str(tokenizer_dir / "merges.txt"), model_max_length=8)
+    torch.manual_seed(0)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=16, num_attention_heads=2,
+                                        num_hidden_layers=1, max_position_embeddings=8, bos_token_id=0, eos_token_id=1,
+                                        pad_token_id=1)).eval()
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+                                norm_num_groups=4, cross_attention_dim=16, attention_head_dim=2,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")).eval()
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,), norm_num_groups=4,
+                        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",)).eval()
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -12,7 +12,7 @@ import erkguid
 from erkguid.denoisers import DiscreteVPSchedule, VPDenoiser
 from erkguid.integrations.diffusers import ERKHeunDiscreteScheduler
 
-from ._helpers import tiny_unet
+from ._helpers import sd_loop, tiny_unet
 
 PREDICTIONS = ["epsilon", "v_prediction", "sample"]
 
@@ -22,27 +22,6 @@ UNET = tiny_unet()
 
 def _latents(n: int = 3) -> torch.Tensor:
     return erkguid.randn_from_seeds(range(n), (3, 8, 8))
-
-
-@torch.no_grad()
-def sd_loop(scheduler, unet, latents, steps=None, sigmas=None, begin=None, image=None) -> torch.Tensor:
-    """The Stable Diffusion pipeline's denoising loop (pipeline_stable_diffusion.py), without text/CFG."""
-    if sigmas is not None:
-        scheduler.set_timesteps(sigmas=sigmas)
-    else:
-        scheduler.set_timesteps(steps)
-    timesteps = scheduler.timesteps
-    if begin is not None:  # img2img: start part-way, noise the image to that level
-        timesteps = timesteps[begin:]
-        scheduler.set_begin_index(begin)
-        x = scheduler.add_noise(image, latents, timesteps[:1].repeat(latents.shape[0]))
-    else:
-        x = latents * scheduler.init_noise_sigma
-    for t in timesteps:
-        inp = scheduler.scale_model_input(x, t)
-        out = unet(inp, t).sample
-        x = scheduler.step(out, t, x, return_dict=False)[0]
-    return x
 
 
 def _pair(prediction: str = "epsilon", w_stiff: float = 0.0, **kw):

@@ -104,8 +104,68 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="s_churn"):
         kd.sample_erk_heun(MODEL.denoise, _x(2), edm_sigmas(3), s_churn=1.0, disable=True)
     with pytest.raises(ValueError, match="strictly decreasing"):
-        kd.sample_erk_heun(MODEL.denoise, _x(2), [5.0, 6.0, 0.0], disable=True)
+        kd.sample_erk_heun(MODEL.denoise, _x(2), [5.0, 5.0, 0.0], disable=True)
     with pytest.raises(ValueError, match="w_stiff"):
         kd.sample_erk_heun(MODEL.denoise, _x(2), edm_sigmas(3), w_stiff=-1.0, disable=True)
     with pytest.raises(ValueError, match="name must be one of"):
         kd.make_sampler("lms")
+
+
+# ComfyUI's own sampler names (comfy/samplers.py KSAMPLER_NAMES, read from its source): an ERK name may equal one of
+# these only where the sampler is the same at w_stiff = 0 (tested above against k-diffusion for these three).
+COMFY_NAMES = {"euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
+               "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
+               "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
+               "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "res_multistep",
+               "res_multistep_cfg_pp", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation",
+               "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "uni_pc", "uni_pc_bh2"}
+
+
+def test_every_solver_with_a_pair_has_a_function_equal_to_erkguid_sample() -> None:
+    names = kd.available()
+    assert {"heun", "dpm_2", "dpmpp_2m", "deis_rhoab", "ipndm_ab", "unipc2_bh2", "heun_pc", "adasde"} <= set(names)
+    assert set(names) & COMFY_NAMES == {"heun", "dpm_2", "dpmpp_2m"}  # no stock name with a different behaviour
+    sigmas, x = edm_sigmas(6), _x(3)
+
+    def comfy_model(xx, s, seed=None):  # ComfyUI passes the seed in extra_args; it also seeds the solver noise
+        return MODEL.denoise(xx, s)
+
+    for name in names:
+        solver = kd.KDIFF_NAMES[name]
+        got = getattr(kd, f"sample_erk_{name}")(comfy_model, x, sigmas, extra_args={"seed": 11}, disable=True,
+                                                 w_stiff=1.5, w_con=0.1)
+        want = erkguid.sample(MODEL.denoise, x, sigmas, solver=solver, w_stiff=1.5, w_con=0.1, seeds=[11, 12, 13])
+        assert torch.equal(got, want), name
+        default = getattr(kd, f"sample_erk_{name}")(comfy_model, x, sigmas, extra_args={"seed": 11}, disable=True)
+        assert torch.equal(default, erkguid.sample(MODEL.denoise, x, sigmas, solver=solver, seeds=[11, 12, 13])), name
+
+
+def test_one_value_list_is_a_no_op_and_increasing_lists_are_refused() -> None:
+    calls: list = []
+    x = _x(2)
+
+    def model(xx, s):
+        calls.append(s)
+        return MODEL.denoise(xx, s)
+
+    for one in ([80.0], torch.tensor([0.0]), edm_sigmas(4)[2:3], torch.tensor([])):  # SplitSigmas at 0 / N; denoise 0
+        assert kd.sample_erk_dpmpp_2m(model, x, one, callback=calls.append, disable=True, w_stiff=1.0) is x
+    assert calls == []
+    flipped = edm_sigmas(4).flip(0).clone()
+    flipped[0] = 1e-4  # ComfyUI FlipSigmas
+    with pytest.raises(ValueError, match="sigmas increase .*FlipSigmas"):
+        kd.sample_erk_heun(model, x, flipped, disable=True)
+    with pytest.raises(ValueError, match="1-D"):
+        kd.sample_erk_heun(model, x, torch.ones(2, 2), disable=True)
+
+
+def test_eta_and_noise_sampler_are_handled_not_ignored() -> None:
+    x, sigmas = _x(2), edm_sigmas(3)
+    base = kd.sample_erk_heun(MODEL.denoise, x, sigmas, disable=True)
+    assert torch.equal(kd.sample_erk_heun(MODEL.denoise, x, sigmas, disable=True, eta=0.0), base)
+    with pytest.raises(ValueError, match="eta must be 0"):
+        kd.sample_erk_heun(MODEL.denoise, x, sigmas, disable=True, eta=1.0)
+    with pytest.raises(ValueError, match="noise_sampler is not supported.*seeds"):
+        kd.sample_erk_heun_pc(MODEL.denoise, x, sigmas, disable=True, noise_sampler=lambda s, sn: torch.randn_like(x))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        kd.sample_erk_heun(MODEL.denoise, x, sigmas, disable=True, order=3)

@@ -1,12 +1,23 @@
-"""Optional ComfyUI nodes: ERK-Guid samplers as ``SAMPLER`` outputs for ``SamplerCustom(Advanced)``.
+"""ComfyUI nodes: ERK-Guid samplers as ``SAMPLER`` outputs for ``SamplerCustom`` / ``SamplerCustomAdvanced``.
 
-Drop this into ComfyUI as a custom node pack (``custom_nodes/erkguid_nodes/__init__.py`` containing
-``from erkguid.integrations.comfyui import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS``).
+The installable custom-node pack is ``comfyui/erkguid_nodes/`` in the repository (see docs/ecosystem.md);
+its ``__init__.py`` re-exports :data:`NODE_CLASS_MAPPINGS` and :data:`NODE_DISPLAY_NAME_MAPPINGS` from here.
 The module imports without ComfyUI; ``comfy.samplers`` is imported only when a node runs.
-Each node wraps a k-diffusion-style function of :mod:`erkguid.integrations.k_diffusion` in
-``comfy.samplers.KSAMPLER(fn, {"w_stiff": ..., "w_con": ..., "scaling": ...})``; ComfyUI then
-calls ``fn(model, noise, sigmas, extra_args=..., callback=..., disable=...)`` with x0-predicting
-``model`` and its ``extra_args`` (whose ``seed`` seeds stochastic solvers per sample).
+
+Contract (ComfyUI's V1 node API and ``comfy.samplers.KSAMPLER``): the node returns
+``comfy.samplers.KSAMPLER(fn, {"w_stiff": ..., "w_con": ..., "scaling": ...})``; ComfyUI's
+``KSAMPLER.sample`` scales the noise to ``sigmas[0]``, puts ``denoise_mask`` into ``extra_args`` and calls
+``fn(model_k, noise, sigmas, extra_args=extra_args, callback=k_callback, disable=disable_pbar, **extra_options)``
+with an x0-predicting ``model_k(x, sigma, **extra_args)`` (``extra_args``: ``model_options``, ``seed``,
+``denoise_mask``); ``k_callback`` reads the keys ``i``, ``denoised`` and ``x``; the result is passed through
+``inverse_noise_scaling(sigmas[-1], ...)``. The stock ``KSampler`` node's sampler list is not extended
+(that needs patching ComfyUI's module globals); use ``SamplerCustom`` with any ``SIGMAS`` node.
+
+Two node APIs, one node: :class:`ERKGuidSampler` is the V1 form (``INPUT_TYPES`` / ``RETURN_TYPES`` /
+``FUNCTION``) and :func:`comfy_entrypoint` the V3 form (``comfy_api.latest``: an ``io.ComfyNode`` with
+``define_schema``/``execute`` listed by a ``ComfyExtension``), built from the same :func:`_inputs`.
+ComfyUI's loader takes ``NODE_CLASS_MAPPINGS`` when a pack exports it and ``comfy_entrypoint``
+otherwise, so the pack exports exactly one of them (V3 where ``comfy_api.latest`` exists).
 """
 
 from __future__ import annotations
@@ -15,8 +26,22 @@ from typing import Any
 
 from ..correction import SCALINGS
 from . import k_diffusion as kd
+from ._defaults import default_strengths
 
 CATEGORY = "sampling/custom_sampling/samplers"
+NODE_ID = "ERKGuidSampler"
+DISPLAY_NAME = "ERK-Guid Sampler"
+
+
+def _inputs() -> list[tuple[str, str, dict[str, Any]]]:
+    """The node's inputs, ``(name, "COMBO" | "FLOAT", options)``: the one definition both node APIs read."""
+    d = default_strengths("heun")
+    return [
+        ("sampler", "COMBO", {"options": kd.available(), "default": "heun"}),
+        ("w_stiff", "FLOAT", {"default": d.w_stiff, "min": 0.0, "max": 20.0, "step": 0.05}),
+        ("w_con", "FLOAT", {"default": d.w_con, "min": 0.0, "max": 100.0, "step": 0.01}),
+        ("scaling", "COMBO", {"options": list(SCALINGS), "default": d.scaling}),
+    ]
 
 
 def make_ksampler(name: str, w_stiff: float, w_con: float, scaling: str = "z2") -> Any:
@@ -35,22 +60,49 @@ class ERKGuidSampler:
     RETURN_TYPES = ("SAMPLER",)
     FUNCTION = "get_sampler"
     CATEGORY = CATEGORY
-    DESCRIPTION = "Stiffness-aware ERK-Guid sampler (Kong et al., ICLR 2026); w_stiff=0 is the plain solver."
+    DESCRIPTION = (
+        "Stiffness-aware ERK-Guid sampler (Kong et al., ICLR 2026). w_stiff=0 is the plain solver: heun, dpm_2 and "
+        "dpmpp_2m then equal ComfyUI's samplers of that name. Decreasing SIGMAS only (no FlipSigmas)."
+    )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:  # noqa: N802 - ComfyUI's name
-        return {
-            "required": {
-                "sampler": (kd.available(), {"default": "heun"}),
-                "w_stiff": ("FLOAT", {"default": kd.DEFAULT_W_STIFF, "min": 0.0, "max": 20.0, "step": 0.05}),
-                "w_con": ("FLOAT", {"default": kd.DEFAULT_W_CON, "min": 0.0, "max": 100.0, "step": 0.01}),
-                "scaling": (list(SCALINGS), {"default": "z2"}),
-            }
-        }
+        return {"required": {name: (kind if kind != "COMBO" else opts.pop("options"), opts) for name, kind, opts in _inputs()}}
 
     def get_sampler(self, sampler: str, w_stiff: float, w_con: float, scaling: str = "z2") -> tuple[Any]:
         return (make_ksampler(sampler, w_stiff, w_con, scaling),)
 
 
-NODE_CLASS_MAPPINGS = {"ERKGuidSampler": ERKGuidSampler}
-NODE_DISPLAY_NAME_MAPPINGS = {"ERKGuidSampler": "ERK-Guid Sampler"}
+NODE_CLASS_MAPPINGS = {NODE_ID: ERKGuidSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {NODE_ID: DISPLAY_NAME}
+
+
+def v3_extension() -> Any:
+    """The V3 ``ComfyExtension`` listing the ERK-Guid sampler node (needs ComfyUI's ``comfy_api.latest``)."""
+    from comfy_api.latest import ComfyExtension, io  # noqa: PLC0415 - only inside ComfyUI
+
+    def _io_input(name: str, kind: str, opts: dict[str, Any]) -> Any:
+        return io.Combo.Input(name, **opts) if kind == "COMBO" else io.Float.Input(name, **opts)
+
+    class ERKGuidSamplerV3(io.ComfyNode):
+        """V3 form of :class:`ERKGuidSampler` (same node id, inputs and output)."""
+
+        @classmethod
+        def define_schema(cls) -> Any:
+            return io.Schema(node_id=NODE_ID, display_name=DISPLAY_NAME, category=CATEGORY,
+                             inputs=[_io_input(*spec) for spec in _inputs()], outputs=[io.Sampler.Output()])
+
+        @classmethod
+        def execute(cls, sampler: str, w_stiff: float, w_con: float, scaling: str = "z2") -> Any:
+            return io.NodeOutput(make_ksampler(sampler, w_stiff, w_con, scaling))
+
+    class ERKGuidExtension(ComfyExtension):
+        async def get_node_list(self) -> list[type]:
+            return [ERKGuidSamplerV3]
+
+    return ERKGuidExtension()
+
+
+async def comfy_entrypoint() -> Any:
+    """ComfyUI's V3 entry point: ``await comfy_entrypoint()`` returns the extension (see :func:`v3_extension`)."""
+    return v3_extension()

@@ -9,15 +9,33 @@ solver behind ``X``; no solver maths lives here. Conventions kept from k-diffusi
 * ``sigmas`` is decreasing; it may end in 0 (the usual full run) or at a positive sigma (ComfyUI
   ``SplitSigmas``). A positive end is run as the grid with 0 appended, stopped before the final
   step, so the step onto the last given sigma is an ordinary (second-order, corrected) step as in
-  k-diffusion.
+  k-diffusion. A one-value (or empty) list is a no-op that returns ``x`` (no model call), as stock samplers do.
+* Increasing lists (unsampling / inversion, ComfyUI ``FlipSigmas``) are refused with a ValueError:
+  the embedded pairs of Table 9 and the erkguid solvers are defined for decreasing grids only.
 * One callback per step, before the state advances (as in k-diffusion), with keys ``x`` (the
   state at ``sigma``), ``i``, ``sigma``, ``sigma_hat`` (= ``sigma``: no churn) and ``denoised``,
   plus erkguid's per-sample ``rho``/``beta``/``correction_norm`` where the step had a pair.
+* Names: ``heun``, ``dpm_2`` and ``dpmpp_2m`` equal the stock k-diffusion/ComfyUI samplers of that
+  name at ``w_stiff = 0``. Solvers that differ from a stock sampler of a similar name get their own
+  name (``deis_rhoab``: DEIS in rho, not ComfyUI's tAB ``deis``; ``ipndm_ab``: the AB formula also
+  on the last step, where ComfyUI's ``ipndm`` returns the denoised; ``unipc2_bh2``: UniPC order 2).
 
-Differences from k-diffusion, by design: no churn (``s_churn`` must be 0; a step never draws
-global-RNG noise), the state keeps its dtype (k-diffusion promotes bf16 to fp32 through its
-fp32 sigmas), and stochastic erkguid solvers draw per-sample noise from ``seeds`` (default
-``extra_args['seed'] + b`` when ComfyUI supplies a seed, else ``0..B-1``).
+Options are explicit: ``eta`` (must be 0 or None: the solvers are deterministic ODE steps) and
+``noise_sampler`` (refused: stochastic erkguid solvers, ``heun_pc`` and ``adasde``, draw per-sample
+noise from ``seeds``, default ``extra_args['seed'] + b``) are never silently ignored, and an
+unknown option raises a TypeError. ``s_churn`` must be 0; ``s_tmin``/``s_tmax``/``s_noise`` only act
+with churn and are accepted. Default strengths come from
+:func:`erkguid.integrations._defaults.default_strengths` (currently off).
+
+Split sigma lists (ComfyUI ``SplitSigmas``): today each call starts a fresh run, so the ERK state
+(the solver's carry and the pair's buffered point) is dropped at the split. The rule that the step
+engine will implement: a call continues the previous run when it is made with the same function
+and settings, its ``x`` is the tensor the previous call returned and ``sigmas[0]`` equals the
+previous call's last sigma; the state is passed explicitly (``sample_erk(..., state=...)``
+returning ``(x, state)``), and the k-diffusion/ComfyUI entry points keep it keyed by that output.
+
+Differences from k-diffusion, by design: no churn (a step never draws global-RNG noise), and the
+state keeps its dtype (k-diffusion promotes bf16 to fp32 through its fp32 sigmas).
 """
 
 from __future__ import annotations
@@ -32,17 +50,28 @@ from torch import Tensor
 from ..sampling import sample
 from ..schedules import check_sigmas
 from ..solvers import SOLVERS
+from ._defaults import default_strengths
 
-#: k-diffusion sampler name -> erkguid solver name. A function ``sample_erk_<name>`` exists for
-#: each entry whose solver is registered (see :func:`available`).
-KDIFF_NAMES: dict[str, str] = {"heun": "heun", "dpm_2": "dpm2", "dpmpp_2m": "dpmpp_2m", "deis": "deis"}
-
-DEFAULT_W_STIFF = 1.0  # paper, Table 3 (32 steps) / App. D
-DEFAULT_W_CON = 0.5  # paper, Tables 2-3
+#: sampler name -> erkguid solver name, one entry per solver with an embedded pair. A function
+#: ``sample_erk_<name>`` exists for each entry whose solver is registered (see :func:`available`).
+#: A name equals a stock k-diffusion/ComfyUI sampler only where it behaves the same at w_stiff = 0.
+KDIFF_NAMES: dict[str, str] = {
+    "heun": "heun",
+    "dpm_2": "dpm2",
+    "dpmpp_2m": "dpmpp_2m",
+    "deis_rhoab": "deis",
+    "ipndm_ab": "ipndm",
+    "unipc2_bh2": "unipc",
+    "heun_pc": "heun_pc",
+    "adasde": "adasde",
+}
 
 
 class _Stop(Exception):
-    """Raised from the inner callback to end a run whose grid was extended by a trailing 0."""
+    """Raised from the inner callback to end a run whose grid was extended by a trailing 0.
+
+    Only here because ``erkguid.sample`` runs whole grids; the step engine's partial runs replace it.
+    """
 
     def __init__(self, x: Tensor) -> None:
         super().__init__()
@@ -55,6 +84,17 @@ def _default_seeds(extra_args: dict[str, Any], batch: int) -> list[int]:
     return [base + b for b in range(batch)]
 
 
+def _check_list(s: Tensor) -> None:
+    """Refuse what the ERK samplers cannot run, with the reason."""
+    if s.ndim != 1:
+        raise ValueError(f"sigmas must be a 1-D sequence, got shape {tuple(s.shape)}")
+    if (s[1:] > s[:-1]).any():
+        raise ValueError(
+            "sigmas increase (unsampling / inversion, e.g. ComfyUI FlipSigmas): ERK-Guid samplers run decreasing "
+            "sigma lists only (their embedded pairs are defined for denoising steps); use a stock sampler to invert"
+        )
+
+
 @torch.no_grad()
 def sample_erk(
     model: Callable[..., Tensor],
@@ -65,29 +105,42 @@ def sample_erk(
     disable: bool | None = None,
     *,
     solver: str = "heun",
-    w_stiff: float = DEFAULT_W_STIFF,
-    w_con: float = DEFAULT_W_CON,
-    scaling: str = "z2",
+    w_stiff: float | None = None,
+    w_con: float | None = None,
+    scaling: str | None = None,
     seeds: Sequence[int] | Tensor | None = None,
     solver_options: dict[str, Any] | None = None,
+    eta: float | None = None,
+    noise_sampler: Callable[..., Tensor] | None = None,
     s_churn: float = 0.0,
     s_tmin: float = 0.0,
     s_tmax: float = math.inf,
     s_noise: float = 1.0,
-    **unused: Any,
 ) -> Tensor:
     """Run erkguid solver ``solver`` with ERK-Guid (Eq. 19) over a k-diffusion sigma list.
 
     ``w_stiff = 0`` gives the plain solver (equal to k-diffusion's ``sample_<name>`` up to
-    floating-point rounding). ``s_tmin``/``s_tmax``/``s_noise`` are accepted and ignored (they act
-    only with churn); unknown keyword options are ignored as k-diffusion callers (ComfyUI) pass extras.
+    floating-point rounding for heun / dpm_2 / dpmpp_2m). Strengths left ``None`` take
+    :func:`~erkguid.integrations._defaults.default_strengths` of ``solver``.
     """
     if s_churn != 0:
         raise ValueError(f"s_churn must be 0 for ERK-Guid samplers (deterministic ODE steps), got {s_churn!r}")
+    if eta not in (None, 0, 0.0):
+        raise ValueError(f"eta must be 0 or None for ERK-Guid samplers (deterministic steps, no ancestral noise), got {eta!r}")
+    if noise_sampler is not None:
+        raise ValueError(
+            "noise_sampler is not supported: stochastic erkguid solvers (heun_pc, adasde) draw per-sample noise from "
+            "seeds (default extra_args['seed'] + b); pass seeds=[...] instead"
+        )
+    d = default_strengths(solver)
+    w_stiff = d.w_stiff if w_stiff is None else w_stiff
+    w_con = d.w_con if w_con is None else w_con
+    scaling = d.scaling if scaling is None else scaling
     extra_args = {} if extra_args is None else extra_args
     s = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
-    if s.ndim != 1 or s.numel() < 2:
-        raise ValueError(f"sigmas must be a 1-D sequence of at least 2 values, got shape {tuple(s.shape)}")
+    _check_list(s)
+    if s.numel() <= 1:  # SplitSigmas at step 0 or N, BasicScheduler at denoise 0: nothing to do, as in stock samplers
+        return x
     truncated = bool(s[-1] > 0)
     grid = check_sigmas(torch.cat([s, s.new_zeros(1)]) if truncated else s)
     last = s.numel() - 2  # index of the last step the caller asked for
@@ -143,8 +196,8 @@ def make_sampler(name: str) -> Callable[..., Tensor]:
         extra_args: dict[str, Any] | None = None,
         callback: Callable[[dict[str, Any]], Any] | None = None,
         disable: bool | None = None,
-        w_stiff: float = DEFAULT_W_STIFF,
-        w_con: float = DEFAULT_W_CON,
+        w_stiff: float | None = None,
+        w_con: float | None = None,
         **options: Any,
     ) -> Tensor:
         return sample_erk(model, x, sigmas, extra_args, callback, disable, solver=solver, w_stiff=w_stiff, w_con=w_con, **options)
@@ -152,7 +205,7 @@ def make_sampler(name: str) -> Callable[..., Tensor]:
     fn.__name__ = fn.__qualname__ = f"sample_erk_{name}"
     fn.__doc__ = (
         f"k-diffusion-style ``sample_{name}`` with ERK-Guid (erkguid solver {solver!r}); "
-        "see :func:`sample_erk` for the options (w_stiff, w_con, scaling, seeds)."
+        "see :func:`sample_erk` for the options (w_stiff, w_con, scaling, seeds, solver_options)."
     )
     return fn
 
