@@ -18,12 +18,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..guidance import Guided, autoguidance, cfg, sample_erk_proj
+from ..guidance import Guided, autoguidance, cfg
 from ..metrics import global_error, ratio_ci, sliced_wasserstein
 from ..models import ConditionalMixture, GaussianMixture, get_model
 from ..noise import randn_from_seeds
 from ..reference import check_reference
-from ..sampling import Trace, sample
+from ..sampling import Trace, sample, sample_erk_proj
 from ..schedules import edm_sigmas
 from ._output import pyplot, write_results
 

@@ -7,9 +7,8 @@ solver behind ``X``; no solver maths lives here. Conventions kept from k-diffusi
 * ``model(x, sigma_vector, **extra_args)`` returns the denoised x0 (EDM's D(x; sigma));
   ``extra_args`` (ComfyUI: ``model_options``, ``seed``, ``denoise_mask``) go to the model untouched.
 * ``sigmas`` is decreasing; it may end in 0 (the usual full run) or at a positive sigma (ComfyUI
-  ``SplitSigmas``). A positive end is run as the grid with 0 appended, stopped before the final
-  step, so the step onto the last given sigma is an ordinary (second-order, corrected) step as in
-  k-diffusion.
+  ``SplitSigmas``): the engine then returns the state at that sigma, the last step being an ordinary
+  (second-order, corrected) step as in k-diffusion.
 * One callback per step, before the state advances (as in k-diffusion), with keys ``x`` (the
   state at ``sigma``), ``i``, ``sigma``, ``sigma_hat`` (= ``sigma``: no churn) and ``denoised``,
   plus erkguid's per-sample ``rho``/``beta``/``correction_norm`` where the step had a pair.
@@ -29,8 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..sampling import sample
-from ..schedules import check_sigmas
+from ..engine import Run
 from ..solvers import SOLVERS
 
 #: k-diffusion sampler name -> erkguid solver name. A function ``sample_erk_<name>`` exists for
@@ -39,14 +37,6 @@ KDIFF_NAMES: dict[str, str] = {"heun": "heun", "dpm_2": "dpm2", "dpmpp_2m": "dpm
 
 DEFAULT_W_STIFF = 1.0  # paper, Table 3 (32 steps) / App. D
 DEFAULT_W_CON = 0.5  # paper, Tables 2-3
-
-
-class _Stop(Exception):
-    """Raised from the inner callback to end a run whose grid was extended by a trailing 0."""
-
-    def __init__(self, x: Tensor) -> None:
-        super().__init__()
-        self.x = x
 
 
 def _default_seeds(extra_args: dict[str, Any], batch: int) -> list[int]:
@@ -86,41 +76,23 @@ def sample_erk(
         raise ValueError(f"s_churn must be 0 for ERK-Guid samplers (deterministic ODE steps), got {s_churn!r}")
     extra_args = {} if extra_args is None else extra_args
     s = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
-    if s.ndim != 1 or s.numel() < 2:
-        raise ValueError(f"sigmas must be a 1-D sequence of at least 2 values, got shape {tuple(s.shape)}")
-    truncated = bool(s[-1] > 0)
-    grid = check_sigmas(torch.cat([s, s.new_zeros(1)]) if truncated else s)
-    last = s.numel() - 2  # index of the last step the caller asked for
     sig_in = sigmas if isinstance(sigmas, Tensor) else s
     if seeds is None:
         seeds = _default_seeds(extra_args, x.shape[0])
-
-    def denoiser(xx: Tensor, sigma: Tensor) -> Tensor:
-        return model(xx, sigma, **extra_args)
-
-    prev = {"x": x}
-
-    def inner(info: dict[str, Any]) -> None:
-        i = info["i"]
+    run = Run(
+        model, x, s, solver=solver, w_stiff=w_stiff, w_con=w_con, scaling=scaling, solver_options=solver_options,
+        seeds=seeds, want_pair=callback is not None or None, progress=not disable if disable is not None else True,
+        extra_args=extra_args,
+    )
+    prev = x
+    for step in run:
         if callback is not None:
-            callback(
-                {
-                    "x": prev["x"], "i": i, "sigma": sig_in[i], "sigma_hat": sig_in[i], "denoised": info["denoised"],
-                    "rho": info["rho"], "beta": info["beta"], "correction_norm": info["correction_norm"],
-                }
-            )
-        prev["x"] = info["x"]
-        if truncated and i == last:
-            raise _Stop(info["x"])
-
-    try:
-        return sample(
-            denoiser, x, grid, solver=solver, w_stiff=w_stiff, w_con=w_con, scaling=scaling,
-            callback=inner, progress=not disable if disable is not None else True,
-            solver_options=solver_options, seeds=seeds,
-        )
-    except _Stop as stop:
-        return stop.x
+            info = step.info()
+            callback({"x": prev, "i": step.i, "sigma": sig_in[step.i], "sigma_hat": sig_in[step.i],
+                      "denoised": step.denoised, "rho": info["rho"], "beta": info["beta"],
+                      "correction_norm": info["correction_norm"]})
+        prev = step.x
+    return run.state.x.to(run.state.dtype)
 
 
 def available() -> list[str]:

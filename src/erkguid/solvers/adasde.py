@@ -107,11 +107,9 @@ def _resolve(coefficients: Any, grid: Tensor) -> Any:
     return coefficients
 
 
-def prepare_adasde(options: Mapping[str, Any], grid: Tensor) -> dict[str, Any]:
-    """Load/validate the coefficients once per ``sample`` call (the Solver.prepare hook)."""
-    out = dict(options)
-    out["coefficients"] = _resolve(out.get("coefficients"), grid)
-    return out
+def setup_adasde(sigmas: Tensor, options: Mapping[str, Any]) -> AdaSDECoefficients:
+    """Load and validate the coefficients once per run (the solver's setup hook); the step reads ``ctx.plan``."""
+    return _resolve(options["coefficients"], sigmas)
 
 
 def adasde_step(
@@ -119,11 +117,16 @@ def adasde_step(
     i: int,
     x: Tensor,
     carry: Any = None,
+    *,
     coefficients: Any = None,
     denoise_to_zero: bool = False,
 ) -> StepOut:
-    """One AdaSDE step with per-sample inflation noise from ``ctx.noise`` (see module docstring)."""
-    coef = coefficients if isinstance(coefficients, AdaSDECoefficients) else _resolve(coefficients, ctx.sigmas)
+    """One AdaSDE step with per-sample inflation noise from ``ctx.noise`` (see module docstring).
+
+    ``coefficients`` (an :class:`AdaSDECoefficients`, a path, ``shipped:NAME`` or ``None`` for the
+    neutral DPM-Solver-2 values) is resolved once per run into ``ctx.plan``.
+    """
+    coef: AdaSDECoefficients = ctx.plan
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     if sigma_next == 0:  # the final step: no update (official) or a final denoise
         if denoise_to_zero:
@@ -142,9 +145,21 @@ def adasde_step(
     return StepOut(parts.x_next, denoised, None, pair)
 
 
-def _adasde_nfe(n: int) -> int:
-    """NFE for a grid of ``n`` steps (``n - 1`` positive levels to reach, then the free step to 0), with AFS."""
-    return max(2 * (n - 1) - 1, 0)
+def _afs(coefficients: Any) -> bool:
+    """Whether the coefficients take the analytic first step (None: the neutral values, no AFS)."""
+    if coefficients is None:
+        return False
+    if isinstance(coefficients, (str, Path)):
+        coefficients = AdaSDECoefficients.load(coefficients)
+    return bool(getattr(coefficients, "afs", False))
+
+
+def _adasde_nfe(n: int, options: Mapping[str, Any], to_zero: bool) -> int:
+    """2 per step onto a positive level, 1 less for the analytic first step (AFS); the step onto 0 is free
+    (``denoise_to_zero=False``, official) or one evaluation."""
+    moving = n - 1 if to_zero else n
+    first_free = int(_afs(options["coefficients"]) and moving > 0)
+    return 2 * moving - first_free + int(to_zero and bool(options["denoise_to_zero"]))
 
 
 ADASDE = register(
@@ -153,8 +168,7 @@ ADASDE = register(
         adasde_step,
         order=2,
         nfe=_adasde_nfe,
-        options={"coefficients": None, "denoise_to_zero": False},
         doc="AdaSDE (NeurIPS 2025): DPM-2 + learned r/a/c/gamma; pair: DPM-2 midpoint",
-        prepare=prepare_adasde,
+        setup=setup_adasde,
     )
 )

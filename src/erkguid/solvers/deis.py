@@ -4,12 +4,13 @@ With the EDM drift f = dx/dsigma (Eq. 1), ``x_{i+1} = x_i + sum_j c_{i,j} f_{i-j
 ``c_{i,j} = int_{sigma_i}^{sigma_{i+1}} L_j(s) ds`` integrates exactly the Lagrange basis
 polynomial through the nodes ``sigma_i, ..., sigma_{i-k+1}`` (k = min(order, i + 1): lower order
 while the history fills). The coefficients depend only on the grid and are computed once, at the
-first step, into the carry. The step to sigma = 0 uses the same formula (the nodes are all > 0).
+start of the run, by the solver's setup hook. The step to sigma = 0 uses the same formula (the nodes are all > 0).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -44,34 +45,32 @@ def deis_coefficients(sigmas: Tensor, order: int) -> list[np.ndarray]:
     return coefs
 
 
-class DeisCarry(NamedTuple):
-    coefs: list[np.ndarray]
-    hist: History
+def _deis_setup(sigmas: Tensor, options: Mapping[str, Any]) -> list[list[float]]:
+    """Validate ``order`` and compute every step's coefficients once per run."""
+    order = options["order"]
+    if order not in (1, 2, 3):
+        raise ValueError(f"solver option order must be 1, 2 or 3 for deis, got {order!r}")
+    return [[float(c) for c in cs] for cs in deis_coefficients(sigmas, order)]
 
 
-def deis_step(ctx: StepContext, i: int, x: Tensor, carry: DeisCarry | None = None, *, order: int = 3) -> StepOut:
-    """One DEIS step.
+def deis_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = None, *, order: int = 3) -> StepOut:
+    """One DEIS step (coefficients from ``ctx.plan``, computed once per run by the setup hook).
 
     Embedded pair (Table 9, DEIS): ``(x_i, f_i)`` vs ``(x_{i-1}, f_{i-1})``, ``h = sigma_{i-1} - sigma_i``,
     beta in {0, -1}, i.e. ``ErkPair(sign=-1)``: the correction is ``x_{i+1} + h beta z^2 <f_i, v> v``.
     """
-    if order not in (1, 2, 3):
-        raise ValueError(f"solver option order must be 1, 2 or 3 for deis, got {order!r}")
-    coefs = deis_coefficients(ctx.sigmas, order) if carry is None else carry.coefs
-    hist = None if carry is None else carry.hist
     sigma = ctx.sigma(i)
     denoised = ctx.denoise(x, sigma)
     f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.sigmas, i, x, f, hist)
-    c = coefs[i]
-    fs = (f,) if hist is None else (f, *hist.fs)
-    x_next = x + sum(float(cj) * fj for cj, fj in zip(c, fs))
-    return StepOut(x_next, denoised, DeisCarry(coefs, push(hist, x, f, max(order - 1, 1))), pair)
+    pair = previous_pair(ctx.sigmas, i, x, f, carry)
+    fs = (f,) if carry is None else (f, *carry.fs)
+    x_next = x + sum(cj * fj for cj, fj in zip(ctx.plan[i], fs))
+    return StepOut(x_next, denoised, push(carry, x, f, max(order - 1, 1)), pair)
 
 
 DEIS = register(
     Solver(
-        "deis", deis_step, order=3, nfe=lambda n: n, options={"order": 3},
+        "deis", deis_step, order=3, nfe=lambda n, options, to_zero: n, setup=_deis_setup,
         doc="DEIS rhoAB in sigma (orders 1-3); pair: previous evaluated point, sign -1 (Table 9)",
     )
 )

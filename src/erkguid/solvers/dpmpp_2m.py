@@ -43,7 +43,7 @@ def dpmpp_2m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
 
 DPMPP_2M = register(
     Solver(
-        "dpmpp_2m", dpmpp_2m_step, order=2, nfe=lambda n: n,
+        "dpmpp_2m", dpmpp_2m_step, order=2, nfe=lambda n, options, to_zero: n,
         doc="DPM-Solver++(2M) (k-diffusion sample_dpmpp_2m); pair: previous evaluated point, sign -1",
     )
 )

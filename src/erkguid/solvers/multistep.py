@@ -31,7 +31,7 @@ def previous_pair(ctx_sigmas: Tensor, i: int, x: Tensor, f: Tensor, hist: Histor
     """The multistep pair (x_i, f_i) vs (x_{i-1}, f_{i-1}) with h = sigma_{i-1} - sigma_i, sign -1."""
     if hist is None or not hist.xs:
         return None
-    h = float(ctx_sigmas[i - 1] - ctx_sigmas[i])
+    h = float(ctx_sigmas[i - 1]) - float(ctx_sigmas[i])
     return ErkPair(x, f, hist.xs[0], hist.fs[0], h, -1.0)
 
 

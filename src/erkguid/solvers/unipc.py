@@ -11,10 +11,11 @@ evaluation. The step to sigma = 0 lands on ``m_i`` (first order, no corrector), 
 so the declared (and measured) convergence order of UniPC-2 is 3.
 
 Mapping onto the step contract: step ``i`` evaluates ``m_i`` at the incoming predictor ``x_i^p``,
-applies the corrector of the previous interval (giving ``x_i^c``), then predicts ``x_{i+1}^p``.
-Whatever the loop added to the returned predictor (the ERK-Guid correction) is carried over to
-``x_i^c`` as ``x_i^p - x_i^p,raw``, so the correction is not discarded by the corrector; with
-``w_stiff = 0`` that difference is exactly zero.
+applies the corrector of the previous interval, then predicts ``x_{i+1}^p``. UniC and UniP share
+their base term, so the corrector is an increment on the predictor that depends only on the
+model outputs, ``x_i^c = x_i^p + B(h) ((1/2 - rho_c1) D1 - rho_c2 (m_i - m_{i-1}))``: the step advances
+from the state it is given (whatever the engine did to it, e.g. the ERK-Guid correction) and
+never rebuilds it from its carry.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from .base import Solver, StepContext, StepOut, register, to_d
 
 
 class UniPCCarry(NamedTuple):
-    x_start: Tensor  # x_{i-1}^c: the state the previous interval started from
-    x_pred: Tensor  # x_i^p exactly as the previous step returned it (before any correction)
     x_eval: Tensor  # x_{i-1}^p: where m_{i-1} was evaluated
     f_eval: Tensor  # drift there
     m: tuple[Tensor, ...]  # (m_{i-1}, m_{i-2}) newest first
@@ -48,24 +47,32 @@ def _b_coefficients(h: float) -> tuple[float, float, float]:
     return b_h, b1, b2
 
 
-def _uni_update(
-    x_a: Tensor, sigma_a: float, sigma_b: float, m_a: Tensor, m_prev: Tensor | None, sigma_prev: float | None,
-    m_b: Tensor | None,
+def _predict(
+    x_a: Tensor, sigma_a: float, sigma_b: float, m_a: Tensor, m_prev: Tensor | None, sigma_prev: float | None
 ) -> Tensor:
-    """UniP-2 (``m_b is None``) or UniC-2 (``m_b`` given) over the interval sigma_a -> sigma_b > 0."""
+    """UniP-2 over the interval sigma_a -> sigma_b > 0 (order 1 on the first interval)."""
+    h = math.log(sigma_a) - math.log(sigma_b)
+    base = (sigma_b / sigma_a) * x_a - math.expm1(-h) * m_a
+    if m_prev is None or sigma_prev is None:
+        return base
+    r = (math.log(sigma_a) - math.log(sigma_prev)) / h
+    return base - math.expm1(-h) * 0.5 * ((m_prev - m_a) / r)
+
+
+def _correct(
+    sigma_a: float, sigma_b: float, m_a: Tensor, m_prev: Tensor | None, sigma_prev: float | None, m_b: Tensor
+) -> Tensor:
+    """UniC-2 minus UniP-2 over sigma_a -> sigma_b: the corrector's increment on the predictor."""
     h = math.log(sigma_a) - math.log(sigma_b)
     b_h, b1, b2 = _b_coefficients(h)
-    base = (sigma_b / sigma_a) * x_a - math.expm1(-h) * m_a
-    if m_prev is None:  # first interval: order 1
-        return base if m_b is None else base - b_h * 0.5 * (m_b - m_a)
+    if m_prev is None or sigma_prev is None:  # first interval: order 1, rho_c = 1/2
+        return -b_h * 0.5 * (m_b - m_a)
     r = (math.log(sigma_a) - math.log(sigma_prev)) / h
     d1 = (m_prev - m_a) / r
-    if m_b is None:
-        return base - b_h * 0.5 * d1
     det = 1.0 - r  # solve [[1, 1], [r, 1]] rho = (b1, b2)
     rho1 = (b1 - b2) / det
     rho2 = (b2 - r * b1) / det
-    return base - b_h * (rho1 * d1 + rho2 * (m_b - m_a))
+    return -b_h * ((rho1 - 0.5) * d1 + rho2 * (m_b - m_a))
 
 
 def unipc_step(ctx: StepContext, i: int, x: Tensor, carry: UniPCCarry | None = None) -> StepOut:
@@ -87,18 +94,18 @@ def unipc_step(ctx: StepContext, i: int, x: Tensor, carry: UniPCCarry | None = N
         pair = ErkPair(x, f, carry.x_eval, carry.f_eval, ctx.sigma(i - 1) - sigma, -1.0)
         m_pp = carry.m[1] if len(carry.m) > 1 else None
         s_pp = ctx.sigma(i - 2) if m_pp is not None else None
-        x_c = _uni_update(carry.x_start, ctx.sigma(i - 1), sigma, carry.m[0], m_pp, s_pp, m) + (x - carry.x_pred)
+        x_c = x + _correct(ctx.sigma(i - 1), sigma, carry.m[0], m_pp, s_pp, m)
         m_prev, sigma_prev = carry.m[0], ctx.sigma(i - 1)
     if sigma_next == 0:
         return StepOut(m, m, None, pair)
-    x_next = _uni_update(x_c, sigma, sigma_next, m, m_prev, sigma_prev, None)
+    x_next = _predict(x_c, sigma, sigma_next, m, m_prev, sigma_prev)
     ms = (m,) if carry is None else (m, carry.m[0])
-    return StepOut(x_next, m, UniPCCarry(x_c, x_next, x, f, ms), pair)
+    return StepOut(x_next, m, UniPCCarry(x, f, ms), pair)
 
 
 UNIPC = register(
     Solver(
-        "unipc", unipc_step, order=3, nfe=lambda n: n,
+        "unipc", unipc_step, order=3, nfe=lambda n, options, to_zero: n,
         doc="UniPC-2 bh2, data prediction (UniP + UniC); pair: previous evaluated point, sign -1",
     )
 )
