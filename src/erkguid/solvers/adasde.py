@@ -107,9 +107,18 @@ def _resolve(coefficients: Any, grid: Tensor) -> Any:
     return coefficients
 
 
-def setup_adasde(sigmas: Tensor, options: Mapping[str, Any]) -> AdaSDECoefficients:
+class AdaSDEPlan(NamedTuple):
+    """The run's coefficients and their per-step values ``(r, c, a, gamma)`` as floats (read once per run)."""
+
+    coefficients: AdaSDECoefficients
+    values: list[tuple[float, float, float, float]]
+
+
+def setup_adasde(sigmas: Tensor, options: Mapping[str, Any]) -> AdaSDEPlan:
     """Load and validate the coefficients once per run (the solver's setup hook); the step reads ``ctx.plan``."""
-    return _resolve(options["coefficients"], sigmas)
+    coef = _resolve(options["coefficients"], sigmas)
+    vals = [tuple(float(v) for v in coef.values(i)) for i in range(coef.num_steps)]
+    return AdaSDEPlan(coef, vals)  # type: ignore[arg-type]
 
 
 def adasde_step(
@@ -126,20 +135,20 @@ def adasde_step(
     ``coefficients`` (an :class:`AdaSDECoefficients`, a path, ``shipped:NAME`` or ``None`` for the
     neutral DPM-Solver-2 values) is resolved once per run into ``ctx.plan``.
     """
-    coef: AdaSDECoefficients = ctx.plan
+    plan: AdaSDEPlan = ctx.plan
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     if sigma_next == 0:  # the final step: no update (official) or a final denoise
         if denoise_to_zero:
             den = ctx.denoise(x, sigma)
             return StepOut(den, den, None, None)
         return StepOut(x, x, None, None)
-    r, c, a, gamma = (float(v) for v in coef.values(i))
+    r, c, a, gamma = plan.values[i]
     z = None
     if gamma > 0:
         if ctx.noise is None:
             raise ValueError("solver 'adasde' with gamma > 0 needs per-sample seeds: pass seeds=[...] to sample()")
         z = ctx.noise(x)
-    parts = adasde_update(ctx.denoise, x, sigma, sigma_next, r, c, a, gamma, z, afs=coef.afs and i == 0)
+    parts = adasde_update(ctx.denoise, x, sigma, sigma_next, r, c, a, gamma, z, afs=plan.coefficients.afs and i == 0)
     pair = ErkPair(parts.x_hat, parts.d, parts.x_mid, parts.d_mid, float(parts.sigma_hat) - sigma_next)
     denoised = parts.denoised if parts.denoised is not None else parts.x_hat - float(parts.sigma_hat) * parts.d
     return StepOut(parts.x_next, denoised, None, pair)
@@ -157,9 +166,10 @@ def _afs(coefficients: Any) -> bool:
 def _adasde_nfe(n: int, options: Mapping[str, Any], to_zero: bool) -> int:
     """2 per step onto a positive level, 1 less for the analytic first step (AFS); the step onto 0 is free
     (``denoise_to_zero=False``, official) or one evaluation."""
-    moving = n - 1 if to_zero else n
-    first_free = int(_afs(options["coefficients"]) and moving > 0)
-    return 2 * moving - first_free + int(to_zero and bool(options["denoise_to_zero"]))
+    if not to_zero:
+        raise ValueError("AdaSDE grids are the coefficients' levels then 0 (coefficients.grid()); they cannot end above 0")
+    first_free = int(_afs(options["coefficients"]) and n > 1)
+    return 2 * (n - 1) - first_free + int(bool(options["denoise_to_zero"]))
 
 
 ADASDE = register(

@@ -62,7 +62,7 @@ def deis_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = None,
     sigma = ctx.sigma(i)
     denoised = ctx.denoise(x, sigma)
     f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.sigmas, i, x, f, carry)
+    pair = previous_pair(ctx.levels, i, x, f, carry)
     fs = (f,) if carry is None else (f, *carry.fs)
     x_next = x + sum(cj * fj for cj, fj in zip(ctx.plan[i], fs))
     return StepOut(x_next, denoised, push(carry, x, f, max(order - 1, 1)), pair)

@@ -27,7 +27,7 @@ def dpmpp_2m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     denoised = ctx.denoise(x, sigma)
     f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.sigmas, i, x, f, carry)
+    pair = previous_pair(ctx.levels, i, x, f, carry)
     if sigma_next == 0:
         return StepOut(denoised, denoised, None, pair)
     h = math.log(sigma) - math.log(sigma_next)
