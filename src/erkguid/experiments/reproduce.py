@@ -31,11 +31,10 @@ from tqdm.auto import tqdm
 from .. import diagnostics as dg
 from .._batch import append_dims, bdot
 from ..correction import alpha, estimate
+from ..engine import Run
 from ..models import GaussianMixture, get_model, tree_2d
 from ..noise import randn_from_seeds
 from ..schedules import edm_sigmas
-from ..solvers.base import StepContext
-from ..solvers.heun import heun_step
 from ._output import pyplot, write_results
 
 SIGMA_MAX = 80.0
@@ -195,15 +194,10 @@ def collect(
     x = randn_from_seeds(seeds, model.shape, sigma=SIGMA_MAX, dtype=torch.float64)
     grid = edm_sigmas(steps, sigma_max=SIGMA_MAX)
 
-    def denoise(y: Tensor, s: float) -> Tensor:
-        return model(y, torch.full((y.shape[0],), s, dtype=y.dtype), **extra)
-
-    ctx = StepContext(denoise, grid)
     rows: dict[str, list[Tensor]] = {}
-    carry = None
-    for i in tqdm(range(steps - 1), disable=not progress, desc=f"collect {model.name}", leave=False):
-        out = heun_step(ctx, i, x, carry)
-        s, sn = float(grid[i]), float(grid[i + 1])
+    run = Run(model, x, grid[:-1], solver="heun", want_pair=True, extra_args=extra)  # every step but the one onto 0
+    for out in tqdm(run, total=steps - 1, disable=not progress, desc=f"collect {model.name}", leave=False):
+        i, s, sn = out.i, out.sigma, out.sigma_next
         if out.pair is not None:
             p = out.pair
             sp = dg.exact_spectrum(model, x, s, **extra)
@@ -214,7 +208,7 @@ def collect(
             f_weak = dg.drift_fn(weak, s, **extra)(x)
             dirs = {
                 "lte": ref - out.x,
-                "sol_diff_step": out.x - out.carry.x_euler,
+                "sol_diff_step": out.x - run.state.carry.x_euler,
                 "drift_diff": p.f - p.f_alt,
                 "sol_diff_pair": p.x - p.x_alt,
                 "erk": -append_dims(bdot(p.f, est.v), x.ndim) * est.v,
@@ -230,7 +224,7 @@ def collect(
             vals["dom_dim"], vals["baseline"] = al.dim.double(), al.random_baseline()
             for k, val in vals.items():
                 rows.setdefault(k, []).append(val.detach().double())
-        x, carry = out.x, out.carry
+        x = out.x
     return {k: torch.cat(v) for k, v in rows.items()}
 
 
@@ -486,10 +480,10 @@ def run_fig7(quick: bool = False, progress: bool = True, model: str | None = Non
     seeds = list(range(num))
     x = randn_from_seeds(seeds, m.shape, sigma=SIGMA_MAX, dtype=torch.float64)
     grid = edm_sigmas(steps, sigma_max=SIGMA_MAX)
-    ctx = StepContext(lambda y, s: m(y, torch.full((y.shape[0],), s, dtype=y.dtype)), grid)
-    hist, rel_exact, al_space, cos_v1, dims, carry = [], [], [], [], [], None
-    for i in tqdm(range(steps - 1), disable=not progress, desc=f"power iteration {name}", leave=False):
-        s = float(grid[i])
+    hist, rel_exact, al_space, cos_v1, dims = [], [], [], [], []
+    run = Run(m, x, grid[:-1], solver="heun")  # every step but the one onto 0
+    for step in tqdm(run, total=steps - 1, disable=not progress, desc=f"power iteration {name}", leave=False):
+        i, s = step.i, step.sigma
         pw = dg.power_iteration(m, x, s, iters=iters, seeds=[1000 * i + k for k in seeds])
         hist.append((pw.history - pw.history[-1]).abs() / pw.history[-1])
         ex = dg.exact_spectrum(m, x, s)
@@ -498,8 +492,7 @@ def run_fig7(quick: bool = False, progress: bool = True, model: str | None = Non
         al_space.append(al.alignment)
         dims.append(al.dim.double())
         cos_v1.append(dg.cosine(pw.vector, ex.vector(0, m.shape)).abs())
-        out = heun_step(ctx, i, x, carry)
-        x, carry = out.x, out.carry
+        x = step.x
     h = torch.cat(hist, dim=1)  # [iters, steps * B]
     q = torch.quantile(h, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=1)
     rel = torch.cat(rel_exact)

@@ -125,7 +125,7 @@ class Solver:
         raw = self.nfe
         legacy = len(inspect.signature(raw).parameters) == 1
 
-        def nfe(num_steps: int, options: Mapping[str, Any] | None = None, *, to_zero: bool = True) -> int:
+        def nfe(num_steps: int, options: Mapping[str, Any] | None = None, to_zero: bool = True) -> int:
             if legacy:
                 if not to_zero:
                     raise ValueError(f"solver {self.name!r} declares nfe(num_steps) only for grids that end in 0")
