@@ -4,6 +4,7 @@ Kong, Lee, Hong & Kim, "Error as Signal: Stiffness-Aware Diffusion Sampling via 
 Runge-Kutta Guidance", ICLR 2026.
 """
 
+from ._version import __version__
 from .correction import SCALINGS, Correction, ErkPair, Estimate, alpha, erk_guid, estimate
 from .engine import CHECK_FINITE, Run, State, Step
 from .guidance import Counted, ErkProj, Guided, autoguidance, cfg
@@ -24,8 +25,6 @@ from .solvers import (
     get_solver,
     register,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CHECK_FINITE",

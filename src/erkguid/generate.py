@@ -445,7 +445,6 @@ def generate(
     *,
     progress: bool = True,
     device: str | None = None,
-    sleep_per_batch: float = 0.0,
 ) -> dict[str, Any]:
     """Generate one file per seed into ``out``; returns counts and timing for this rank.
 
@@ -501,8 +500,6 @@ def generate(
             atomic_write(path, data)
             written += 1
         bar.update(len(chunk))
-        if sleep_per_batch:
-            time.sleep(sleep_per_batch)
     bar.close()
     seconds = time.perf_counter() - t0
     dist.barrier()
