@@ -72,7 +72,7 @@ def exact_jacobian(denoiser: Denoiser, x: Tensor, sigma: float | Tensor, **extra
     for j in range(d):
         e = torch.zeros(b, d, dtype=x.dtype, device=x.device)
         e[:, j] = 1.0
-        _, jv = torch.func.jvp(f, (x,), (e.reshape(x.shape),))
+        jv = torch.func.jvp(f, (x,), (e.reshape(x.shape),))[1]
         cols.append(jv.reshape(b, d))
     return torch.stack(cols, dim=2)
 
@@ -209,13 +209,13 @@ def power_iteration(
     hist = []
     fx = None
     for _ in range(int(iters)):
-        fx, jv = torch.func.jvp(f, (x,), (v,))
+        fx, jv = torch.func.jvp(f, (x,), (v,))[:2]
         n = bnorm(jv)
         hist.append(n)
         v_new = jv * append_dims(bsafe_div(torch.ones_like(n), n).to(jv.dtype), x.ndim)
         v = torch.where(append_dims(n > 0, x.ndim), v_new, v)
     assert fx is not None
-    _, jv = torch.func.jvp(f, (x,), (v,))
+    jv = torch.func.jvp(f, (x,), (v,))[1]
     lam = bdot(v, jv)
     return PowerResult(lam, orient(v, fx), torch.stack(hist))
 

@@ -236,6 +236,7 @@ class Run:
         self._den = _Denoise(denoiser, dict(extra_args or {}), acc_dtype(x0.dtype), check_finite != "off", layer)
         self._den.calls = 0 if prev is None else prev.nfe
         self._den.estimate = None if prev is None else prev.estimate
+        self._noise = noise
         self.ctx = StepContext(self._den, grid, noise, want_pair=self.want_pair, plan=self.spec.plan(grid, options))
         self.options = options
         self.start = start
@@ -293,7 +294,7 @@ class Run:
             if den.layer and out.pair is not None:
                 den.estimate = estimate(out.pair)
             carry = out.carry
-            self._state = State(x_next, self.ctx.sigmas[: i + 2], spec.name, carry, den.calls, ctx.noise,
+            self._state = State(x_next, self.ctx.sigmas[: i + 2], spec.name, carry, den.calls, self._noise,
                                 den.estimate, self._state.dtype)
             step = Step(i, grid[i], grid[i + 1], x_next, out.denoised, out.pair, corr, self.guide, den.calls)
             del out, corr  # the consumer holds the step; nothing else keeps the pair alive

@@ -190,7 +190,7 @@ def _diffusers(model_dir: str) -> GenModel:
     if not model_dir:
         raise ValueError("model diffusers:DIR needs the directory of a saved diffusers model")
     loaded = load_diffusers(model_dir)
-    cfg = loaded.model.config
+    cfg: Any = loaded.model.config
     if cfg.get("cross_attention_dim") is not None and cfg.get("_class_name", "").endswith("ConditionModel"):
         raise ValueError(f"model diffusers:{model_dir} ({cfg.get('_class_name')}) needs encoder_hidden_states (text "
                          "embeddings); generate serves unconditional / class-conditional models only; use "

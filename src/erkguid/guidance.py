@@ -132,9 +132,10 @@ class Guided:
         s = sigma_vector(sigma, x, dtype=None)
         idx = self.active(s).nonzero().flatten()
         n = idx.numel()
+        d_ref_rows: Tensor | None
         ref_kw = {k: _rows(v, idx, b) for k, v in {**cond, **self.ref_cond}.items()}
         if self.batched and n > 0:
-            kw = {}
+            kw: dict[str, Any] = {}
             for k in set(cond) | set(ref_kw):
                 a, r = cond.get(k), ref_kw.get(k)
                 if a is None and r is None:
@@ -155,7 +156,7 @@ class Guided:
                 d_ref_rows = self.ref(x[idx], s[idx], **ref_kw)
                 self.counter.add(n)
         d_ref = d_main.clone()
-        if n > 0:
+        if d_ref_rows is not None and n > 0:
             d_ref[idx] = d_ref_rows.to(d_main.dtype)
         return d_main, d_ref
 

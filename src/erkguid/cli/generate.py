@@ -124,9 +124,10 @@ def sample_cmd(model_spec: str | None, preset: Path | None, solver: str | None, 
     cfg = {k: v if v is not None else p.get(k, SAMPLE_DEFAULTS.get(k)) for k, v in given.items()}
     if cfg["model"] is None:
         raise click.UsageError("give --model SPEC or --preset FILE")
-    settings = Settings(model=cfg["model"], solver=cfg["solver"], steps=int(cfg["steps"]), schedule=cfg["schedule"],
+    settings = Settings(model=str(cfg["model"]), solver=str(cfg["solver"]), steps=int(cfg["steps"]),
+                        schedule=str(cfg["schedule"]),
                         sigma_min=sigma_min, sigma_max=sigma_max, w_stiff=float(cfg["w_stiff"]), w_con=float(cfg["w_con"]),
-                        scaling=cfg["scaling"], class_label=class_label, dtype=dtype)
+                        scaling=str(cfg["scaling"]), class_label=class_label, dtype=dtype)
     seeds = list(range(seed, seed + num_samples))
     tr = Trace()
     t0 = time.perf_counter()

@@ -193,8 +193,9 @@ def plot_guidance(
             ax.set_title(f"{kind}: {title}", fontsize=8)
         ax = fig.add_subplot(2, cols, r * cols + cols)
         for v in VARIANTS:
-            pts = [(x.nfe_network, x.err_mean) for x in rows if x.guidance == kind and x.variant == v]
-            ax.plot(*zip(*pts), "o-", label=v)
+            curve: list[tuple[float, float]] = [(x.nfe_network, x.err_mean) for x in rows
+                                                if x.guidance == kind and x.variant == v]
+            ax.plot(*zip(*curve), "o-", label=v)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("network evaluations per sample")

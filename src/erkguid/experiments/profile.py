@@ -54,7 +54,10 @@ def profile_run(
         raise ValueError(f"candidates must be finite numbers >= 0, got {list(candidates)}")
     run = Run(denoiser, x, sigmas, solver=solver, w_stiff=w_stiff, w_con=w_con, scaling=scaling, want_pair=True,
               progress=progress, solver_options=solver_options, seeds=seeds, extra_args=extra)
-    steps, all_rho, all_rel, raw_rho = [], [], [], []
+    steps: list[dict[str, Any]] = []
+    all_rho: list[Tensor] = []
+    all_rel: list[Tensor] = []
+    raw_rho: list[Tensor | None] = []
     prev = run.state.x
     for st in run:
         step_norm = bnorm(st.x - prev).float().cpu()

@@ -62,7 +62,7 @@ def _spectrum_chunked(model: GaussianMixture, x: Tensor, sigma: float, **extra: 
 # --------------------------------------------------------------------------------------- Fig. 1 / Table 1
 def run_fig1(quick: bool = False, progress: bool = True, model: str | None = None) -> dict[str, Any]:
     """Stiffness map of the 2-D tree at step 29 of 32, drift in the local eigenbasis, Table 1 (``model`` unused)."""
-    model = tree_2d()
+    tree = tree_2d()
     grid = edm_sigmas(32, sigma_max=SIGMA_MAX)
     i = 28  # the 29th of 32 steps
     sigma, sigma_next = float(grid[i]), float(grid[i + 1])
@@ -70,30 +70,30 @@ def run_fig1(quick: bool = False, progress: bool = True, model: str | None = Non
     g = torch.linspace(-1.3, 1.3, n, dtype=torch.float64)
     gx, gy = torch.meshgrid(g, g, indexing="xy")
     pts = torch.stack([gx.flatten(), gy.flatten()], 1)
-    sp = _spectrum_chunked(model, pts, sigma)
-    logp = torch.cat(_chunked(lambda xx: model.log_prob(xx, sigma), pts))
+    sp = _spectrum_chunked(tree, pts, sigma)
+    logp = torch.cat(_chunked(lambda xx: tree.log_prob(xx, sigma), pts))
     # stiff centre: the stiffest grid point among those the sampler visits (log p within 6 nats of the max)
     visited = logp > logp.max() - 6.0
     stiff_c = pts[sp.stiffness.masked_fill(~visited, -1).argmax()][None]
     calm_c = torch.tensor([[0.0, -0.75]], dtype=torch.float64)  # middle of the trunk
     half = 4.0 * sigma
-    regions = {}
+    regions: dict[str, dict[str, Any]] = {}
     for name, c in (("non-stiff", calm_c), ("stiff", stiff_c)):
-        spc = dg.exact_spectrum(model, c, sigma)
+        spc = dg.exact_spectrum(tree, c, sigma)
         v = spc.eigvecs[0]  # [2, 2], columns dominant/subdominant
         t = torch.linspace(-half, half, 41, dtype=torch.float64)
         lines = {}
         for k, axis in ((0, "dominant"), (1, "subdominant")):
             line = c + t[:, None] * v[:, k][None]
-            proj = dg.drift_fn(model, sigma)(line) @ v  # drift in the local eigen-coordinates
+            proj = dg.drift_fn(tree, sigma)(line) @ v  # drift in the local eigen-coordinates
             lines[axis] = {"t": t.tolist(), "proj_dominant": proj[:, 0].tolist(), "proj_subdominant": proj[:, 1].tolist(),
                            "variation": float((proj.diff(dim=0).norm(dim=1) / t.diff()).max())}  # max |d proj / dt|
         regions[name] = {"centre": c[0].tolist(), "eigvals": spc.eigvals[0].tolist(), "eigvecs": v.tolist(), "lines": lines}
     # Table 1: one step from the stiff centre
-    spc = dg.exact_spectrum(model, stiff_c, sigma)
+    spc = dg.exact_spectrum(tree, stiff_c, sigma)
     v1, v2 = spc.vector(0, (2,)), spc.vector(1, (2,))
-    x_heun, x_euler = dg.heun_euler_step(model, stiff_c, sigma, sigma_next)
-    ref = dg.substep_reference(model, stiff_c, sigma, sigma_next, substeps=100)
+    x_heun, x_euler = dg.heun_euler_step(tree, stiff_c, sigma, sigma_next)
+    ref = dg.substep_reference(tree, stiff_c, sigma, sigma_next, substeps=100)
     lte, diff = ref - x_heun, x_heun - x_euler
     tab = {
         "lte_dominant": float(bdot(lte, v1).abs()), "lte_subdominant": float(bdot(lte, v2).abs()),
@@ -568,6 +568,10 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def _plot_to(plot: Callable[[dict[str, Any], Path], None], res: dict[str, Any]) -> Callable[[Path], None]:
+    return lambda p: plot(res, p)
+
+
 def reproduce(name: str, out_dir: str | Path = "runs/reproduce", *, quick: bool = False, progress: bool = True,
               **kwargs: Any) -> list[dict[str, Any]]:
     """Run one target (or ``all``), write ``NAME.{json,md,png}`` under ``out_dir``, return the results."""
@@ -580,7 +584,7 @@ def reproduce(name: str, out_dir: str | Path = "runs/reproduce", *, quick: bool 
         res = run(quick=quick, progress=progress, **kwargs)
         cmd = f"erkguid reproduce {n}{' --quick' if quick else ''}"
         res["files"] = write_results(out_dir, n, _jsonable(res), format_rows(res["claims"], cmd),
-                                     lambda p, plot=plot, res=res: plot(res, p))
+                                     _plot_to(plot, res))
         res["command"] = cmd
         results.append(res)
     return results

@@ -30,8 +30,10 @@ from diffusers.schedulers.scheduling_heun_discrete import HeunDiscreteSchedulerO
 
 from ..correction import SCALINGS, ErkPair, check_strengths, erk_guid
 
+_HeunBase: Any = HeunDiscreteScheduler  # diffusers' classes are untyped for mypy's purposes
 
-class ERKHeunDiscreteScheduler(HeunDiscreteScheduler):
+
+class ERKHeunDiscreteScheduler(_HeunBase):
     """``HeunDiscreteScheduler`` + ERK-Guid (``w_stiff``, ``w_con``, ``erk_scaling``; App. B.3).
 
     All of Heun's config keys are accepted (``prediction_type`` epsilon / v_prediction / sample,

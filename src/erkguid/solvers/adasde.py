@@ -36,7 +36,7 @@ from .adasde_coeffs import AdaSDECoefficients
 from .base import Solver, StepContext, StepOut, register
 
 Scalar = float | Tensor
-DenoiseFn = Callable[[Tensor, Scalar], Tensor]
+DenoiseFn = Callable[[Tensor, Any], Tensor]  # sigma: a float (the engine's denoise) or a 0-d tensor (training)
 
 
 class AdaSDEParts(NamedTuple):
@@ -85,6 +85,7 @@ def adasde_update(
     else:
         denoised, nfe = denoise(x_hat, sigma_hat), 2
         d = (x_hat - denoised) / sigma_hat
+    s: Scalar
     if isinstance(r, Tensor) or isinstance(sigma_hat, Tensor):
         s = torch.exp(r * math.log(sigma_next) + (1 - r) * torch.log(torch.as_tensor(sigma_hat, dtype=torch.float64)))
     else:
