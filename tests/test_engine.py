@@ -206,3 +206,30 @@ def test_import_does_not_pull_plotting_scipy_or_cli():
     code = "import sys, erkguid; print(sorted(m for m in ('matplotlib', 'scipy', 'click') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+# ----------------------------------------------------------------------------- the contributor recipe
+def test_contributing_recipe_adds_a_solver_in_about_15_lines(monkeypatch):
+    """CONTRIBUTING.md's "add a solver with its ERK pair" block runs, stays short and gives a working solver."""
+    from pathlib import Path
+
+    import erkguid.solvers.base as base
+
+    text = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text()
+    block = text.split("## Add a solver with its ERK pair", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert sum(1 for ln in block.splitlines() if ln.strip()) <= 16
+    monkeypatch.setattr(base, "SOLVERS", dict(base.SOLVERS))  # register into a throwaway registry
+    exec(compile(block, "CONTRIBUTING.md", "exec"), {})
+    model, sig, x0 = eg.tree_2d(), eg.edm_sigmas(6, sigma_max=10.0), _x0()
+    tr0, tr1 = eg.Trace(), eg.Trace()
+    plain = eg.sample(model, x0, sig, solver="midpoint", callback=tr0)
+    guided = eg.sample(model, x0, sig, solver="midpoint", w_stiff=1.0, callback=tr1)
+    assert tr0.nfe == tr1.nfe == base.SOLVERS["midpoint"].nfe(6) == 11
+    assert torch.isfinite(tr1.rho[:-1]).all() and not torch.equal(plain, guided)
+    gauss = eg.isotropic_gaussian(dim=4, std=0.5)  # second order on the closed-form ODE, at sigma_min
+    xg = eg.randn_from_seeds(range(8), (4,), sigma=5.0, dtype=torch.float64)
+    exact = gauss.ode_solution(xg, 5.0, 0.1)
+    errs = [float((eg.sample(gauss, xg, eg.edm_sigmas(n, 0.1, 5.0)[:-1], solver="midpoint") - exact).norm(dim=1).max())
+            for n in (16, 32, 64)]
+    slope = -float(torch.tensor(errs).log().diff().mean() / torch.tensor(2.0).log())
+    assert slope > 1.65, errs  # at least the declared order 2

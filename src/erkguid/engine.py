@@ -237,6 +237,8 @@ class Run:
         self._den.calls = 0 if prev is None else prev.nfe
         self._den.estimate = None if prev is None else prev.estimate
         self._noise = noise
+        if self.spec.prepare is not None:
+            options = self.spec.prepare(options, grid)
         self.ctx = StepContext(self._den, grid, noise, want_pair=self.want_pair, plan=self.spec.plan(grid, options))
         self.options = options
         self.start = start

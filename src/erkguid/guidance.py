@@ -11,10 +11,10 @@ using the stiffness rho and direction v of the sampler's previous embedded pair,
 engine passes to the layer explicitly (:class:`ErkProj`; :func:`erkguid.sample_erk_proj`). This
 module never imports the engine.
 
-NFE: the sampling loop counts calls of the combined denoiser (``Trace.nfe``). The true network
-cost is in ``guided.counter``: ``calls`` (forward passes) and ``rows`` (batch rows evaluated);
-``counter.per_sample(B)`` = rows / B is the usual "NFE" (CFG costs two per guided evaluation,
-batched or not; outside the guidance interval only the main branch runs).
+NFE: the step engine counts evaluations of the combined denoiser per sample (``Trace.nfe``). The
+network cost inside it is the one :class:`NetCounter` mechanism (``guided.counter``, ``Counted(net).counter``):
+``calls`` (forward passes) and ``rows`` (batch rows evaluated); ``counter.per_sample(B)`` = rows / B
+(CFG costs two per guided evaluation, batched or not; outside the guidance interval only the main branch runs).
 """
 
 from __future__ import annotations

@@ -107,6 +107,8 @@ class Solver:
         doc: one line for ``erkguid solvers``.
         setup: optional ``setup(sigmas, options) -> plan``, run once per run before the first step
             (option validation, coefficients); steps read the plan as ``ctx.plan``.
+        prepare: the earlier form of the per-run hook, ``prepare(options, sigmas) -> options`` (still run once
+            per run, before ``setup``); prefer ``setup``.
     """
 
     name: str
@@ -116,6 +118,7 @@ class Solver:
     options: dict[str, Any] | None = None
     doc: str = ""
     setup: SetupFn | None = None
+    prepare: Callable[[dict[str, Any], Tensor], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         derived = _step_options(self.step)
