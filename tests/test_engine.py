@@ -233,3 +233,9 @@ def test_contributing_recipe_adds_a_solver_in_about_15_lines(monkeypatch):
             for n in (16, 32, 64)]
     slope = -float(torch.tensor(errs).log().diff().mean() / torch.tensor(2.0).log())
     assert slope > 1.65, errs  # at least the declared order 2
+
+
+def test_console_script_names_the_missing_cli_extra():
+    code = "import sys; sys.modules['click'] = None; sys.argv = ['erkguid', '--help']; from erkguid._console import main; main()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1 and "pip install 'erkguid[cli]'" in done.stderr and "'click'" in done.stderr
