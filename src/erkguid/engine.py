@@ -18,8 +18,13 @@ once after the last step; ``"off"`` never. A failure raises :class:`NonFiniteErr
 whether the model or the step produced it.
 
 Guidance layers: a denoiser with ``wants_estimate = True`` (ERK-Proj, :class:`erkguid.guidance.ErkProj`)
-is called as ``denoiser(x, sigma, estimate=E, **cond)`` with ``E`` the :class:`~erkguid.correction.Estimate`
-of the previous step's pair (``None`` before the first pair), passed explicitly by the engine.
+is called as ``denoiser.layer_call(x, sigma, E, **cond) -> (D, D_plain)`` with ``E`` the
+:class:`~erkguid.correction.Estimate` of the previous step's pair (``None`` before the first pair), passed
+explicitly by the engine. ``D`` is what the solver integrates; ``D_plain`` is the layer's unmodified output
+(the plain guided denoiser), from which the engine builds the estimate (Eq. 56-57): the pair's members are
+states the solver evaluated, so their plain drifts come from the engine's log of this and the previous
+step's evaluations, matched by tensor identity (no value comparison; a member the layer did not evaluate,
+e.g. AdaSDE's analytic first step, leaves the pair's own drifts).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class State:
         nfe: network evaluations per sample so far.
         noise: the per-sample noise source (its generators advance: resume a State once).
         estimate: the last pair's stiffness estimate, for guidance layers (ERK-Proj).
+        evals: a guidance layer's evaluations of the last step ``(x, plain drift)``, for the next pair.
         dtype: the dtype of the run's input, which ``sample`` returns.
     """
 
@@ -70,6 +76,7 @@ class State:
     noise: PerSampleNoise | None = None
     estimate: Estimate | None = None
     dtype: torch.dtype = torch.float32
+    evals: tuple[tuple[Tensor, Tensor], ...] = ()
 
     @property
     def sigma(self) -> float:
@@ -127,11 +134,14 @@ class _Denoise:
         self.step = 0
         self.flag: Tensor | None = None  # device-side: some output of this step was non-finite
         self.estimate: Estimate | None = None
+        self.evals: list[tuple[Tensor, Tensor]] = []  # layer runs: (x, plain drift) of this step's evaluations
+        self.prev_evals: tuple[tuple[Tensor, Tensor], ...] = ()  # ... and of the previous step's
 
     def __call__(self, x: Tensor, sigma: float, /) -> Tensor:
         s = torch.full((x.shape[0],), float(sigma), dtype=self.sig_dtype, device=x.device)
         if self.layer:
-            out = self.fn(x, s, estimate=self.estimate, **self.extra)
+            out, plain = self.fn.layer_call(x, s, self.estimate, **self.extra)  # type: ignore[attr-defined]
+            self.evals.append((x, (x - plain.to(x.dtype)) / float(sigma)))
         else:
             out = self.fn(x, s, **self.extra)
         self.calls += 1
@@ -145,6 +155,15 @@ class _Denoise:
             bad = torch.isfinite(out).all().logical_not()
             self.flag = bad if self.flag is None else self.flag.logical_or(bad)
         return out.to(x.dtype)
+
+
+def _plain_pair(pair: ErkPair, evals: Sequence[tuple[Tensor, Tensor]]) -> ErkPair:
+    """The pair with both drifts replaced by the layer's plain drifts when the layer evaluated both members."""
+    f = next((pf for ex, pf in reversed(evals) if ex is pair.x), None)
+    f_alt = next((pf for ex, pf in reversed(evals) if ex is pair.x_alt), None)
+    if f is None or f_alt is None:
+        return pair
+    return ErkPair(pair.x, f, pair.x_alt, f_alt, pair.h, pair.sign)
 
 
 def _check_x(x: Any) -> None:
@@ -236,6 +255,7 @@ class Run:
         self._den = _Denoise(denoiser, dict(extra_args or {}), acc_dtype(x0.dtype), check_finite != "off", layer)
         self._den.calls = 0 if prev is None else prev.nfe
         self._den.estimate = None if prev is None else prev.estimate
+        self._den.prev_evals = () if prev is None else prev.evals
         self._noise = noise
         if self.spec.prepare is not None:
             options = self.spec.prepare(options, grid)
@@ -277,7 +297,7 @@ class Run:
         n = len(grid) - 1
         desc = f"{spec.name}{' +ERK' if self.guide else ''}"
         for i in tqdm(range(self.start, n), disable=not self.progress, desc=desc, leave=False):
-            den.step, den.flag = i, None
+            den.step, den.flag, den.evals = i, None, []
             out = spec.step(ctx, i, x, carry, **self.options)
             x_next, corr = out.x, None
             if out.pair is not None and grid[i + 1] > 0 and self.want_pair:
@@ -293,11 +313,13 @@ class Run:
                 else:
                     tagged = torch.where(code > 0, code + 4 * i, torch.zeros_like(code))
                     pending = tagged if pending is None else torch.where(pending > 0, pending, tagged)
-            if den.layer and out.pair is not None:
-                den.estimate = estimate(out.pair)
+            if den.layer:
+                if out.pair is not None:
+                    den.estimate = estimate(_plain_pair(out.pair, (*den.prev_evals, *den.evals)))
+                den.prev_evals = tuple(den.evals)
             carry = out.carry
             self._state = State(x_next, self.ctx.sigmas[: i + 2], spec.name, carry, den.calls, self._noise,
-                                den.estimate, self._state.dtype)
+                                den.estimate, self._state.dtype, den.prev_evals)
             step = Step(i, grid[i], grid[i + 1], x_next, out.denoised, out.pair, corr, self.guide, den.calls)
             del out, corr  # the consumer holds the step; nothing else keeps the pair alive
             x = x_next

@@ -180,12 +180,13 @@ def autoguidance(main: Denoiser, weak: Denoiser, w: float, *, interval: Sequence
 class ErkProj:
     """ERK-Proj (Eq. 59-61) as a guidance layer of the step engine: a stateless guided denoiser.
 
-    The engine calls it as ``proj(x, sigma, estimate=E, **cond)`` (``wants_estimate = True``) with ``E``
-    the :class:`~erkguid.correction.Estimate` (per-sample rho and v, Eq. 56-57) of the previous step's
-    embedded pair, or ``None`` before the first pair (then eta = 1: plain guidance). The pair of step i is
-    complete only after step i's first evaluation, so step i+1 uses it. The estimate comes from the
-    drifts the sampler actually integrated (the projected guided drift), so an ``ErkProj`` holds no
-    per-run state and can be reused across runs; :func:`erkguid.sample_erk_proj` runs it.
+    The engine calls :meth:`layer_call` (``wants_estimate = True``) with the
+    :class:`~erkguid.correction.Estimate` (per-sample rho and v, Eq. 56-57) of the previous step's embedded
+    pair, or ``None`` before the first pair (then eta = 1: plain guidance); the pair of step i is complete
+    only after step i's first evaluation, so step i+1 uses it. It returns the projected output the solver
+    integrates and the plain guided output (Eq. 55) from which the engine computes the next estimate, so
+    rho and v always come from the plain guided drift. An ``ErkProj`` holds no per-run state and can be
+    reused across runs; :func:`erkguid.sample_erk_proj` runs it.
     """
 
     wants_estimate = True
@@ -201,15 +202,21 @@ class ErkProj:
         """Per-sample eta = exp(-w_proj * rho) (Eq. 59)."""
         return torch.exp(-self.w_proj * est.rho)
 
-    def __call__(self, x: Tensor, sigma: Tensor | float, estimate: Estimate | None = None, **cond: Any) -> Tensor:
+    def layer_call(self, x: Tensor, sigma: Tensor | float, estimate: Estimate | None, **cond: Any) -> tuple[Tensor, Tensor]:
+        """``(D with projected guidance (Eq. 61), plain guided D (Eq. 55))`` at one evaluation."""
         g = self.guided
         d_main, d_ref = g.branches(x, sigma, **cond)
         delta = d_main - d_ref  # -sigma * g of Eq. 54; the projection is linear, so done on D
-        if estimate is not None:
-            v = estimate.v
-            if v.shape != x.shape:
-                raise ValueError(f"ErkProj got an estimate for shape {tuple(v.shape)} and a state of shape {tuple(x.shape)}")
-            eta = append_dims(self.eta(estimate), x.ndim)
-            along = append_dims(bdot(delta, v), x.ndim) * v
-            delta = (eta * delta.to(v.dtype) + (1 - eta) * along).to(d_main.dtype)
-        return d_main + (g.w - 1.0) * delta  # Eq. 61
+        plain = d_main + (g.w - 1.0) * delta
+        if estimate is None:
+            return plain, plain
+        v = estimate.v
+        if v.shape != x.shape:
+            raise ValueError(f"ErkProj got an estimate for shape {tuple(v.shape)} and a state of shape {tuple(x.shape)}")
+        eta = append_dims(self.eta(estimate), x.ndim)
+        along = append_dims(bdot(delta, v), x.ndim) * v
+        delta = (eta * delta.to(v.dtype) + (1 - eta) * along).to(d_main.dtype)
+        return d_main + (g.w - 1.0) * delta, plain  # Eq. 61
+
+    def __call__(self, x: Tensor, sigma: Tensor | float, estimate: Estimate | None = None, **cond: Any) -> Tensor:
+        return self.layer_call(x, sigma, estimate, **cond)[0]
