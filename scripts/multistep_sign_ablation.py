@@ -24,7 +24,7 @@ def flipped(name: str) -> str:
         out = spec.step(ctx, i, x, carry, **kw)
         return out if out.pair is None else out._replace(pair=dataclasses.replace(out.pair, sign=-out.pair.sign))
 
-    register(Solver(name + "_flip", step, spec.order, spec.nfe, spec.options))
+    register(Solver(name + "_flip", step, spec.order, spec.nfe, spec.options, setup=spec.setup))
     return name + "_flip"
 
 

@@ -70,6 +70,10 @@ def test_nfe_counts_and_afs(model) -> None:
         levels = vp_time_uniform_sigmas(n_levels)[:-1]
         coef = AdaSDECoefficients.random(levels, seed=1, gamma_max=0.01)
         assert coef.nfe == nfe == SOLVERS["adasde"].nfe(n_levels, {"coefficients": coef})
+        assert SOLVERS["adasde"].nfe(n_levels) == nfe + 1  # the neutral default takes no analytic first step
+        tr0 = Trace()
+        sample(model, _x0(8), coef.grid(), solver="adasde", seeds=range(8), callback=tr0)
+        assert tr0.nfe == nfe + 1
         tr = Trace()
         sample(model, _x0(8), coef.grid(), solver="adasde", solver_options={"coefficients": coef}, seeds=range(8), callback=tr)
         assert tr.nfe == nfe

@@ -55,15 +55,15 @@ def test_module_imports_without_comfy() -> None:
     assert "comfy" not in sys.modules
     spec = comfyui.ERKGuidSampler.INPUT_TYPES()["required"]
     assert "heun" in spec["sampler"][0]
-    assert spec["w_stiff"][0] == "FLOAT" and spec["scaling"][0] == ["z2", "abs", "alpha"]
+    assert spec["w_stiff"][0] == "FLOAT" and spec["scaling"][0] == ["z2", "abs", "alpha", "sat"]
     assert comfyui.ERKGuidSampler.RETURN_TYPES == ("SAMPLER",)
     assert comfyui.NODE_CLASS_MAPPINGS["ERKGuidSampler"] is comfyui.ERKGuidSampler
 
 
 def test_node_returns_sampler_that_runs_like_the_function(comfy_stub) -> None:
-    (sampler,) = comfyui.ERKGuidSampler().get_sampler("heun", 1.5, 0.2, "abs")
+    (sampler,) = comfyui.ERKGuidSampler().get_sampler("heun", "custom", 1.5, 0.2, "abs")
     assert isinstance(sampler, StubKSAMPLER)
-    assert sampler.extra_options == {"w_stiff": 1.5, "w_con": 0.2, "scaling": "abs"}
+    assert sampler.extra_options == {"w_stiff": 1.5, "w_con": 0.2, "scaling": "abs", "trust": None}
     sigmas = edm_sigmas(6).float()
     noise = erkguid.randn_from_seeds(range(3), MODEL.shape, sigma=80.0)
     steps: list[tuple[int, int]] = []
@@ -85,12 +85,14 @@ def test_node_returns_sampler_that_runs_like_the_function(comfy_stub) -> None:
 
 def test_node_rejects_bad_scaling(comfy_stub) -> None:
     with pytest.raises(ValueError, match="scaling must be one of"):
-        comfyui.ERKGuidSampler().get_sampler("heun", 1.0, 0.5, "cubic")
+        comfyui.ERKGuidSampler().get_sampler("heun", "custom", 1.0, 0.5, "cubic")
+    with pytest.raises(ValueError, match="setting must be one of"):
+        comfyui.ERKGuidSampler().get_sampler("heun", "paper")
 
 
 def test_node_sampler_handles_split_and_one_value_sigmas(comfy_stub) -> None:
     """SplitSigmas at step 0 / N hands a one-value list to one of the two SamplerCustom nodes: the input comes back."""
-    (sampler,) = comfyui.ERKGuidSampler().get_sampler("dpmpp_2m", 0.0, 0.5, "z2")
+    (sampler,) = comfyui.ERKGuidSampler().get_sampler("dpmpp_2m", "custom", 0.0, 0.5, "z2")
     model = lambda x, s, **kw: MODEL.denoise(x, s)  # noqa: E731
     noise = erkguid.randn_from_seeds(range(2), MODEL.shape)
     sigmas = edm_sigmas(6).float()
@@ -107,9 +109,16 @@ def test_node_sampler_handles_split_and_one_value_sigmas(comfy_stub) -> None:
     assert not torch.equal(low, full)
 
 
-def test_default_node_strength_is_off_and_deis_is_not_comfys() -> None:
+def test_default_node_setting_is_recommended_and_deis_is_not_comfys(comfy_stub) -> None:
     spec = comfyui.ERKGuidSampler.INPUT_TYPES()["required"]
-    assert spec["w_stiff"][1]["default"] == 0.0  # integrations/_defaults.py: off until a safe recommendation exists
+    assert spec["setting"][1]["default"] == "recommended"  # erkguid.recommended at the SIGMAS' NFE
+    (sampler,) = comfyui.ERKGuidSampler().get_sampler("heun")
+    assert sampler.extra_options == {}  # nothing fixed: sample_erk takes erkguid.recommended for the run
+    sigmas = edm_sigmas(6).float()
+    noise = erkguid.randn_from_seeds(range(3), MODEL.shape, sigma=80.0)
+    out = sampler.sample(lambda x, s, **kw: MODEL.denoise(x, s), sigmas, {"seed": 0}, None, noise / 80.0, disable_pbar=True)
+    want = erkguid.sample(MODEL, noise, sigmas, solver="heun", **erkguid.recommended("heun", 11))
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
     assert "deis" not in spec["sampler"][0] and "deis_rhoab" in spec["sampler"][0]
 
 
@@ -205,8 +214,10 @@ def test_pack_uses_the_v3_api_where_comfyui_has_it(monkeypatch, comfy_stub) -> N
     schema = node.GET_SCHEMA()
     assert (schema.node_id, schema.display_name, schema.category) == ("ERKGuidSampler", "ERK-Guid Sampler", comfyui.CATEGORY)
     assert [i[1] for i in schema.inputs] == list(comfyui.ERKGuidSampler.INPUT_TYPES()["required"])
-    assert schema.inputs[0][2] == kd.available() and schema.inputs[1][2] == 0.0 and schema.outputs == [("SAMPLER",)]
-    out = node.execute(sampler="dpm_2", w_stiff=0.5, w_con=0.1, scaling="abs")
+    assert schema.inputs[0][2] == kd.available() and schema.inputs[1][2] == list(comfyui.SETTINGS)
+    assert schema.outputs == [("SAMPLER",)]
+    out = node.execute(sampler="dpm_2", setting="custom", w_stiff=0.5, w_con=0.1, scaling="abs")
     (sampler,) = out.values
-    assert isinstance(sampler, StubKSAMPLER) and sampler.extra_options == {"w_stiff": 0.5, "w_con": 0.1, "scaling": "abs"}
+    assert isinstance(sampler, StubKSAMPLER)
+    assert sampler.extra_options == {"w_stiff": 0.5, "w_con": 0.1, "scaling": "abs", "trust": None}
     assert sampler.sampler_function.__name__ == "sample_erk_dpm_2"

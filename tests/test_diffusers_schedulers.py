@@ -78,8 +78,7 @@ def test_strength_zero_is_bit_identical(stock, erk, solver, preds) -> None:
         cfgs = [{"prediction_type": "epsilon", "use_karras_sigmas": True}, {"prediction_type": "v_prediction", **SIGMA_KINDS[2]}]
     for cfg in cfgs:
         base = stock(**cfg)
-        e = erk.from_config(base.config)
-        assert e.config.w_stiff == 0.0  # the default is off (see integrations/_defaults.py)
+        e = erk.from_config(base.config, w_stiff=0.0)
         assert torch.equal(sd_loop(e, UNET, x, steps=4), sd_loop(base, UNET, x, steps=4)), cfg
         assert all(float(h["correction_norm"].max()) == 0 for h in e.erk_history)
 
@@ -153,13 +152,25 @@ def test_img2img_begin_index_and_no_state_leak(stock, erk, solver, preds) -> Non
     image, noise = 0.5 * _latents(), _latents()
     begin = 2 * stock.order  # a whole number of solver steps into a 5-step run
     want = sd_loop(stock(), UNET, noise, steps=5, begin=begin, image=image)
-    assert torch.equal(sd_loop(erk(), UNET, noise, steps=5, begin=begin, image=image), want)
+    assert torch.equal(sd_loop(erk(w_stiff=0.0), UNET, noise, steps=5, begin=begin, image=image), want)
     e = erk(w_stiff=2.0, w_con=0.0)
     a = sd_loop(e, UNET, noise, steps=5, begin=begin, image=image)
     b = sd_loop(e, UNET, noise, steps=5, begin=begin, image=image)  # set_timesteps/set_begin_index clear the cache
     assert torch.equal(a, b) and not torch.equal(a, want)
     full = sd_loop(e, UNET, noise, steps=5)
     assert torch.equal(full, sd_loop(erk(w_stiff=2.0, w_con=0.0), UNET, noise, steps=5))  # fresh == reused
+
+
+@pytest.mark.parametrize(("stock", "erk", "solver", "preds"), VP, ids=IDS)
+def test_default_is_erkguid_recommended_at_the_runs_nfe(stock, erk, solver, preds) -> None:
+    e = erk.from_config(stock().config)
+    assert e.config.w_stiff is None  # saved as "recommended", re-resolved for each run's NFE
+    e.set_timesteps(7)
+    name = solver or e._erk_solver
+    assert e.erk_setting() == erkguid.recommended(name, erkguid.get_solver(name).nfe(7))
+    if e.erk_setting()["w_stiff"] == 0:  # off for this solver (multistep): the stock scheduler bit for bit
+        x = _latents()
+        assert torch.equal(sd_loop(e, UNET, x, steps=4), sd_loop(stock(), UNET, x, steps=4))
 
 
 def test_two_stage_schedulers_refuse_an_odd_start() -> None:
@@ -310,7 +321,8 @@ def flow_loop(scheduler, noise: torch.Tensor, steps: int) -> torch.Tensor:
 def test_flow_match_heun(shift: float) -> None:
     noise = erkguid.randn_from_seeds(range(2), (4, 8, 8))
     base = FlowMatchHeunDiscreteScheduler(shift=shift)
-    assert torch.equal(flow_loop(ERKFlowMatchHeunDiscreteScheduler.from_config(base.config), noise, 5), flow_loop(base, noise, 5))
+    assert torch.equal(flow_loop(ERKFlowMatchHeunDiscreteScheduler.from_config(base.config, w_stiff=0.0), noise, 5),
+                       flow_loop(base, noise, 5))
     e = ERKFlowMatchHeunDiscreteScheduler(shift=shift, w_stiff=2.0, w_con=0.0)
     got = flow_loop(e, noise, 5)
     grid = _grid(e)  # flow times t, from 1 down to 0

@@ -123,7 +123,12 @@ def test_killed_run_restarted_gives_identical_files(tmp_path: Path) -> None:
     gen.generate(ref_out, gen.Settings(model="digits64-image", steps=5, batch_size=4, w_stiff=1.0, w_con=0.1), "0-23",
                  progress=False)
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(out, "--sleep-per-batch", "0.3"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    slow = ("import sys, time; import erkguid.generate as g; w = g.atomic_write\n"
+            "def slow_write(*a, **k):\n    w(*a, **k); time.sleep(0.075)\n"
+            "g.atomic_write = slow_write; sys.argv = ['erkguid', *sys.argv[1:]]\n"
+            "from erkguid._console import main; main()")  # a slowed-down CLI run, so it can be killed mid-way
+    cmd = [sys.executable, "-c", slow, *_cli(out)[3:]]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while time.time() < deadline and len(list(out.glob("*/*.png"))) < 5:
         time.sleep(0.02)

@@ -120,8 +120,8 @@ def test_erk_proj_projection_formula():
     proj = ErkProj(g, w_proj=0.7)
     v = torch.nn.functional.normalize(torch.randn(4, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64), dim=1)
     rho = torch.tensor([0.0, 0.5, 2.0, 50.0], dtype=torch.float64)
-    proj.est = Estimate(rho=rho, v=v)
-    got = proj(x, s, class_labels=LABELS[:4])
+    est = Estimate(rho=rho, v=v)
+    got = proj(x, s, estimate=est, class_labels=LABELS[:4])
     main = NET(x, s, class_labels=LABELS[:4])
     weak = WEAK(x, s, class_labels=LABELS[:4])
     f_main, f_ref = (x - main) / s[:, None], (x - weak) / s[:, None]
@@ -130,7 +130,8 @@ def test_erk_proj_projection_formula():
     g_hat = eta * gvec + (1 - eta) * (gvec * v).sum(1, keepdim=True) * v  # Eq. 60
     f_w = f_main + 2.0 * g_hat  # Eq. 61
     torch.testing.assert_close((x - got) / s[:, None], f_w, rtol=1e-10, atol=1e-10)
-    assert math.isclose(float(proj.eta()[0]), 1.0)
+    assert math.isclose(float(proj.eta(est)[0]), 1.0)
+    torch.testing.assert_close(proj(x, s, class_labels=LABELS[:4]), g(x, s, class_labels=LABELS[:4]), rtol=0, atol=0)
 
 
 def test_erk_proj_runs_are_independent_and_per_sample():
@@ -146,10 +147,13 @@ def test_erk_proj_runs_are_independent_and_per_sample():
     assert (a - plain).abs().max() > 1e-6  # the projection acts
     no_proj = sample_erk_proj(g, x, sigmas, w_stiff=0.5, w_proj=0.0, class_labels=LABELS)
     torch.testing.assert_close(no_proj, plain, rtol=1e-12, atol=1e-12)  # eta = 1: plain guidance
-    proj = ErkProj(g, 0.5)
-    sample(proj, x, sigmas, callback=proj.update, class_labels=LABELS)
-    with pytest.raises(ValueError, match="one ErkProj per run"):
-        sample(proj, x[:2], sigmas, callback=proj.update, class_labels=LABELS[:2])
+    proj = ErkProj(g, 0.5)  # a layer holds no per-run state: reusing it across runs and batches is safe
+    assert torch.equal(sample(proj, x, sigmas, w_stiff=0.5, class_labels=LABELS), a)
+    assert torch.equal(sample(proj, x[:3], sigmas, w_stiff=0.5, class_labels=LABELS[:3]), part)
+    with pytest.raises(ValueError, match="estimate for shape"):
+        proj(x[:2], sigmas[1:2].expand(2), estimate=erkguid.estimate(_pair(x)), class_labels=LABELS[:2])
+    state = erkguid.Run(proj, x, sigmas[:4], w_stiff=0.5, extra_args={"class_labels": LABELS}).finish()
+    assert torch.equal(sample(proj, state, sigmas[3:], w_stiff=0.5, class_labels=LABELS), a)  # split: same result
 
 
 def test_guided_reference_solve_and_nfe():
@@ -180,29 +184,43 @@ def test_guidance_errors():
         ConditionalMixture(erkguid.isotropic_gaussian())
 
 
-def test_erk_proj_estimate_uses_plain_guided_drift_eq_56_57():
+def _pair(x):
+    return erkguid.ErkPair(x, x.flip(0), x + 1.0, x.flip(0) * 2.0, 0.5)
+
+
+def test_erk_proj_receives_the_previous_steps_estimate_from_plain_guided_drift_eq_56_57():
     g = cfg(NET, 3.0, {"class_labels": None})
     sigmas = erkguid.edm_sigmas(5, 0.02, 20.0)
     x0 = erkguid.randn_from_seeds(range(4), (2,), sigma=20.0, dtype=torch.float64)
     lab = LABELS[:4]
-    proj = ErkProj(g, 2.0)
-    states, ests = [], []
+    seen = []
 
-    def cb(info):
-        proj.update(info)
-        states.append(info["x"])
-        ests.append(proj.est)
+    class Recording(ErkProj):
+        def layer_call(self, x, sigma, estimate, **cond):
+            seen.append(estimate)
+            return super().layer_call(x, sigma, estimate, **cond)
 
-    sample(proj, x0, sigmas, callback=cb, class_labels=lab)
+    steps = list(erkguid.Run(Recording(g, 2.0), x0, sigmas, extra_args={"class_labels": lab}))
     s = sigmas.tolist()
-    # step 1's pair: x_1 against the Euler point of step 0 (built from step 0's projected-free drift)
-    f0 = guided_drift(g, x0, s[0], lab)  # step 0 has no estimate yet: plain guidance
-    x_e = x0 - (s[0] - s[1]) * f0
-    fw1, fwe = guided_drift(g, states[0], s[1], lab), guided_drift(g, x_e, s[1], lab)
-    rho = (fw1 - fwe).norm(dim=1) / (states[0] - x_e).norm(dim=1)
-    assert ests[0] is None
-    torch.testing.assert_close(ests[1].rho, rho, rtol=1e-10, atol=0)
-    torch.testing.assert_close(ests[1].v, (fw1 - fwe) / (fw1 - fwe).norm(dim=1, keepdim=True), rtol=1e-10, atol=1e-12)
+
+    def plain_estimate(x_i, x_e, sig):  # Eq. 56-57 on the plain guided drift f^w of Eq. 55 at the pair's two states
+        df = guided_drift(g, x_i, sig, lab) - guided_drift(g, x_e, sig, lab)
+        return df.norm(dim=1) / (x_i - x_e).norm(dim=1), df / df.norm(dim=1, keepdim=True)
+
+    # Heun evaluates twice per step (once on the last); steps 0-1 run unprojected (no pair before step 1)
+    assert len(seen) == 2 * 5 - 1 and seen[:4] == [None] * 4
+    # step 1's pair: x_1 against the Euler point of step 0; its estimate feeds both evaluations of step 2
+    x_e1 = x0 - (s[0] - s[1]) * guided_drift(g, x0, s[0], lab)
+    rho1, v1 = plain_estimate(steps[0].x, x_e1, s[1])
+    # step 2's pair: x_2 against step 1's Euler point (step 1 was unprojected); it feeds step 3
+    x_e2 = steps[0].x - (s[1] - s[2]) * guided_drift(g, steps[0].x, s[1], lab)
+    rho2, v2 = plain_estimate(steps[1].x, x_e2, s[2])
+    for k, (rho, v) in ((2, (rho1, v1)), (3, (rho2, v2))):
+        for e in seen[2 * k:2 * k + 2]:
+            torch.testing.assert_close(e.rho, rho, rtol=1e-10, atol=0)
+            torch.testing.assert_close(e.v, v, rtol=1e-10, atol=1e-12)
+    # from step 2 on the solver integrates the projected drift, so its own pair differs from the plain one
+    assert not torch.allclose(steps[2].estimate().rho, seen[8].rho, rtol=1e-6, atol=0)
 
 
 def test_guidance_experiment_small():

@@ -108,7 +108,7 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="w_stiff"):
         kd.sample_erk_heun(MODEL.denoise, _x(2), edm_sigmas(3), w_stiff=-1.0, disable=True)
     with pytest.raises(ValueError, match="name must be one of"):
-        kd.make_sampler("lms")
+        kd.make_sampler("nosuch")
 
 
 # ComfyUI's own sampler names (comfy/samplers.py KSAMPLER_NAMES, read from its source): an ERK name may equal one of
@@ -124,7 +124,8 @@ COMFY_NAMES = {"euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_
 def test_every_solver_with_a_pair_has_a_function_equal_to_erkguid_sample() -> None:
     names = kd.available()
     assert {"heun", "dpm_2", "dpmpp_2m", "deis_rhoab", "ipndm_ab", "unipc2_bh2", "heun_pc", "adasde"} <= set(names)
-    assert set(names) & COMFY_NAMES == {"heun", "dpm_2", "dpmpp_2m"}  # no stock name with a different behaviour
+    # no stock name with a different behaviour (lms: k-diffusion's sample_lms, checked equal in test_solvers.py)
+    assert set(names) & COMFY_NAMES == {"heun", "dpm_2", "dpmpp_2m", "lms"}
     sigmas, x = edm_sigmas(6), _x(3)
 
     def comfy_model(xx, s, seed=None):  # ComfyUI passes the seed in extra_args; it also seeds the solver noise
@@ -132,12 +133,17 @@ def test_every_solver_with_a_pair_has_a_function_equal_to_erkguid_sample() -> No
 
     for name in names:
         solver = kd.KDIFF_NAMES[name]
+        opts = kd.KDIFF_OPTIONS.get(name)
         got = getattr(kd, f"sample_erk_{name}")(comfy_model, x, sigmas, extra_args={"seed": 11}, disable=True,
                                                  w_stiff=1.5, w_con=0.1)
-        want = erkguid.sample(MODEL.denoise, x, sigmas, solver=solver, w_stiff=1.5, w_con=0.1, seeds=[11, 12, 13])
+        want = erkguid.sample(MODEL.denoise, x, sigmas, solver=solver, w_stiff=1.5, w_con=0.1, seeds=[11, 12, 13],
+                              solver_options=opts)
         assert torch.equal(got, want), name
+        # the default is erkguid.recommended for the solver at this list's NFE (off for the multistep solvers)
+        rec = erkguid.recommended(solver, erkguid.get_solver(solver).nfe(6, opts))
         default = getattr(kd, f"sample_erk_{name}")(comfy_model, x, sigmas, extra_args={"seed": 11}, disable=True)
-        assert torch.equal(default, erkguid.sample(MODEL.denoise, x, sigmas, solver=solver, seeds=[11, 12, 13])), name
+        want = erkguid.sample(MODEL.denoise, x, sigmas, solver=solver, seeds=[11, 12, 13], solver_options=opts, **rec)
+        assert torch.equal(default, want), name
 
 
 def test_one_value_list_is_a_no_op_and_increasing_lists_are_refused() -> None:

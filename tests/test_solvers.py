@@ -109,10 +109,12 @@ def test_equals_kdiffusion(ours, theirs):
 def _plain(model, x0, sigmas, solver, options=None):
     """The solver's own steps, no loop, no correction."""
     grid = eg.check_sigmas(sigmas)
-    ctx = StepContext(lambda x, s: model(x, torch.full((x.shape[0],), s, dtype=torch.float64)), grid)
+    spec = SOLVERS[solver]
+    ctx = StepContext(lambda x, s: model(x, torch.full((x.shape[0],), s, dtype=torch.float64)), grid,
+                      plan=spec.plan(grid, options))
     x, carry = x0, None
     for i in range(len(grid) - 1):
-        out = SOLVERS[solver].step(ctx, i, x, carry, **(options or {}))
+        out = spec.step(ctx, i, x, carry, **spec.resolve(options))
         x, carry = out.x, out.carry
     return x
 
@@ -142,9 +144,7 @@ def test_deis_sign_convention():
     sig = eg.edm_sigmas(5, sigma_max=10.0)
     x0 = eg.randn_from_seeds(range(8), (2,), sigma=10.0, dtype=torch.float64)
     grid = eg.check_sigmas(sig)
-    ctx = StepContext(lambda x, s: model(x, torch.full((x.shape[0],), s, dtype=torch.float64)), grid)
-    out0 = SOLVERS["deis"].step(ctx, 0, x0, None)
-    out1 = SOLVERS["deis"].step(ctx, 1, out0.x, out0.carry)
+    out0, out1 = list(eg.Run(model, x0, sig, solver="deis", want_pair=True))[:2]  # plain steps with their pairs
     p = out1.pair
     assert out0.pair is None and p.sign == -1.0 and p.h == pytest.approx(float(grid[0] - grid[1]))
     assert torch.equal(p.x, out0.x) and torch.equal(p.x_alt, x0)

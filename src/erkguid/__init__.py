@@ -5,14 +5,16 @@ Runge-Kutta Guidance", ICLR 2026.
 """
 
 from . import integrations  # noqa: F401 - registers the lazy diffusers adapter (pipelines saved with ERK schedulers reload)
+from ._version import __version__
 from .correction import SCALINGS, Correction, ErkPair, Estimate, alpha, erk_guid, estimate
-from .guidance import Counted, ErkProj, Guided, autoguidance, cfg, sample_erk_proj
+from .engine import CHECK_FINITE, Run, State, Step
+from .guidance import Counted, ErkProj, Guided, autoguidance, cfg
 from .learned import LearnedDenoiser, learned_names, load_learned
 from .models import ConditionalMixture, GaussianMixture, digits_64d, get_model, isotropic_gaussian, tree_2d
 from .noise import PerSampleNoise, randn_from_seeds
 from .recommend import recommended
 from .reference import ReferenceResult, check_reference, reference_solve
-from .sampling import NonFiniteError, Trace, sample
+from .sampling import NonFiniteError, Trace, sample, sample_erk_proj
 from .schedules import check_sigmas, edm_sigmas, get_sigmas, logsnr_sigmas, vp_time_uniform_sigmas
 from .solvers import (
     SOLVERS,
@@ -26,9 +28,11 @@ from .solvers import (
     register,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "CHECK_FINITE",
+    "Run",
+    "State",
+    "Step",
     "AdaSDECoefficients",
     "SCALINGS",
     "SOLVERS",

@@ -1,5 +1,5 @@
 """``python -m erkguid`` runs the command line."""
 
-from .cli import main
+from ._console import main
 
 main()

@@ -58,7 +58,8 @@ def bdot(a: Tensor, b: Tensor) -> Tensor:
 
 def bnorm(x: Tensor) -> Tensor:
     """Per-sample Euclidean norm over all non-batch dims -> ``[B]``."""
-    return torch.linalg.vector_norm(_flat(x), dim=1)
+    out: Tensor = torch.linalg.vector_norm(_flat(x), dim=1)
+    return out
 
 
 def bsafe_div(num: Tensor, den: Tensor) -> Tensor:

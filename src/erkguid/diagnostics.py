@@ -14,7 +14,8 @@ log p is symmetric (Eq. 10). This module gives, per sample:
   dominant eigenvalue is (nearly) degenerate, e.g. near a Gaussian component whose covariance has many
   eigenvalues at the same floor (``digits_64d``), where v_1 is an arbitrary vector of that eigenspace;
 * :func:`heun_euler_step` / :func:`substep_reference` - a single Heun step with its embedded Euler
-  solution and the 100-substep reference of App. B.1, for the LTE and the ERK solution difference.
+  solution and the 100-substep reference of App. B.1, for the LTE and the ERK solution difference
+  (both runs of the step engine, :class:`erkguid.engine.Run`, on grids that end above 0).
 
 The cost-free ERK estimators themselves (Eq. 17-18) live in :func:`erkguid.correction.estimate`.
 A sample's result never depends on the rest of its batch: the denoiser must be per-sample.
@@ -30,9 +31,8 @@ import torch
 from torch import Tensor
 
 from ._batch import append_dims, bdot, bnorm, bsafe_div, sigma_vector
+from .engine import Run
 from .noise import PerSampleNoise
-from .solvers.base import StepContext
-from .solvers.heun import heun_step
 
 Denoiser = Callable[..., Tensor]
 
@@ -72,7 +72,7 @@ def exact_jacobian(denoiser: Denoiser, x: Tensor, sigma: float | Tensor, **extra
     for j in range(d):
         e = torch.zeros(b, d, dtype=x.dtype, device=x.device)
         e[:, j] = 1.0
-        _, jv = torch.func.jvp(f, (x,), (e.reshape(x.shape),))
+        jv = torch.func.jvp(f, (x,), (e.reshape(x.shape),))[1]
         cols.append(jv.reshape(b, d))
     return torch.stack(cols, dim=2)
 
@@ -209,22 +209,15 @@ def power_iteration(
     hist = []
     fx = None
     for _ in range(int(iters)):
-        fx, jv = torch.func.jvp(f, (x,), (v,))
+        fx, jv = torch.func.jvp(f, (x,), (v,))[:2]
         n = bnorm(jv)
         hist.append(n)
         v_new = jv * append_dims(bsafe_div(torch.ones_like(n), n).to(jv.dtype), x.ndim)
         v = torch.where(append_dims(n > 0, x.ndim), v_new, v)
     assert fx is not None
-    _, jv = torch.func.jvp(f, (x,), (v,))
+    jv = torch.func.jvp(f, (x,), (v,))[1]
     lam = bdot(v, jv)
     return PowerResult(lam, orient(v, fx), torch.stack(hist))
-
-
-def _single_step_ctx(denoiser: Denoiser, grid: Tensor, extra: dict[str, Any]) -> StepContext:
-    def denoise(y: Tensor, s: float) -> Tensor:
-        return denoiser(y, torch.full((y.shape[0],), float(s), dtype=y.dtype, device=y.device), **extra)
-
-    return StepContext(denoise, grid)
 
 
 def heun_euler_step(
@@ -232,13 +225,12 @@ def heun_euler_step(
 ) -> tuple[Tensor, Tensor]:
     """One Heun step (Eq. 5) from ``x`` and its embedded Euler solution (Eq. 3): ``(x_heun, x_euler)``.
 
-    Uses the library's Heun step, so ``x_heun - x_euler`` is the ERK solution difference of Eq. 16.
+    One step of the engine's Heun, so ``x_heun - x_euler`` is the ERK solution difference of Eq. 16.
     """
     if not sigma > sigma_next > 0:
         raise ValueError(f"need sigma > sigma_next > 0, got {sigma} and {sigma_next}")
-    grid = torch.tensor([sigma, sigma_next, 0.0], dtype=torch.float64)
-    out = heun_step(_single_step_ctx(denoiser, grid, extra), 0, x, None)
-    return out.x, out.carry.x_euler
+    state = Run(denoiser, x, [sigma, sigma_next], solver="heun", want_pair=True, extra_args=extra).finish()
+    return state.x, state.carry.x_euler
 
 
 def substep_reference(
@@ -250,11 +242,7 @@ def substep_reference(
     if not sigma > sigma_next > 0:
         raise ValueError(f"need sigma > sigma_next > 0, got {sigma} and {sigma_next}")
     fine = torch.linspace(sigma, sigma_next, int(substeps) + 1, dtype=torch.float64)
-    grid = torch.cat([fine, fine.new_zeros(1)])
-    ctx = _single_step_ctx(denoiser, grid, extra)
-    for i in range(int(substeps)):
-        x = heun_step(ctx, i, x, None).x
-    return x
+    return Run(denoiser, x, fine, solver="heun", want_pair=False, extra_args=extra).finish().x
 
 
 def quantile_bins(values: Tensor, num_bins: int = 4) -> Tensor:

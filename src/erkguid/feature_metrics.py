@@ -173,6 +173,8 @@ def feature_report(samples: Tensor, reference: Tensor, space: str = "raw", k: in
                    kid_subset: int = 1000) -> dict[str, float]:
     """FD, KID (x1e3), precision, recall (and IS + accuracy-free class entropy for ``digits``) of
     ``samples`` against ``reference`` in feature ``space``: ``raw`` coordinates or ``digits``."""
+    fs: Tensor | np.ndarray
+    fr: Tensor | np.ndarray
     if space == "raw":
         fs, fr = samples.reshape(samples.shape[0], -1), reference.reshape(reference.shape[0], -1)
         probs = None

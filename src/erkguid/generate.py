@@ -190,7 +190,7 @@ def _diffusers(model_dir: str) -> GenModel:
     if not model_dir:
         raise ValueError("model diffusers:DIR needs the directory of a saved diffusers model")
     loaded = load_diffusers(model_dir)
-    cfg = loaded.model.config
+    cfg: Any = loaded.model.config
     if cfg.get("cross_attention_dim") is not None and cfg.get("_class_name", "").endswith("ConditionModel"):
         raise ValueError(f"model diffusers:{model_dir} ({cfg.get('_class_name')}) needs encoder_hidden_states (text "
                          "embeddings); generate serves unconditional / class-conditional models only; use "
@@ -445,7 +445,6 @@ def generate(
     *,
     progress: bool = True,
     device: str | None = None,
-    sleep_per_batch: float = 0.0,
 ) -> dict[str, Any]:
     """Generate one file per seed into ``out``; returns counts and timing for this rank.
 
@@ -501,8 +500,6 @@ def generate(
             atomic_write(path, data)
             written += 1
         bar.update(len(chunk))
-        if sleep_per_batch:
-            time.sleep(sleep_per_batch)
     bar.close()
     seconds = time.perf_counter() - t0
     dist.barrier()

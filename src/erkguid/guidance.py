@@ -7,14 +7,14 @@ Because the guided model is just another denoiser, ERK-Guid on the guided drift 
 ``erkguid.sample(guided, ..., w_stiff=...)`` with any solver.
 
 ERK-Proj (Eq. 59-61) replaces g by g_hat = eta g + (1 - eta) <g, v> v with eta = exp(-w_stiff rho),
-using the stiffness rho and direction v of the sampler's current embedded pair. It needs the
-loop's estimate, so it lives in a per-run object (:class:`ErkProj`) fed by the loop's callback;
-:func:`sample_erk_proj` makes a fresh one for every run, so no state crosses runs.
+using the stiffness rho and direction v of the sampler's previous embedded pair, which the step
+engine passes to the layer explicitly (:class:`ErkProj`; :func:`erkguid.sample_erk_proj`). This
+module never imports the engine.
 
-NFE: the sampling loop counts calls of the combined denoiser (``Trace.nfe``). The true network
-cost is in ``guided.counter``: ``calls`` (forward passes) and ``rows`` (batch rows evaluated);
-``counter.per_sample(B)`` = rows / B is the usual "NFE" (CFG costs two per guided evaluation,
-batched or not; outside the guidance interval only the main branch runs).
+NFE: the step engine counts evaluations of the combined denoiser per sample (``Trace.nfe``). The
+network cost inside it is the one :class:`NetCounter` mechanism (``guided.counter``, ``Counted(net).counter``):
+``calls`` (forward passes) and ``rows`` (batch rows evaluated); ``counter.per_sample(B)`` = rows / B
+(CFG costs two per guided evaluation, batched or not; outside the guidance interval only the main branch runs).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ import torch
 from torch import Tensor
 
 from ._batch import append_dims, bdot, sigma_vector
-from .correction import ErkPair, Estimate, estimate
-from .sampling import sample
+from .correction import Estimate
 
 Denoiser = Callable[..., Tensor]
 
@@ -133,9 +132,10 @@ class Guided:
         s = sigma_vector(sigma, x, dtype=None)
         idx = self.active(s).nonzero().flatten()
         n = idx.numel()
+        d_ref_rows: Tensor | None
         ref_kw = {k: _rows(v, idx, b) for k, v in {**cond, **self.ref_cond}.items()}
         if self.batched and n > 0:
-            kw = {}
+            kw: dict[str, Any] = {}
             for k in set(cond) | set(ref_kw):
                 a, r = cond.get(k), ref_kw.get(k)
                 if a is None and r is None:
@@ -156,7 +156,7 @@ class Guided:
                 d_ref_rows = self.ref(x[idx], s[idx], **ref_kw)
                 self.counter.add(n)
         d_ref = d_main.clone()
-        if n > 0:
+        if d_ref_rows is not None and n > 0:
             d_ref[idx] = d_ref_rows.to(d_main.dtype)
         return d_main, d_ref
 
@@ -178,19 +178,18 @@ def autoguidance(main: Denoiser, weak: Denoiser, w: float, *, interval: Sequence
 
 
 class ErkProj:
-    """ERK-Proj for one sampling run (Eq. 59-61): a denoiser plus the callback that feeds it.
+    """ERK-Proj (Eq. 59-61) as a guidance layer of the step engine: a stateless guided denoiser.
 
-    Use ``proj = ErkProj(guided, w_proj)`` and ``sample(proj, ..., callback=proj.update)``, or
-    simply :func:`sample_erk_proj`. After each step the loop hands the step's embedded pair to
-    :meth:`update`, which computes rho and v (Eq. 56-57) from the *plain* guided drift f^w of
-    Eq. 55 at the pair's two states, re-combined from the branch outputs this object cached when
-    it evaluated them (no extra network calls; falls back to the pair's own drifts if a state was
-    not evaluated here). Later evaluations project the guidance with that estimate (the pair of
-    step i is complete only after step i's first evaluation, so step i+1 uses it). Before the
-    first pair (and where rho = 0) eta = 1: plain guidance. Per-sample throughout.
+    The engine calls :meth:`layer_call` (``wants_estimate = True``) with the
+    :class:`~erkguid.correction.Estimate` (per-sample rho and v, Eq. 56-57) of the previous step's embedded
+    pair, or ``None`` before the first pair (then eta = 1: plain guidance); the pair of step i is complete
+    only after step i's first evaluation, so step i+1 uses it. It returns the projected output the solver
+    integrates and the plain guided output (Eq. 55) from which the engine computes the next estimate, so
+    rho and v always come from the plain guided drift. An ``ErkProj`` holds no per-run state and can be
+    reused across runs; :func:`erkguid.sample_erk_proj` runs it.
     """
 
-    CACHE = 6  # evaluations remembered: enough for pairs that reach back one step
+    wants_estimate = True
 
     def __init__(self, guided: Guided, w_proj: float) -> None:
         if not isinstance(guided, Guided):
@@ -198,66 +197,26 @@ class ErkProj:
         if not isinstance(w_proj, (int, float)) or not math.isfinite(w_proj) or w_proj < 0:
             raise ValueError(f"w_proj must be a finite number >= 0, got {w_proj!r}")
         self.guided, self.w_proj = guided, float(w_proj)
-        self.est: Estimate | None = None
-        self._cache: list[tuple[Tensor, Tensor]] = []  # (x, plain guided drift f^w at x)
 
-    def _plain_drift(self, x: Tensor) -> Tensor | None:
-        for cx, f in reversed(self._cache):
-            if cx.shape == x.shape and torch.equal(cx, x):
-                return f
-        return None
+    def eta(self, est: Estimate) -> Tensor:
+        """Per-sample eta = exp(-w_proj * rho) (Eq. 59)."""
+        return torch.exp(-self.w_proj * est.rho)
 
-    def update(self, info: Mapping[str, Any]) -> None:
-        """Sampling callback: per-sample (rho, v) of the latest pair from the plain guided drift."""
-        pair = info.get("pair")
-        if pair is None:
-            return
-        f, f_alt = self._plain_drift(pair.x), self._plain_drift(pair.x_alt)
-        if f is not None and f_alt is not None:
-            pair = ErkPair(pair.x, f, pair.x_alt, f_alt, pair.h, pair.sign)
-        self.est = estimate(pair)
-
-    def eta(self) -> Tensor | None:
-        """Per-sample eta = exp(-w_proj * rho) (Eq. 59), or None before the first pair."""
-        return None if self.est is None else torch.exp(-self.w_proj * self.est.rho)
-
-    def __call__(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
+    def layer_call(self, x: Tensor, sigma: Tensor | float, estimate: Estimate | None, **cond: Any) -> tuple[Tensor, Tensor]:
+        """``(D with projected guidance (Eq. 61), plain guided D (Eq. 55))`` at one evaluation."""
         g = self.guided
         d_main, d_ref = g.branches(x, sigma, **cond)
         delta = d_main - d_ref  # -sigma * g of Eq. 54; the projection is linear, so done on D
-        s = append_dims(sigma_vector(sigma, x, dtype=None).to(d_main.dtype), x.ndim)
-        self._cache = [*self._cache[1 - self.CACHE:], (x.detach().clone(), (x - (d_main + (g.w - 1.0) * delta)) / s)]
-        if self.est is not None:
-            if self.est.v.shape != x.shape:
-                raise ValueError(f"ErkProj holds an estimate for shape {tuple(self.est.v.shape)}, got {tuple(x.shape)}; "
-                                 "use one ErkProj per run (sample_erk_proj)")
-            eta = self.eta()
-            v = self.est.v
-            along = append_dims(bdot(delta, v), x.ndim) * v
-            delta = (append_dims(eta, x.ndim) * delta.to(v.dtype) + append_dims(1 - eta, x.ndim) * along).to(d_main.dtype)
-        return d_main + (g.w - 1.0) * delta  # Eq. 61
+        plain = d_main + (g.w - 1.0) * delta
+        if estimate is None:
+            return plain, plain
+        v = estimate.v
+        if v.shape != x.shape:
+            raise ValueError(f"ErkProj got an estimate for shape {tuple(v.shape)} and a state of shape {tuple(x.shape)}")
+        eta = append_dims(self.eta(estimate), x.ndim)
+        along = append_dims(bdot(delta, v), x.ndim) * v
+        delta = (eta * delta.to(v.dtype) + (1 - eta) * along).to(d_main.dtype)
+        return d_main + (g.w - 1.0) * delta, plain  # Eq. 61
 
-
-def sample_erk_proj(
-    guided: Guided,
-    x: Tensor,
-    sigmas: Tensor | Sequence[float],
-    *,
-    w_stiff: float = 0.0,
-    w_proj: float | None = None,
-    callback: Callable[[dict[str, Any]], None] | None = None,
-    **kwargs: Any,
-) -> Tensor:
-    """``erkguid.sample`` with ERK-Proj guidance (fresh per-run state) and optional ERK-Guid.
-
-    ``w_proj`` (default ``w_stiff``, as in Eq. 59) sets eta = exp(-w_proj rho); ``w_stiff`` is the
-    ERK-Guid correction strength (Eq. 58), 0 for ERK-Proj alone. Other arguments as ``sample``.
-    """
-    proj = ErkProj(guided, w_stiff if w_proj is None else w_proj)
-
-    def feed(info: dict[str, Any]) -> None:
-        proj.update(info)
-        if callback is not None:
-            callback(info)
-
-    return sample(proj, x, sigmas, w_stiff=w_stiff, callback=feed, **kwargs)
+    def __call__(self, x: Tensor, sigma: Tensor | float, estimate: Estimate | None = None, **cond: Any) -> Tensor:
+        return self.layer_call(x, sigma, estimate, **cond)[0]

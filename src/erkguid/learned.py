@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -47,7 +47,8 @@ class DenoiserMLP(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, dim))
 
     def forward(self, x: Tensor, c_noise: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        ang = c_noise[:, None].to(x.dtype) * self.freqs.to(x.dtype)
+        freqs: Tensor = self.freqs  # type: ignore[assignment]
+        ang = c_noise[:, None].to(x.dtype) * freqs.to(x.dtype)
         e = self.noise_emb(torch.cat([ang.sin(), ang.cos()], 1))
         if self.class_emb is not None:
             if class_labels is None:
@@ -165,14 +166,14 @@ def load_learned(name: str) -> Any:
     net.eval()
     if entry["arch"]["kind"] == "classifier":
         return net
-    return LearnedDenoiser(net, entry["sigma_data"], name=name, manifest=entry)
+    return LearnedDenoiser(cast(DenoiserMLP, net), entry["sigma_data"], name=name, manifest=entry)
 
 
 STATS_SEEDS = range(256)
 STATS_STEPS = 16
 
 
-def sample_statistics(denoiser: LearnedDenoiser) -> dict[str, float]:
+def sample_statistics(denoiser: LearnedDenoiser) -> dict[str, Any]:
     """Mean and std over all coordinates of 256 samples (seeds 0..255, sigma_max 80, Heun 16 EDM
     steps, float32; conditional models get labels ``seed % num_classes``): recorded in the manifest."""
     from .noise import randn_from_seeds
@@ -180,9 +181,9 @@ def sample_statistics(denoiser: LearnedDenoiser) -> dict[str, float]:
     from .schedules import edm_sigmas
 
     x0 = randn_from_seeds(STATS_SEEDS, denoiser.shape, sigma=80.0)
-    extra = {}
+    extra: dict[str, Any] = {}
     if denoiser.num_classes > 0:
         extra["class_labels"] = torch.arange(len(STATS_SEEDS)) % denoiser.num_classes
-    x = sample(denoiser, x0, edm_sigmas(STATS_STEPS), solver="heun", **extra)
+    x = sample(denoiser, x0, edm_sigmas(STATS_STEPS), solver="heun", extra_args=extra)
     return {"mean": float(x.double().mean()), "std": float(x.double().std()), "num": len(STATS_SEEDS),
             "solver": "heun", "steps": STATS_STEPS}

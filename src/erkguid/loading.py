@@ -64,7 +64,8 @@ class LoadedEDM:
     @property
     def sample_shape(self) -> tuple[int, int, int]:
         """``(img_channels, img_resolution, img_resolution)`` of the network."""
-        return (int(self.net.img_channels), int(self.net.img_resolution), int(self.net.img_resolution))
+        net: Any = self.net  # EDM's networks carry these attributes
+        return (int(net.img_channels), int(net.img_resolution), int(net.img_resolution))
 
 
 def _check_edm_source(source_dir: str | Path) -> Path:
@@ -140,7 +141,8 @@ class DiffusersNet:
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
-        self.in_channels = int(model.config.get("in_channels", 0) or 0)
+        config: Any = model.config  # a diffusers model's config
+        self.in_channels = int(config.get("in_channels", 0) or 0)
         p = next(model.parameters(), None)
         self.dtype = p.dtype if p is not None else torch.float32
 
@@ -161,7 +163,7 @@ class LoadedDiffusers:
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        cfg = self.model.config
+        cfg: Any = self.model.config
         size = cfg.get("sample_size")
         size = (size, size) if isinstance(size, int) else tuple(size)
         return (int(cfg["in_channels"]), *size)
@@ -170,7 +172,7 @@ class LoadedDiffusers:
     def sigma_range(self) -> tuple[float, float]:
         """(sigma_min, sigma_max) the model was trained on (flow models: (0.001, 1000) by convention)."""
         if isinstance(self.denoiser, VPDenoiser):
-            s = self.denoiser.schedule
+            s: Any = self.denoiser.schedule  # DiscreteVPSchedule / ContinuousVPSchedule both have the range
             return s.sigma_min, s.sigma_max
         return 1e-3, 1e3
 

@@ -1,8 +1,13 @@
-"""The sampling loop: one place for validation, NFE counting, ERK-Guid, callbacks and progress.
+"""``sample``: a whole run of the step engine (:mod:`erkguid.engine`) with callbacks and progress.
 
-``sample`` runs any registered solver over a sigma grid. The ERK-Guid correction (Eq. 19/63) is
-applied here, to every solver, through the embedded pair its step returns; no solver applies
-it itself. The step that lands on sigma = 0 is never corrected (it is the final denoising step).
+The ERK-Guid correction (Eq. 19/63) is applied by the engine to every solver, through the embedded
+pair its step returns; no solver applies it itself. On a grid ending in 0 the step that lands on
+sigma = 0 is never corrected (it is the final denoising step); a grid may also end at a positive
+level, and a run may continue another run's :class:`~erkguid.engine.State`.
+
+Conditioning: pass the denoiser's keywords as ``extra_args={...}`` (k-diffusion's convention; its keys
+never collide with sampler options) or, for existing callers, as ``**extra`` keywords; a key given in
+both raises.
 """
 
 from __future__ import annotations
@@ -12,61 +17,19 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from ._batch import acc_dtype
-from .correction import SCALINGS, check_strengths, erk_guid
-from .noise import PerSampleNoise
-from .schedules import check_sigmas
-from .solvers import Solver, StepContext, get_solver
+from .engine import NonFiniteError, Run, State, conditioning
+from .guidance import ErkProj
+from .solvers import Solver
 
 Callback = Callable[[dict[str, Any]], None]
 
-
-class NonFiniteError(FloatingPointError):
-    """The denoiser (or a step) produced NaN or Inf; the message names the step index."""
-
-
-def make_denoise(
-    denoiser: Callable[..., Tensor], x0: Tensor, extra: Mapping[str, Any], counter: dict[str, int]
-) -> Callable[[Tensor, float], Tensor]:
-    """Wrap a user denoiser: per-sample sigma ``[B]``, shape and finiteness checks, NFE count.
-
-    ``counter['step']`` is read for error messages and ``counter['nfe']`` incremented per call.
-    """
-    sig_dtype = acc_dtype(x0.dtype)
-
-    def denoise(x: Tensor, sigma: float) -> Tensor:
-        s = torch.full((x.shape[0],), float(sigma), dtype=sig_dtype, device=x.device)
-        out = denoiser(x, s, **extra)
-        counter["nfe"] += 1
-        step = counter["step"]
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
-                f"denoiser returned shape {got} for input of shape {tuple(x.shape)} at step {step}; "
-                "it must return D(x; sigma) with the shape of x"
-            )
-        if not torch.isfinite(out).all():
-            raise NonFiniteError(
-                f"denoiser returned NaN/Inf at step {step} (sigma={float(sigma):.6g}); "
-                "check the model, its dtype and the sigma range"
-            )
-        return out.to(x.dtype)
-
-    return denoise
-
-
-def _check_x(x: Any) -> None:
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1 or x.shape[0] < 1:
-        raise ValueError("x must be a floating-point tensor of shape [B, ...] with B >= 1")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN/Inf")
+__all__ = ["Callback", "NonFiniteError", "Trace", "sample", "sample_erk_proj"]
 
 
 def sample(
     denoiser: Callable[..., Tensor],
-    x: Tensor,
+    x: Tensor | State,
     sigmas: Tensor | Sequence[float],
     *,
     solver: str | Solver = "heun",
@@ -78,14 +41,18 @@ def sample(
     progress: bool = False,
     solver_options: Mapping[str, Any] | None = None,
     seeds: Sequence[int] | Tensor | None = None,
+    extra_args: Mapping[str, Any] | None = None,
+    check_finite: str = "step",
     **extra: Any,
 ) -> Tensor:
-    """Sample by integrating the probability-flow ODE from ``sigmas[0]`` to 0 with ERK-Guid.
+    """Sample by integrating the probability-flow ODE from ``sigmas[0]`` to ``sigmas[-1]`` with ERK-Guid.
 
     Args:
-        denoiser: EDM ``D(x, sigma, **extra)`` (x-prediction), ``sigma`` a per-sample ``[B]`` tensor.
-        x: state at noise level ``sigmas[0]``, shape ``[B, *S]``.
-        sigmas: strictly decreasing grid ending in 0 (e.g. :func:`erkguid.edm_sigmas`).
+        denoiser: EDM ``D(x, sigma, **cond)`` (x-prediction), ``sigma`` a per-sample ``[B]`` tensor.
+        x: state at noise level ``sigmas[0]``, shape ``[B, *S]``, or an :class:`~erkguid.engine.State`
+            to continue (``sigmas`` then starts at the state's level).
+        sigmas: strictly decreasing grid ending in 0 (e.g. :func:`erkguid.edm_sigmas`) or at a positive
+            level (the state at that level is returned; k-diffusion semantics).
         solver: a registered solver name (``erkguid.SOLVERS``) or a :class:`Solver`.
         w_stiff: ERK-Guid strength (Eq. 19); 0 gives the plain solver, bit for bit.
         w_con: stiffness threshold of the gate beta = 1[rho > w_con].
@@ -93,75 +60,49 @@ def sample(
         trust: bound each correction's norm by ``trust * ||dx||`` of its pair (``None``: the paper's formula);
             see :func:`erkguid.correction.erk_guid`. :func:`erkguid.recommended` gives evidence-backed settings.
         callback: called after every step with a dict: ``x``, ``i``, ``sigma``, ``sigma_next``,
-            ``denoised``, ``nfe`` (cumulative) and, where the step had an ERK pair, per-sample
+            ``denoised``, ``nfe`` (cumulative, per sample) and, where the step had an ERK pair, per-sample
             ``rho``, ``beta`` and ``correction_norm`` (``None`` otherwise), and ``pair``: the step's
-            :class:`ErkPair` or ``None`` (ERK-Proj reads it). See :class:`Trace`.
+            :class:`ErkPair` or ``None``. See :class:`Trace`.
         progress: show a tqdm progress bar.
         solver_options: keyword options of the solver's step (see ``Solver.options``).
         seeds: one seed per sample for stochastic solvers (noise depends only on the seed).
-        **extra: passed through to ``denoiser`` (class labels, text embeddings, ...).
+        extra_args: the denoiser's conditioning keywords (class labels, text embeddings, ...).
+        check_finite: ``"step"`` (default: one device-to-host sync per step), ``"end"`` or ``"off"``.
+        **extra: more conditioning keywords, passed through to ``denoiser`` like ``extra_args``.
 
     Returns:
-        The samples at sigma = 0, same shape and dtype as ``x``. The state is carried in at least
+        The samples at ``sigmas[-1]``, same shape and dtype as ``x``. The state is carried in at least
         float32 (float64 stays float64) whatever the dtype of ``x`` or of the model's output.
     """
-    _check_x(x)
-    grid = check_sigmas(sigmas)
-    check_strengths(w_stiff, w_con)
-    if scaling not in SCALINGS:
-        raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
-    if trust is not None and (isinstance(trust, bool) or not isinstance(trust, (int, float)) or not trust > 0
-                              or trust == float("inf")):
-        raise ValueError(f"trust must be None or a finite number > 0, got {trust!r}")
-    spec = get_solver(solver)
-    options = dict(solver_options or {})
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        raise ValueError(f"solver_options {unknown} not accepted by solver {spec.name!r}; allowed: {sorted(spec.options)}")
-    if spec.prepare is not None:
-        options = spec.prepare(options, grid)
-    noise = None
-    if seeds is not None:
-        noise = PerSampleNoise(seeds, x.device)
-        if len(noise) != x.shape[0]:
-            raise ValueError(f"seeds holds {len(noise)} seeds for a batch of {x.shape[0]}")
-
-    out_dtype = x.dtype
-    x = x.to(torch.promote_types(x.dtype, torch.float32))  # the state never lives in fp16/bf16
-    counter = {"nfe": 0, "step": 0}
-    guide = w_stiff > 0
-    ctx = StepContext(make_denoise(denoiser, x, extra, counter), grid, noise, want_pair=guide or callback is not None)
-    carry: Any = None
-    n = grid.numel() - 1
-    for i in tqdm(range(n), disable=not progress, desc=f"{spec.name}{' +ERK' if guide else ''}", leave=False):
-        counter["step"] = i
-        out = spec.step(ctx, i, x, carry, **options)
-        x_next, stats = out.x, None
-        if out.pair is not None and grid[i + 1] > 0 and (guide or callback is not None):
-            corr = erk_guid(x_next, out.pair, w_stiff, w_con, scaling, trust)
-            stats = corr
-            if guide:
-                x_next = corr.x
-        if not torch.isfinite(x_next).all():
-            raise NonFiniteError(f"the solver state became NaN/Inf at step {i} (sigma={float(grid[i]):.6g})")
+    run = Run(
+        denoiser, x, sigmas, solver=solver, w_stiff=w_stiff, w_con=w_con, scaling=scaling, trust=trust,
+        solver_options=solver_options, seeds=seeds, want_pair=(callback is not None) or None, check_finite=check_finite,
+        progress=progress, extra_args=conditioning(extra_args, extra),
+    )
+    for step in run:
         if callback is not None:
-            callback(
-                {
-                    "x": x_next,
-                    "i": i,
-                    "sigma": float(grid[i]),
-                    "sigma_next": float(grid[i + 1]),
-                    "denoised": out.denoised,
-                    "nfe": counter["nfe"],
-                    "rho": None if stats is None else stats.rho,
-                    "beta": None if stats is None else stats.beta,
-                    "correction_norm": None if stats is None else (stats.norm if guide else torch.zeros_like(stats.norm)),
-                    "pair": out.pair,
-                }
-            )
-        x, carry = x_next, out.carry
-        del out, stats, x_next  # release the step's pair and proposal before the next step
-    return x.to(out_dtype)
+            callback(step.info())
+    final = run.state
+    return final.x.to(final.dtype)
+
+
+def sample_erk_proj(
+    guided: Any,
+    x: Tensor | State,
+    sigmas: Tensor | Sequence[float],
+    *,
+    w_stiff: float = 0.0,
+    w_proj: float | None = None,
+    **kwargs: Any,
+) -> Tensor:
+    """``sample`` with ERK-Proj guidance (Eq. 59-61) as an engine layer, and optional ERK-Guid.
+
+    ``guided`` is a :class:`erkguid.guidance.Guided` (``cfg(...)``/``autoguidance(...)``); ``w_proj``
+    (default ``w_stiff``, as in Eq. 59) sets eta = exp(-w_proj rho); ``w_stiff`` is the ERK-Guid
+    correction strength (Eq. 58), 0 for ERK-Proj alone. The engine hands each evaluation the previous
+    step's estimate explicitly. Other arguments as :func:`sample`.
+    """
+    return sample(ErkProj(guided, w_stiff if w_proj is None else w_proj), x, sigmas, w_stiff=w_stiff, **kwargs)
 
 
 class Trace:

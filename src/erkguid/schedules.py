@@ -119,11 +119,12 @@ def get_sigmas(name: str, num_steps: int, **kwargs: float) -> Tensor:
     return SCHEDULES[name](num_steps, **kwargs)
 
 
-def check_sigmas(sigmas: Tensor | Sequence[float], name: str = "sigmas") -> Tensor:
+def check_sigmas(sigmas: Tensor | Sequence[float], name: str = "sigmas", *, allow_positive_end: bool = False) -> Tensor:
     """Validate a user grid and return it as a float64 CPU tensor.
 
     Requires a 1-D, finite, strictly decreasing sequence of at least two non-negative values
-    whose last entry is exactly 0 and whose other entries are positive.
+    whose last entry is exactly 0 (or, with ``allow_positive_end``, any level >= 0: a run that stops
+    at sigma_min > 0, k-diffusion semantics) and whose other entries are positive.
     """
     s = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
     if s.ndim != 1 or s.numel() < 2:
@@ -132,7 +133,7 @@ def check_sigmas(sigmas: Tensor | Sequence[float], name: str = "sigmas") -> Tens
         raise ValueError(f"{name} must be finite, got {s.tolist()}")
     if (s < 0).any():
         raise ValueError(f"{name} must be non-negative, got a negative value at index {int((s < 0).nonzero()[0])}")
-    if s[-1] != 0:
+    if s[-1] != 0 and not allow_positive_end:
         raise ValueError(f"{name} must end in 0 (k-diffusion convention), got last value {float(s[-1])}")
     bad = (s[1:] >= s[:-1]).nonzero()
     if bad.numel():

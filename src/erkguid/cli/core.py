@@ -34,7 +34,7 @@ def solvers() -> None:
     from ..solvers import SOLVERS
 
     for s in SOLVERS.values():
-        opts = ", ".join(f"{k}={v!r}" for k, v in s.options.items()) or "-"
+        opts = ", ".join(f"{k}={v!r}" for k, v in (s.options or {}).items()) or "-"
         click.echo(f"{s.name:12s} order {s.order}  NFE(N=8)={s.nfe(8):3d}  options: {opts}  {s.doc}")
 
 

@@ -33,10 +33,9 @@ from . import main
               help="auto: PNG for image-shaped states (C,H,W), else .npz.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda:LOCAL_RANK when available).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--sleep-per-batch", type=float, default=0.0, hidden=True)
 def generate(model_spec: str, seeds: str, out: Path, solver: str, steps: int, schedule: str, sigma_min: float | None,
              sigma_max: float | None, w_stiff: float, w_con: float, scaling: str, class_label: int | None, dtype: str,
-             batch_size: int, fmt: str, device: str | None, quiet: bool, sleep_per_batch: float) -> None:
+             batch_size: int, fmt: str, device: str | None, quiet: bool) -> None:
     """Generate one PNG/.npz per seed (resumable; run under torchrun to shard seeds over ranks)."""
     from ..generate import Settings
     from ..generate import generate as run
@@ -45,7 +44,7 @@ def generate(model_spec: str, seeds: str, out: Path, solver: str, steps: int, sc
                         sigma_max=sigma_max, w_stiff=w_stiff, w_con=w_con, scaling=scaling, class_label=class_label,
                         dtype=dtype, batch_size=batch_size, format=fmt)
     try:
-        res = run(out, settings, seeds, progress=not quiet, device=device, sleep_per_batch=sleep_per_batch)
+        res = run(out, settings, seeds, progress=not quiet, device=device)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
     if res["rank"] == 0:
@@ -125,9 +124,10 @@ def sample_cmd(model_spec: str | None, preset: Path | None, solver: str | None, 
     cfg = {k: v if v is not None else p.get(k, SAMPLE_DEFAULTS.get(k)) for k, v in given.items()}
     if cfg["model"] is None:
         raise click.UsageError("give --model SPEC or --preset FILE")
-    settings = Settings(model=cfg["model"], solver=cfg["solver"], steps=int(cfg["steps"]), schedule=cfg["schedule"],
+    settings = Settings(model=str(cfg["model"]), solver=str(cfg["solver"]), steps=int(cfg["steps"]),
+                        schedule=str(cfg["schedule"]),
                         sigma_min=sigma_min, sigma_max=sigma_max, w_stiff=float(cfg["w_stiff"]), w_con=float(cfg["w_con"]),
-                        scaling=cfg["scaling"], class_label=class_label, dtype=dtype)
+                        scaling=str(cfg["scaling"]), class_label=class_label, dtype=dtype)
     seeds = list(range(seed, seed + num_samples))
     tr = Trace()
     t0 = time.perf_counter()

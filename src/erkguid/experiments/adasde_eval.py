@@ -149,8 +149,8 @@ def run_adasde_eval(
             for arm, g in (("adasde", gamma_max), ("twin (gamma=0)", 0.0)):
                 cfg = DistillConfig(**{**base.__dict__, "gamma_max": g, "seed": s})
                 t0 = time.perf_counter()
-                res = distill_adasde(model, cfg, shape=shape, progress=False, meta={"model": mname})
-                coef = res.coefficients
+                distilled = distill_adasde(model, cfg, shape=shape, progress=False, meta={"model": mname})
+                coef = distilled.coefficients
                 row["learned"].setdefault(arm, []).append({**coef.table(), "seconds": time.perf_counter() - t0})
                 if out is not None:
                     coef.save(out / "coefficients" / f"{mname.replace(':', '-')}_nfe{nfe}_{'adasde' if g else 'twin'}_s{s}.json")

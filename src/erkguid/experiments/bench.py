@@ -184,7 +184,7 @@ def _run(config: BenchConfig, progress: bool) -> dict[str, Any]:
         ref = prob.reference(x0).double()
         info[prob.name] = {"reference_seconds": time.perf_counter() - t}
         truth = prob.truth(config.num_samples, 10_000 + config.seed) if prob.truth else None
-        if truth is not None:
+        if truth is not None and prob.truth is not None:
             other = prob.truth(config.num_samples, 20_000 + config.seed)
             info[prob.name]["truth_vs_truth_sliced_w2"] = sliced_wasserstein(truth, other)
         jobs = []
@@ -194,13 +194,13 @@ def _run(config: BenchConfig, progress: bool) -> dict[str, Any]:
                 sets.append(default_setting(solver))
             if not any(s.w_stiff == 0 for s in sets):
                 sets.insert(0, Setting())
-            sets.sort(key=lambda s: s.w_stiff != 0)  # plain first: it is every ratio's baseline
+            sets.sort(key=lambda st: st.w_stiff != 0)  # plain first: it is every ratio's baseline
             for target in config.nfe_targets:
                 grid, opts = _solver_grid(solver, target, prob, seeds, notes)
                 if grid is None:
                     continue
-                for s in sets:
-                    jobs.append((solver, target, s, grid, opts))
+                for setting in sets:
+                    jobs.append((solver, target, setting, grid, opts))
         base_err: dict[tuple[str, int], Tensor] = {}
         for solver, target, s, sig, opts in tqdm(jobs, disable=not progress, desc=f"bench {prob.name}"):
             n = sig.numel() - 1
@@ -315,7 +315,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         targets = sorted({r["nfe_target"] for r in rows if r["problem"] == prob})
         out.append("| solver | " + " | ".join(f"NFE≈{t}" for t in targets) + " |")
         out.append("|---|" + "---|" * len(targets))
-        winners = {}
+        winners: dict[str, Any] = {}
         for solver in dict.fromkeys(r["method"] for r in rows if r["problem"] == prob):
             cells = []
             for t in targets:

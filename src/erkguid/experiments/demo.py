@@ -182,8 +182,8 @@ def plot_demo(
     ax.legend(fontsize=7)
     ax = fig.add_subplot(2, 2, 4)
     for w, c in settings:
-        pts = [(r.nfe, r.err_mean) for r in rows if r.w_stiff == w and r.w_con == c]
-        ax.plot(*zip(*pts), "o-", label="Heun" if w == 0 else f"ERK w={w:g}, c={c:g}")
+        curve: list[tuple[int, float]] = [(r.nfe, r.err_mean) for r in rows if r.w_stiff == w and r.w_con == c]
+        ax.plot(*zip(*curve), "o-", label="Heun" if w == 0 else f"ERK w={w:g}, c={c:g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("NFE")

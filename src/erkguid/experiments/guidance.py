@@ -18,12 +18,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..guidance import Guided, autoguidance, cfg, sample_erk_proj
+from ..guidance import Guided, autoguidance, cfg
 from ..metrics import global_error, ratio_ci, sliced_wasserstein
 from ..models import ConditionalMixture, GaussianMixture, get_model
 from ..noise import randn_from_seeds
 from ..reference import check_reference
-from ..sampling import Trace, sample
+from ..sampling import Trace, sample, sample_erk_proj
 from ..schedules import edm_sigmas
 from ._output import pyplot, write_results
 
@@ -193,8 +193,9 @@ def plot_guidance(
             ax.set_title(f"{kind}: {title}", fontsize=8)
         ax = fig.add_subplot(2, cols, r * cols + cols)
         for v in VARIANTS:
-            pts = [(x.nfe_network, x.err_mean) for x in rows if x.guidance == kind and x.variant == v]
-            ax.plot(*zip(*pts), "o-", label=v)
+            curve: list[tuple[float, float]] = [(x.nfe_network, x.err_mean) for x in rows
+                                                if x.guidance == kind and x.variant == v]
+            ax.plot(*zip(*curve), "o-", label=v)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("network evaluations per sample")

@@ -33,7 +33,7 @@ from .bench import max_steps
 
 SIGMA_MAX = 80.0
 # Paper Table 5 (ImageNet-64 column) strengths for Table 4, with w_con = 0.05 (App. B.2).
-TABLE4_W = {"heun": {6: 0.75, 8: 1.25, 10: 1.0}, "dpm2": 1.25, "deis": 2.5}
+TABLE4_W: dict[str, float | dict[int, float]] = {"heun": {6: 0.75, 8: 1.25, 10: 1.0}, "dpm2": 1.25, "deis": 2.5}
 TARGETS = ("tree2d-learned", "digits-learned", "tree2d-exact", "digits-exact")
 # The conditional model of each target as an `erkguid generate` / `erkguid sample` model spec.
 TARGET_MODELS = {"tree2d-learned": "learned:tree2d-main", "digits-learned": "learned:digits-main", "tree2d-exact": "tree2d",
@@ -306,11 +306,11 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
             if "table4" in cfg.tables:
                 for s in table4_solvers():
                     for nfe in cfg.table4_nfe:
-                        n = max_steps(s, nfe)
-                        if n is None or n < 2:
+                        n4 = max_steps(s, nfe)
+                        if n4 is None or n4 < 2:
                             continue
                         tab = f"table4:nfe{nfe}"
-                        jobs += [((tab, s, n, 0.0, 0.0), {}), ((tab, s, n, table4_w(s, nfe), cfg.table4_wcon), {})]
+                        jobs += [((tab, s, n4, 0.0, 0.0), {}), ((tab, s, n4, table4_w(s, nfe), cfg.table4_wcon), {})]
             if "fig4" in cfg.tables:
                 for n in cfg.fig4_steps:
                     jobs += [(("fig4", "heun", n, w, c), {}) for w in cfg.fig4_w for c in cfg.fig4_wcon]
@@ -320,17 +320,17 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
                 jobs += [(("table10", "heun", n10, 0.0, 0.0), {"tau": t}) for t in cfg.table10_tau]
             if "table11" in cfg.tables:
                 for s in table11_solvers():
-                    n = max_steps(s, SOLVERS["heun"].nfe(n10))
-                    if n is None or n < 2:
+                    n11 = max_steps(s, SOLVERS["heun"].nfe(n10))
+                    if n11 is None or n11 < 2:
                         continue
-                    jobs += [(("table11", s, n, 0.0, 0.0), {"options": (("r", r), ("stochastic", st)), "base_steps": n10})
+                    jobs += [(("table11", s, n11, 0.0, 0.0), {"options": (("r", r), ("stochastic", st)), "base_steps": n10})
                              for r, st in cfg.table11_r]
             for args, kw in tqdm(jobs, disable=not progress, desc=tname, leave=False):
                 rows.append(ev.row(*args, **kw))
             refs[tname] = {"reference_mean_nfe": ev.reference_nfe, "rtol": cfg.rtol}
     finally:
         torch.set_num_threads(threads)
-    result = {"config": asdict(cfg), "seed": seed, "seconds": time.perf_counter() - t_start, "references": refs,
+    result: dict[str, Any] = {"config": asdict(cfg), "seed": seed, "seconds": time.perf_counter() - t_start, "references": refs,
               "solvers_available": sorted(SOLVERS), "rows": [asdict(r) for r in rows]}
     if out_dir is not None:
         result["files"] = write_results(out_dir, "paper", result, format_suite(result["rows"]),
@@ -393,8 +393,8 @@ def plot_suite(path: Path, rows: list[dict[str, Any]]) -> None:
             a.legend(fontsize=7)
         f4 = [r for r in rows if r["target"] == t and r["table"] == "fig4"]
         for w in sorted({r["w_stiff"] for r in f4}):
-            pts = sorted((r["w_con"], r["fd"]) for r in f4 if r["w_stiff"] == w)
-            axes[2, j].plot(*zip(*pts), "o-", label=f"w_stiff={w:g}")
+            curve = sorted((r["w_con"], r["fd"]) for r in f4 if r["w_stiff"] == w)
+            axes[2, j].plot(*zip(*curve), "o-", label=f"w_stiff={w:g}")
         base = [r["fd"] for r in t2 if r["w_stiff"] == 0 and r["steps"] == (f4[0]["steps"] if f4 else 0)]
         if base:
             axes[2, j].axhline(base[0], color="k", lw=0.8, ls="--", label="Heun")

@@ -1,6 +1,6 @@
 """`erkguid profile`: per-step distributions of rho-hat, the gate and the correction size (choosing w_con).
 
-One sampling pass through :func:`erkguid.sample` with a callback that records, per step and per
+One sampling pass over the step engine (:class:`erkguid.engine.Run`) that records, per step and per
 sample, the stiffness estimate rho-hat (Eq. 17), the applied correction norm and the step length
 ||x_{i+1} - x_i||. The fraction of samples the gate beta = 1[rho-hat > w_con] (Eq. 19) switches on is
 computed for several candidate thresholds from the same rho-hat values. The correction norms are
@@ -18,25 +18,10 @@ import torch
 from torch import Tensor
 
 from .._batch import bnorm, bsafe_div
-from ..sampling import sample
+from ..engine import Run
 from ._output import pyplot, write_results
 
 DEFAULT_CANDIDATES = (0.05, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
-
-
-class _Recorder:
-    def __init__(self, x0: Tensor) -> None:
-        self.prev = x0
-        self.rows: list[dict[str, Any]] = []
-
-    def __call__(self, info: dict[str, Any]) -> None:
-        x = info["x"]
-        step = bnorm(x - self.prev).float().cpu()
-        self.prev = x
-        rho, corr = info["rho"], info["correction_norm"]
-        self.rows.append({"i": info["i"], "sigma": info["sigma"], "sigma_next": info["sigma_next"], "step_norm": step,
-                          "rho": None if rho is None else rho.float().cpu(),
-                          "corr": None if corr is None else corr.float().cpu()})
 
 
 def _q(v: Tensor) -> list[float]:
@@ -67,19 +52,29 @@ def profile_run(
     cands = [float(c) for c in candidates]
     if not cands or any(not math.isfinite(c) or c < 0 for c in cands):
         raise ValueError(f"candidates must be finite numbers >= 0, got {list(candidates)}")
-    rec = _Recorder(x)
-    sample(denoiser, x, sigmas, solver=solver, w_stiff=w_stiff, w_con=w_con, scaling=scaling, callback=rec,
-           progress=progress, solver_options=solver_options, seeds=seeds, **extra)
-    steps, all_rho, all_rel = [], [], []
-    for r in rec.rows:
-        row: dict[str, Any] = {"i": r["i"], "sigma": r["sigma"], "sigma_next": r["sigma_next"], "step_norm_q": _q(r["step_norm"])}
-        if r["rho"] is None:
+    run = Run(denoiser, x, sigmas, solver=solver, w_stiff=w_stiff, w_con=w_con, scaling=scaling, want_pair=True,
+              progress=progress, solver_options=solver_options, seeds=seeds, extra_args=extra)
+    steps: list[dict[str, Any]] = []
+    all_rho: list[Tensor] = []
+    all_rel: list[Tensor] = []
+    raw_rho: list[Tensor | None] = []
+    prev = run.state.x
+    for st in run:
+        step_norm = bnorm(st.x - prev).float().cpu()
+        prev = st.x
+        row: dict[str, Any] = {"i": st.i, "sigma": st.sigma, "sigma_next": st.sigma_next, "step_norm_q": _q(step_norm)}
+        corr = st.correction
+        if corr is None:
             row.update(rho_q=None, gated=None, rel_corr_q=None)
+            raw_rho.append(None)
         else:
-            rel = bsafe_div(r["corr"], r["step_norm"])
-            row.update(rho_q=_q(r["rho"]), gated={c: float((r["rho"] > c).float().mean()) for c in cands}, rel_corr_q=_q(rel))
-            all_rho.append(r["rho"])
+            rho = corr.rho.float().cpu()
+            norm = (corr.norm if st.applied else torch.zeros_like(corr.norm)).float().cpu()
+            rel = bsafe_div(norm, step_norm)
+            row.update(rho_q=_q(rho), gated={c: float((rho > c).float().mean()) for c in cands}, rel_corr_q=_q(rel))
+            all_rho.append(rho)
             all_rel.append(rel)
+            raw_rho.append(rho)
         steps.append(row)
     rho = torch.cat(all_rho) if all_rho else torch.zeros(0)
     overall = {
@@ -89,7 +84,7 @@ def profile_run(
     }
     return {"solver": solver, "w_stiff": w_stiff, "w_con": w_con, "scaling": scaling, "candidates": cands,
             "num_samples": int(x.shape[0]), "steps": steps, "overall": overall,
-            "_raw": {"rho": [r["rho"] for r in rec.rows]}}
+            "_raw": {"rho": raw_rho}}
 
 
 def format_summary(res: dict[str, Any]) -> str:

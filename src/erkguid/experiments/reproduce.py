@@ -31,11 +31,10 @@ from tqdm.auto import tqdm
 from .. import diagnostics as dg
 from .._batch import append_dims, bdot
 from ..correction import alpha, estimate
+from ..engine import Run
 from ..models import GaussianMixture, get_model, tree_2d
 from ..noise import randn_from_seeds
 from ..schedules import edm_sigmas
-from ..solvers.base import StepContext
-from ..solvers.heun import heun_step
 from ._output import pyplot, write_results
 
 SIGMA_MAX = 80.0
@@ -89,7 +88,7 @@ def _table1_components(model: GaussianMixture, x: Tensor, sigma: float, sigma_ne
 
 def run_fig1(quick: bool = False, progress: bool = True, model: str | None = None) -> dict[str, Any]:
     """Stiffness map of the 2-D tree at step 29 of 32, drift in the local eigenbasis, Table 1 (``model`` unused)."""
-    model = tree_2d()
+    tree = tree_2d()
     grid = edm_sigmas(32, sigma_max=SIGMA_MAX)
     i = 28  # the 29th of 32 steps
     sigma, sigma_next = float(grid[i]), float(grid[i + 1])
@@ -97,40 +96,42 @@ def run_fig1(quick: bool = False, progress: bool = True, model: str | None = Non
     g = torch.linspace(-1.3, 1.3, n, dtype=torch.float64)
     gx, gy = torch.meshgrid(g, g, indexing="xy")
     pts = torch.stack([gx.flatten(), gy.flatten()], 1)
-    sp = _spectrum_chunked(model, pts, sigma)
-    logp = torch.cat(_chunked(lambda xx: model.log_prob(xx, sigma), pts))
+    sp = _spectrum_chunked(tree, pts, sigma)
+    logp = torch.cat(_chunked(lambda xx: tree.log_prob(xx, sigma), pts))
     # stiff centre: the stiffest grid point among those the sampler visits (log p within 6 nats of the max)
     visited = logp > logp.max() - 6.0
     stiff_c = pts[sp.stiffness.masked_fill(~visited, -1).argmax()][None]
     calm_c = torch.tensor([[0.0, -0.75]], dtype=torch.float64)  # middle of the trunk
     half = 4.0 * sigma
-    regions = {}
+    regions: dict[str, dict[str, Any]] = {}
     for name, c in (("non-stiff", calm_c), ("stiff", stiff_c)):
-        spc = dg.exact_spectrum(model, c, sigma)
+        spc = dg.exact_spectrum(tree, c, sigma)
         v = spc.eigvecs[0]  # [2, 2], columns dominant/subdominant
         t = torch.linspace(-half, half, 41, dtype=torch.float64)
         lines = {}
         for k, axis in ((0, "dominant"), (1, "subdominant")):
             line = c + t[:, None] * v[:, k][None]
-            proj = dg.drift_fn(model, sigma)(line) @ v  # drift in the local eigen-coordinates
+            proj = dg.drift_fn(tree, sigma)(line) @ v  # drift in the local eigen-coordinates
             lines[axis] = {"t": t.tolist(), "proj_dominant": proj[:, 0].tolist(), "proj_subdominant": proj[:, 1].tolist(),
                            "variation": float((proj.diff(dim=0).norm(dim=1) / t.diff()).max())}  # max |d proj / dt|
         regions[name] = {"centre": c[0].tolist(), "eigvals": spc.eigvals[0].tolist(), "eigvecs": v.tolist(), "lines": lines}
     # Table 1: one step from the stiff centre
-    comp = _table1_components(model, stiff_c, sigma, sigma_next)
+    comp = _table1_components(tree, stiff_c, sigma, sigma_next)
     tab = {k: float(v[0]) for k, v in comp.items()}
     tab["h"] = sigma - sigma_next
     # the verdict depends on the chosen point: the same ratios over the stiffest visited points
     order = sp.stiffness.masked_fill(~visited, -1).argsort(descending=True)
     n_vis = int(visited.sum())
-    dist = {}
+    dist: dict[str, dict[str, float]] = {}
     for label, frac in (("top1pct", 0.01), ("top10pct", 0.10)):
         k = max(1, round(frac * n_vis))
-        c = _table1_components(model, pts[order[:k]], sigma, sigma_next)
-        dist[label] = {"points": k, **{f"{r}_{stat}": float(getattr(c[r], stat)()) if stat == "max" else float(c[r].median())
+        top = _table1_components(tree, pts[order[:k]], sigma, sigma_next)
+        dist[label] = {"points": k, **{f"{r}_{stat}": float(top[r].max()) if stat == "max" else float(top[r].median())
                                       for r in ("lte_ratio", "diff_ratio") for stat in ("max", "median")},
-                       "frac_both_above_3": float(((c["lte_ratio"] > 3) & (c["diff_ratio"] > 3)).double().mean())}
-    tab["distribution"] = {"visited_points": n_vis, **dist}
+                       "frac_both_above_3": float(((top["lte_ratio"] > 3) & (top["diff_ratio"] > 3)).double().mean())}
+    table: dict[str, Any] = dict(tab)
+    table["distribution"] = {"visited_points": n_vis, **dist}
+    tab = table
     var = {f"{k} {ax}": r["lines"][ax]["variation"] for k, r in regions.items() for ax in ("dominant", "subdominant")}
     others = max(v for k, v in var.items() if k != "stiff dominant")
     claims = [
@@ -230,15 +231,10 @@ def collect(
     x = randn_from_seeds(seeds, model.shape, sigma=SIGMA_MAX, dtype=torch.float64)
     grid = edm_sigmas(steps, sigma_max=SIGMA_MAX)
 
-    def denoise(y: Tensor, s: float) -> Tensor:
-        return model(y, torch.full((y.shape[0],), s, dtype=y.dtype), **extra)
-
-    ctx = StepContext(denoise, grid)
     rows: dict[str, list[Tensor]] = {}
-    carry = None
-    for i in tqdm(range(steps - 1), disable=not progress, desc=f"collect {model.name}", leave=False):
-        out = heun_step(ctx, i, x, carry)
-        s, sn = float(grid[i]), float(grid[i + 1])
+    run = Run(model, x, grid[:-1], solver="heun", want_pair=True, extra_args=extra)  # every step but the one onto 0
+    for out in tqdm(run, total=steps - 1, disable=not progress, desc=f"collect {model.name}", leave=False):
+        i, s, sn = out.i, out.sigma, out.sigma_next
         if out.pair is not None:
             p = out.pair
             sp = dg.exact_spectrum(model, x, s, **extra)
@@ -249,7 +245,7 @@ def collect(
             f_weak = dg.drift_fn(weak, s, **extra)(x)
             dirs = {
                 "lte": ref - out.x,
-                "sol_diff_step": out.x - out.carry.x_euler,
+                "sol_diff_step": out.x - run.state.carry.x_euler,
                 "drift_diff": p.f - p.f_alt,
                 "sol_diff_pair": p.x - p.x_alt,
                 "erk": -append_dims(bdot(p.f, est.v), x.ndim) * est.v,
@@ -265,7 +261,7 @@ def collect(
             vals["dom_dim"], vals["baseline"] = al.dim.double(), al.random_baseline()
             for k, val in vals.items():
                 rows.setdefault(k, []).append(val.detach().double())
-        x, carry = out.x, out.carry
+        x = out.x
     return {k: torch.cat(v) for k, v in rows.items()}
 
 
@@ -521,10 +517,10 @@ def run_fig7(quick: bool = False, progress: bool = True, model: str | None = Non
     seeds = list(range(num))
     x = randn_from_seeds(seeds, m.shape, sigma=SIGMA_MAX, dtype=torch.float64)
     grid = edm_sigmas(steps, sigma_max=SIGMA_MAX)
-    ctx = StepContext(lambda y, s: m(y, torch.full((y.shape[0],), s, dtype=y.dtype)), grid)
-    hist, rel_exact, al_space, cos_v1, dims, carry = [], [], [], [], [], None
-    for i in tqdm(range(steps - 1), disable=not progress, desc=f"power iteration {name}", leave=False):
-        s = float(grid[i])
+    hist, rel_exact, al_space, cos_v1, dims = [], [], [], [], []
+    run = Run(m, x, grid[:-1], solver="heun")  # every step but the one onto 0
+    for step in tqdm(run, total=steps - 1, disable=not progress, desc=f"power iteration {name}", leave=False):
+        i, s = step.i, step.sigma
         pw = dg.power_iteration(m, x, s, iters=iters, seeds=[1000 * i + k for k in seeds])
         hist.append((pw.history - pw.history[-1]).abs() / pw.history[-1])
         ex = dg.exact_spectrum(m, x, s)
@@ -533,8 +529,7 @@ def run_fig7(quick: bool = False, progress: bool = True, model: str | None = Non
         al_space.append(al.alignment)
         dims.append(al.dim.double())
         cos_v1.append(dg.cosine(pw.vector, ex.vector(0, m.shape)).abs())
-        out = heun_step(ctx, i, x, carry)
-        x, carry = out.x, out.carry
+        x = step.x
     h = torch.cat(hist, dim=1)  # [iters, steps * B]
     q = torch.quantile(h, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=1)
     rel = torch.cat(rel_exact)
@@ -610,6 +605,10 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def _plot_to(plot: Callable[[dict[str, Any], Path], None], res: dict[str, Any]) -> Callable[[Path], None]:
+    return lambda p: plot(res, p)
+
+
 def reproduce(name: str, out_dir: str | Path = "runs/reproduce", *, quick: bool = False, progress: bool = True,
               **kwargs: Any) -> list[dict[str, Any]]:
     """Run one target (or ``all``), write ``NAME.{json,md,png}`` under ``out_dir``, return the results."""
@@ -622,7 +621,7 @@ def reproduce(name: str, out_dir: str | Path = "runs/reproduce", *, quick: bool 
         res = run(quick=quick, progress=progress, **kwargs)
         cmd = f"erkguid reproduce {n}{' --quick' if quick else ''}"
         res["files"] = write_results(out_dir, n, _jsonable(res), format_rows(res["claims"], cmd),
-                                     lambda p, plot=plot, res=res: plot(res, p))
+                                     _plot_to(plot, res))
         res["command"] = cmd
         results.append(res)
     return results

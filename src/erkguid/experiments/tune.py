@@ -47,7 +47,7 @@ def tune(target: str, solver: str = "heun", nfe: int = 15, *, objective: str = "
 
         grid = [(0.0, 0.0)] + [(w, c) for w in w_grid for c in wcon_grid]
         scores = {(w, c): score(w, c) for w, c in tqdm(grid, disable=not progress, desc=f"tune {target} {solver}")}
-        best = min(scores, key=scores.get)
+        best = min(scores, key=lambda k: scores[k])
         held = Evaluator(tgt, heldout, seed=HELDOUT_SEED, rtol=rtol)
         row = held.row("tune", solver, steps, best[0], best[1])
     finally:

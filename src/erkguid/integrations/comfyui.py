@@ -33,25 +33,47 @@ NODE_ID = "ERKGuidSampler"
 DISPLAY_NAME = "ERK-Guid Sampler"
 
 
+SETTINGS = ("recommended", "custom")
+
+
 def _inputs() -> list[tuple[str, str, dict[str, Any]]]:
-    """The node's inputs, ``(name, "COMBO" | "FLOAT", options)``: the one definition both node APIs read."""
+    """The node's inputs, ``(name, "COMBO" | "FLOAT", options)``: the one definition both node APIs read.
+
+    ``setting="recommended"`` (default) runs :func:`erkguid.recommended` for the sampler's solver at the NFE of the
+    SIGMAS it is given (off for the multistep solvers); ``"custom"`` uses the four widgets (``trust`` 0 = none).
+    """
     d = default_strengths("heun")
     return [
         ("sampler", "COMBO", {"options": kd.available(), "default": "heun"}),
-        ("w_stiff", "FLOAT", {"default": d.w_stiff, "min": 0.0, "max": 20.0, "step": 0.05}),
-        ("w_con", "FLOAT", {"default": d.w_con, "min": 0.0, "max": 100.0, "step": 0.01}),
-        ("scaling", "COMBO", {"options": list(SCALINGS), "default": d.scaling}),
+        ("setting", "COMBO", {"options": list(SETTINGS), "default": "recommended"}),
+        ("w_stiff", "FLOAT", {"default": d["w_stiff"], "min": 0.0, "max": 20.0, "step": 0.05}),
+        ("w_con", "FLOAT", {"default": d["w_con"], "min": 0.0, "max": 100.0, "step": 0.01}),
+        ("scaling", "COMBO", {"options": list(SCALINGS), "default": d["scaling"]}),
+        ("trust", "FLOAT", {"default": d["trust"] or 0.0, "min": 0.0, "max": 100.0, "step": 0.05}),
     ]
 
 
-def make_ksampler(name: str, w_stiff: float, w_con: float, scaling: str = "z2") -> Any:
-    """A ``comfy.samplers.KSAMPLER`` running ``sample_erk_<name>`` (needs ComfyUI importable)."""
+def make_ksampler(name: str, w_stiff: float | None = None, w_con: float | None = None, scaling: str | None = None,
+                  trust: float | None = None) -> Any:
+    """A ``comfy.samplers.KSAMPLER`` running ``sample_erk_<name>`` (needs ComfyUI importable); strengths left ``None``
+    are :func:`erkguid.recommended` at the run's NFE."""
     import comfy.samplers  # noqa: PLC0415 - optional dependency, only inside ComfyUI
 
-    if scaling not in SCALINGS:
+    if scaling is not None and scaling not in SCALINGS:
         raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
     fn = kd.make_sampler(name)
-    return comfy.samplers.KSAMPLER(fn, {"w_stiff": float(w_stiff), "w_con": float(w_con), "scaling": scaling})
+    if w_stiff is None:
+        return comfy.samplers.KSAMPLER(fn, {})
+    return comfy.samplers.KSAMPLER(fn, {"w_stiff": float(w_stiff), "w_con": float(w_con or 0.0), "scaling": scaling or "z2",
+                                        "trust": trust or None})
+
+
+def _node_sampler(sampler: str, setting: str, w_stiff: float, w_con: float, scaling: str, trust: float) -> Any:
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+    if setting == "recommended":
+        return make_ksampler(sampler)
+    return make_ksampler(sampler, w_stiff, w_con, scaling, trust)
 
 
 class ERKGuidSampler:
@@ -61,16 +83,18 @@ class ERKGuidSampler:
     FUNCTION = "get_sampler"
     CATEGORY = CATEGORY
     DESCRIPTION = (
-        "Stiffness-aware ERK-Guid sampler (Kong et al., ICLR 2026). w_stiff=0 is the plain solver: heun, dpm_2 and "
-        "dpmpp_2m then equal ComfyUI's samplers of that name. Decreasing SIGMAS only (no FlipSigmas)."
+        "Stiffness-aware ERK-Guid sampler (Kong et al., ICLR 2026). setting=recommended: erkguid's evidence-backed "
+        "strengths for the sampler at the SIGMAS' NFE (off for multistep samplers); custom: the widgets. w_stiff=0 is the "
+        "plain solver: heun, dpm_2 and dpmpp_2m then equal ComfyUI's samplers of that name. Decreasing SIGMAS only."
     )
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:  # noqa: N802 - ComfyUI's name
         return {"required": {name: (kind if kind != "COMBO" else opts.pop("options"), opts) for name, kind, opts in _inputs()}}
 
-    def get_sampler(self, sampler: str, w_stiff: float, w_con: float, scaling: str = "z2") -> tuple[Any]:
-        return (make_ksampler(sampler, w_stiff, w_con, scaling),)
+    def get_sampler(self, sampler: str, setting: str = "recommended", w_stiff: float = 0.0, w_con: float = 0.0,
+                    scaling: str = "z2", trust: float = 0.0) -> tuple[Any]:
+        return (_node_sampler(sampler, setting, w_stiff, w_con, scaling, trust),)
 
 
 NODE_CLASS_MAPPINGS = {NODE_ID: ERKGuidSampler}
@@ -93,8 +117,9 @@ def v3_extension() -> Any:
                              inputs=[_io_input(*spec) for spec in _inputs()], outputs=[io.Sampler.Output()])
 
         @classmethod
-        def execute(cls, sampler: str, w_stiff: float, w_con: float, scaling: str = "z2") -> Any:
-            return io.NodeOutput(make_ksampler(sampler, w_stiff, w_con, scaling))
+        def execute(cls, sampler: str, setting: str = "recommended", w_stiff: float = 0.0, w_con: float = 0.0,
+                    scaling: str = "z2", trust: float = 0.0) -> Any:
+            return io.NodeOutput(_node_sampler(sampler, setting, w_stiff, w_con, scaling, trust))
 
     class ERKGuidExtension(ComfyExtension):
         async def get_node_list(self) -> list[type]:

@@ -26,7 +26,8 @@ Usage::
 
     pipe.scheduler = ERKDPMSolverMultistepScheduler.from_config(pipe.scheduler.config, w_stiff=0.5, w_con=0.5)
 
-Defaults come from :func:`erkguid.integrations._defaults.default_strengths` (currently off).
+Defaults come from :func:`erkguid.integrations._defaults.default_strengths` (``erkguid.recommended`` at the
+run's NFE; off for the multistep solvers).
 State: the ERK cache is cleared by ``set_timesteps`` and ``set_begin_index``; ``erk_history``
 holds per completed step the per-sample ``rho``, ``beta`` and ``correction_norm``.
 
@@ -64,6 +65,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers
 from torch import Tensor
 
 from ..correction import SCALINGS, ErkPair, check_strengths, erk_guid
+from ..solvers import get_solver
 from ._defaults import default_strengths
 
 __all__ = [
@@ -76,7 +78,7 @@ __all__ = [
     "SchedulerMixin",  # looked up here by diffusers' pipeline loader (see the module docstring)
 ]
 
-ERK_KEYS = ("w_stiff", "w_con", "erk_scaling")
+ERK_KEYS = ("w_stiff", "w_con", "erk_scaling", "erk_trust")
 
 
 def _stock(cls: type) -> type | None:
@@ -85,21 +87,26 @@ def _stock(cls: type) -> type | None:
 
 
 def _make_init(stock: type, solver: str) -> Callable[..., None]:
-    """``__init__`` with the stock signature plus keyword-only ``w_stiff, w_con, erk_scaling`` (registered to config)."""
-    d = default_strengths(solver)
+    """``__init__`` with the stock signature plus keyword-only ``w_stiff, w_con, erk_scaling, erk_trust`` (registered
+    to config). ``w_stiff=None`` (default): :func:`erkguid.recommended` for ``solver`` at each run's NFE."""
 
-    def __init__(self: Any, *args: Any, w_stiff: float = d.w_stiff, w_con: float = d.w_con,
-                 erk_scaling: str = d.scaling, **kwargs: Any) -> None:
-        check_strengths(w_stiff, w_con)
-        if erk_scaling not in SCALINGS:
+    def __init__(self: Any, *args: Any, w_stiff: float | None = None, w_con: float | None = None,
+                 erk_scaling: str | None = None, erk_trust: float | None = None, **kwargs: Any) -> None:
+        if w_stiff is not None or w_con is not None:
+            check_strengths(0.0 if w_stiff is None else w_stiff, 0.0 if w_con is None else w_con)
+        if erk_scaling is not None and erk_scaling not in SCALINGS:
             raise ValueError(f"erk_scaling must be one of {SCALINGS}, got {erk_scaling!r}")
+        if erk_trust is not None and (isinstance(erk_trust, bool) or not isinstance(erk_trust, (int, float))
+                                      or not 0 < erk_trust < float("inf")):
+            raise ValueError(f"erk_trust must be None or a finite number > 0, got {erk_trust!r}")
         stock.__init__(self, *args, **kwargs)
         self._erk_reset()
 
     sig = inspect.signature(stock.__init__)
-    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in zip(ERK_KEYS, d)]
-    __init__.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
-    __init__.__doc__ = f"``{stock.__name__}.__init__`` plus ``w_stiff``, ``w_con``, ``erk_scaling`` (ERK-Guid, Eq. 19)."
+    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None) for k in ERK_KEYS]
+    __init__.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
+    __init__.__doc__ = (f"``{stock.__name__}.__init__`` plus ``w_stiff``, ``w_con``, ``erk_scaling``, ``erk_trust`` (ERK-Guid, "
+                        "Eq. 19); ``w_stiff=None``: erkguid.recommended at each run's NFE.")
     return register_to_config(__init__)
 
 
@@ -155,18 +162,28 @@ class _ERKScheduler:
 
     def set_begin_index(self, begin_index: int = 0) -> None:
         """Start at ``begin_index`` (img2img): the stock behaviour, plus a cleared ERK cache and solver stage."""
-        super().set_begin_index(begin_index)  # type: ignore[misc]
+        super().set_begin_index(begin_index)
         for k in ("prev_derivative", "dt", "sample"):  # the two-stage schedulers' half-finished step
             if hasattr(self, k):
                 setattr(self, k, None)
         self._erk_reset()
 
+    def erk_setting(self) -> dict[str, Any]:
+        """The ERK-Guid setting of this run: the configured one, or (``w_stiff=None``) :func:`erkguid.recommended`
+        for the scheduler's solver at the NFE of ``num_inference_steps`` (see :mod:`erkguid.integrations._defaults`)."""
+        cfg = self.config
+        if cfg.w_stiff is None:
+            n = getattr(self, "num_inference_steps", None)
+            return default_strengths(self._erk_solver, None if not n else get_solver(self._erk_solver).nfe(int(n)))
+        return {"w_stiff": float(cfg.w_stiff), "w_con": 0.5 if cfg.w_con is None else float(cfg.w_con),
+                "scaling": cfg.erk_scaling or "z2", "trust": cfg.erk_trust}
+
     # ------------------------------------------------------------------ shared step pieces
     def _erk_call_step(self, stock: type, a: dict[str, Any]) -> Any:
         """Run the stock ``step`` (as a dict output) and let the subclass replace its ``prev_sample``."""
         return_dict = a.pop("return_dict")
-        if self.step_index is None:  # type: ignore[attr-defined]
-            self._init_step_index(a["timestep"])  # type: ignore[attr-defined]
+        if self.step_index is None:
+            self._init_step_index(a["timestep"])
         out = self._erk_step(stock, a)
         return out if return_dict else out.to_tuple()
 
@@ -178,10 +195,10 @@ class _ERKScheduler:
         """Eq. 19 on the proposal ``x_next`` (state scaled by ``alpha_next``; the pair is in EDM units)."""
         if pair is None:
             return x_next
-        cfg = self.config
+        st = self.erk_setting()
         x_edm = x_next if alpha_next == 1.0 else x_next / alpha_next
-        corr = erk_guid(x_edm, pair, cfg.w_stiff, cfg.w_con, cfg.erk_scaling)
-        on = cfg.w_stiff > 0
+        corr = erk_guid(x_edm, pair, st["w_stiff"], st["w_con"], st["scaling"], st["trust"])
+        on = st["w_stiff"] > 0
         self.erk_history.append({"step": step, "rho": corr.rho, "beta": corr.beta,
                                  "correction_norm": corr.norm if on else torch.zeros_like(corr.norm)})
         if not on:
@@ -207,8 +224,8 @@ class _TwoStageERK(_ERKScheduler):
         raise NotImplementedError
 
     def _erk_step(self, stock: type, a: dict[str, Any]) -> Any:
-        idx = self.step_index  # type: ignore[attr-defined]
-        first = self.state_in_first_order  # type: ignore[attr-defined]
+        idx = self.step_index
+        first = self.state_in_first_order
         if first and idx % 2 == 1:
             raise ValueError(
                 f"{type(self).__name__} was started on a second-order sub-step (step_index {idx} is odd); "
@@ -312,7 +329,7 @@ class ERKFlowMatchHeunDiscreteScheduler(_HeunPair, _TwoStageERK, FlowMatchHeunDi
     _erk_solver = "heun"
 
     def _erk_drift(self, a: dict[str, Any], out: Any, sigma: float) -> Tensor:
-        if a.get("s_churn", 0.0) > 0 and self.config.w_stiff > 0:
+        if a.get("s_churn", 0.0) > 0 and self.erk_setting()["w_stiff"] > 0:
             raise ValueError("ERKFlowMatchHeunDiscreteScheduler: s_churn > 0 is not supported with w_stiff > 0 "
                              "(the ERK pair assumes deterministic ODE steps); use s_churn=0")
         return a["model_output"].to(torch.float32)
@@ -331,18 +348,18 @@ class _MultistepERK(_ERKScheduler):
 
     def _erk_alpha_sigma(self, idx: int) -> tuple[float, float]:
         """(alpha, EDM sigma = sigma_t / alpha) of ``self.sigmas[idx]`` from the scheduler's own conversion."""
-        alpha_t, sigma_t = self._sigma_to_alpha_sigma_t(self.sigmas[idx])  # type: ignore[attr-defined]
+        alpha_t, sigma_t = self._sigma_to_alpha_sigma_t(self.sigmas[idx])
         alpha_t, sigma_t = float(alpha_t), float(sigma_t)
         return alpha_t, (sigma_t / alpha_t if alpha_t > 0 else float("inf"))
 
     def _erk_step(self, stock: type, a: dict[str, Any]) -> Any:
-        idx = self.step_index  # type: ignore[attr-defined]
+        idx = self.step_index
         sample = a["sample"]
         out = stock.step(self, **a, return_dict=True)
         alpha, sigma = self._erk_alpha_sigma(idx)
-        m = self.model_outputs[-1]  # type: ignore[attr-defined]
+        m = self.model_outputs[-1]
         if self._erk_x0_is_stored():
-            _, sigma_t = self._sigma_to_alpha_sigma_t(self.sigmas[idx])  # type: ignore[attr-defined]
+            _, sigma_t = self._sigma_to_alpha_sigma_t(self.sigmas[idx])
             eps = (sample.to(torch.float32) - alpha * m.to(torch.float32)) / float(sigma_t)
         else:
             eps = m.to(torch.float32)
@@ -375,7 +392,7 @@ class ERKDPMSolverMultistepScheduler(_MultistepERK, DPMSolverMultistepScheduler)
         return self.config.algorithm_type in ("dpmsolver++", "sde-dpmsolver++")
 
     def _erk_step(self, stock: type, a: dict[str, Any]) -> Any:
-        if self.config.algorithm_type.startswith("sde") and self.config.w_stiff > 0:
+        if self.config.algorithm_type.startswith("sde") and self.erk_setting()["w_stiff"] > 0:
             raise ValueError(f"ERKDPMSolverMultistepScheduler: algorithm_type={self.config.algorithm_type!r} is "
                              "stochastic; ERK-Guid needs an ODE solver (dpmsolver++ or dpmsolver), or w_stiff=0")
         return super()._erk_step(stock, a)
@@ -395,7 +412,7 @@ class ERKUniPCMultistepScheduler(_MultistepERK, UniPCMultistepScheduler):
         return bool(self.predict_x0)
 
     def _erk_after_correction(self, raw: Tensor, corrected: Tensor) -> None:
-        self._erk["delta"] = corrected - raw if self.config.w_stiff > 0 else None
+        self._erk["delta"] = corrected - raw if self.erk_setting()["w_stiff"] > 0 else None
 
     def _erk_step(self, stock: type, a: dict[str, Any]) -> Any:
         self._erk["delta_now"] = self._erk.pop("delta", None)  # used by this step's corrector only, if it runs

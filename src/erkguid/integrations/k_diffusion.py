@@ -1,15 +1,15 @@
 """k-diffusion-style sampler functions with ERK-Guid (usable from k-diffusion and ComfyUI code).
 
 Every function has k-diffusion's signature ``sample_erk_X(model, x, sigmas, extra_args=None,
-callback=None, disable=None, **options)`` and runs :func:`erkguid.sample` with the erkguid
-solver behind ``X``; no solver maths lives here. Conventions kept from k-diffusion:
+callback=None, disable=None, **options)`` and iterates the step engine (:class:`erkguid.Run`) with the
+erkguid solver behind ``X``; no solver maths lives here. Conventions kept from k-diffusion:
 
 * ``model(x, sigma_vector, **extra_args)`` returns the denoised x0 (EDM's D(x; sigma));
   ``extra_args`` (ComfyUI: ``model_options``, ``seed``, ``denoise_mask``) go to the model untouched.
 * ``sigmas`` is decreasing; it may end in 0 (the usual full run) or at a positive sigma (ComfyUI
-  ``SplitSigmas``). A positive end is run as the grid with 0 appended, stopped before the final
-  step, so the step onto the last given sigma is an ordinary (second-order, corrected) step as in
-  k-diffusion. A one-value (or empty) list is a no-op that returns ``x`` (no model call), as stock samplers do.
+  ``SplitSigmas``): the engine then returns the state at that sigma, the last step being an ordinary
+  (second-order, corrected) step as in k-diffusion. A one-value (or empty) list is a no-op that returns
+  ``x`` (no model call), as stock samplers do.
 * Increasing lists (unsampling / inversion, ComfyUI ``FlipSigmas``) are refused with a ValueError:
   the embedded pairs of Table 9 and the erkguid solvers are defined for decreasing grids only.
 * One callback per step, before the state advances (as in k-diffusion), with keys ``x`` (the
@@ -17,22 +17,23 @@ solver behind ``X``; no solver maths lives here. Conventions kept from k-diffusi
   plus erkguid's per-sample ``rho``/``beta``/``correction_norm`` where the step had a pair.
 * Names: ``heun``, ``dpm_2`` and ``dpmpp_2m`` equal the stock k-diffusion/ComfyUI samplers of that
   name at ``w_stiff = 0``. Solvers that differ from a stock sampler of a similar name get their own
-  name (``deis_rhoab``: DEIS in rho, not ComfyUI's tAB ``deis``; ``ipndm_ab``: the AB formula also
-  on the last step, where ComfyUI's ``ipndm`` returns the denoised; ``unipc2_bh2``: UniPC order 2).
+  name (``deis_rhoab`` / ``deis_tab``: erkguid's DEIS forms, not checked equal to ComfyUI's ``deis``;
+  ``ipndm_ab``: the AB formula also on the last step, where ComfyUI's ``ipndm`` returns the denoised;
+  ``unipc2_bh2``: UniPC order 2; ``dpmpp_3m``: k-diffusion's ``dpmpp_3m_sde`` at eta = 0). ``lms`` equals
+  k-diffusion's ``sample_lms`` (order 4) at ``w_stiff = 0``.
 
 Options are explicit: ``eta`` (must be 0 or None: the solvers are deterministic ODE steps) and
 ``noise_sampler`` (refused: stochastic erkguid solvers, ``heun_pc`` and ``adasde``, draw per-sample
 noise from ``seeds``, default ``extra_args['seed'] + b``) are never silently ignored, and an
 unknown option raises a TypeError. ``s_churn`` must be 0; ``s_tmin``/``s_tmax``/``s_noise`` only act
 with churn and are accepted. Default strengths come from
-:func:`erkguid.integrations._defaults.default_strengths` (currently off).
+:func:`erkguid.integrations._defaults.default_strengths`, i.e. :func:`erkguid.recommended` for the
+solver at this list's NFE.
 
-Split sigma lists (ComfyUI ``SplitSigmas``): today each call starts a fresh run, so the ERK state
-(the solver's carry and the pair's buffered point) is dropped at the split. The rule that the step
-engine will implement: a call continues the previous run when it is made with the same function
-and settings, its ``x`` is the tensor the previous call returned and ``sigmas[0]`` equals the
-previous call's last sigma; the state is passed explicitly (``sample_erk(..., state=...)``
-returning ``(x, state)``), and the k-diffusion/ComfyUI entry points keep it keyed by that output.
+Split sigma lists (ComfyUI ``SplitSigmas``, ``KSamplerAdvanced``): ``return_state=True`` returns
+``(x, state)``; passing that ``state=`` to the next call with the rest of the list (starting at the level
+the state is at) continues the run exactly, ERK pair and solver history included (bit-identical to one
+run, tested). Without ``state=`` a call starts a fresh run: the rule is explicit, nothing is cached.
 
 Differences from k-diffusion, by design: no churn (a step never draws global-RNG noise), and the
 state keeps its dtype (k-diffusion promotes bf16 to fp32 through its fp32 sigmas).
@@ -47,9 +48,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..sampling import sample
-from ..schedules import check_sigmas
-from ..solvers import SOLVERS
+from ..engine import Run, State
+from ..solvers import SOLVERS, get_solver
 from ._defaults import default_strengths
 
 #: sampler name -> erkguid solver name, one entry per solver with an embedded pair. A function
@@ -60,22 +60,18 @@ KDIFF_NAMES: dict[str, str] = {
     "dpm_2": "dpm2",
     "dpmpp_2m": "dpmpp_2m",
     "deis_rhoab": "deis",
+    "deis_tab": "deis",
     "ipndm_ab": "ipndm",
+    "lms": "lms",
+    "dpmpp_3m": "dpmpp_3m",
     "unipc2_bh2": "unipc",
     "heun_pc": "heun_pc",
     "adasde": "adasde",
 }
 
 
-class _Stop(Exception):
-    """Raised from the inner callback to end a run whose grid was extended by a trailing 0.
-
-    Only here because ``erkguid.sample`` runs whole grids; the step engine's partial runs replace it.
-    """
-
-    def __init__(self, x: Tensor) -> None:
-        super().__init__()
-        self.x = x
+#: solver options fixed by a name (merged under the caller's ``solver_options``).
+KDIFF_OPTIONS: dict[str, dict[str, Any]] = {"deis_rhoab": {"mode": "rhoab"}, "deis_tab": {"mode": "tab"}}
 
 
 def _default_seeds(extra_args: dict[str, Any], batch: int) -> list[int]:
@@ -108,6 +104,7 @@ def sample_erk(
     w_stiff: float | None = None,
     w_con: float | None = None,
     scaling: str | None = None,
+    trust: float | None = None,
     seeds: Sequence[int] | Tensor | None = None,
     solver_options: dict[str, Any] | None = None,
     eta: float | None = None,
@@ -116,12 +113,16 @@ def sample_erk(
     s_tmin: float = 0.0,
     s_tmax: float = math.inf,
     s_noise: float = 1.0,
-) -> Tensor:
+    state: State | None = None,
+    return_state: bool = False,
+) -> Any:
     """Run erkguid solver ``solver`` with ERK-Guid (Eq. 19) over a k-diffusion sigma list.
 
     ``w_stiff = 0`` gives the plain solver (equal to k-diffusion's ``sample_<name>`` up to
-    floating-point rounding for heun / dpm_2 / dpmpp_2m). Strengths left ``None`` take
-    :func:`~erkguid.integrations._defaults.default_strengths` of ``solver``.
+    floating-point rounding for heun / dpm_2 / dpmpp_2m / lms). Strengths left ``None`` (all four of
+    ``w_stiff``, ``w_con``, ``scaling``, ``trust`` together) take
+    :func:`~erkguid.integrations._defaults.default_strengths` of ``solver`` at this list's NFE.
+    ``state``/``return_state``: continue a split sigma list exactly (see the module docstring).
     """
     if s_churn != 0:
         raise ValueError(f"s_churn must be 0 for ERK-Guid samplers (deterministic ODE steps), got {s_churn!r}")
@@ -132,48 +133,34 @@ def sample_erk(
             "noise_sampler is not supported: stochastic erkguid solvers (heun_pc, adasde) draw per-sample noise from "
             "seeds (default extra_args['seed'] + b); pass seeds=[...] instead"
         )
-    d = default_strengths(solver)
-    w_stiff = d.w_stiff if w_stiff is None else w_stiff
-    w_con = d.w_con if w_con is None else w_con
-    scaling = d.scaling if scaling is None else scaling
     extra_args = {} if extra_args is None else extra_args
     s = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
     _check_list(s)
     if s.numel() <= 1:  # SplitSigmas at step 0 or N, BasicScheduler at denoise 0: nothing to do, as in stock samplers
-        return x
-    truncated = bool(s[-1] > 0)
-    grid = check_sigmas(torch.cat([s, s.new_zeros(1)]) if truncated else s)
-    last = s.numel() - 2  # index of the last step the caller asked for
+        return (x, state) if return_state else x
+    if w_stiff is None and w_con is None and scaling is None and trust is None:
+        spec = get_solver(solver)
+        steps = s.numel() - 1 + (0 if state is None else state.sigmas.numel() - 1)
+        d = default_strengths(spec.name, spec.nfe(steps, solver_options, to_zero=bool(s[-1] == 0)))
+        w_stiff, w_con, scaling, trust = d["w_stiff"], d["w_con"], d["scaling"], d["trust"]
     sig_in = sigmas if isinstance(sigmas, Tensor) else s
-    if seeds is None:
+    if seeds is None and state is None:
         seeds = _default_seeds(extra_args, x.shape[0])
-
-    def denoiser(xx: Tensor, sigma: Tensor) -> Tensor:
-        return model(xx, sigma, **extra_args)
-
-    prev = {"x": x}
-
-    def inner(info: dict[str, Any]) -> None:
-        i = info["i"]
+    run = Run(
+        model, x if state is None else state, s, solver=solver, w_stiff=w_stiff or 0.0, w_con=w_con or 0.0,
+        scaling=scaling or "z2", trust=trust, solver_options=solver_options, seeds=seeds,
+        want_pair=callback is not None or None, progress=not disable if disable is not None else True, extra_args=extra_args,
+    )
+    prev = x
+    for step in run:
         if callback is not None:
-            callback(
-                {
-                    "x": prev["x"], "i": i, "sigma": sig_in[i], "sigma_hat": sig_in[i], "denoised": info["denoised"],
-                    "rho": info["rho"], "beta": info["beta"], "correction_norm": info["correction_norm"],
-                }
-            )
-        prev["x"] = info["x"]
-        if truncated and i == last:
-            raise _Stop(info["x"])
-
-    try:
-        return sample(
-            denoiser, x, grid, solver=solver, w_stiff=w_stiff, w_con=w_con, scaling=scaling,
-            callback=inner, progress=not disable if disable is not None else True,
-            solver_options=solver_options, seeds=seeds,
-        )
-    except _Stop as stop:
-        return stop.x
+            j = step.i - run.start
+            info = step.info()
+            callback({"x": prev, "i": j, "sigma": sig_in[j], "sigma_hat": sig_in[j], "denoised": step.denoised,
+                      "rho": info["rho"], "beta": info["beta"], "correction_norm": info["correction_norm"]})
+        prev = step.x
+    out = run.state.x.to(run.state.dtype)
+    return (out, run.state) if return_state else out
 
 
 def available() -> list[str]:
@@ -181,13 +168,14 @@ def available() -> list[str]:
     return [k for k, v in KDIFF_NAMES.items() if v in SOLVERS]
 
 
-def make_sampler(name: str) -> Callable[..., Tensor]:
+def make_sampler(name: str) -> Callable[..., Any]:
     """Build ``sample_erk_<name>`` for a k-diffusion sampler name in :data:`KDIFF_NAMES`."""
     if name not in KDIFF_NAMES:
         raise ValueError(f"name must be one of {sorted(KDIFF_NAMES)}, got {name!r}")
     solver = KDIFF_NAMES[name]
     if solver not in SOLVERS:
         raise ValueError(f"erkguid solver {solver!r} (for {name!r}) is not registered; available: {available()}")
+    fixed = KDIFF_OPTIONS.get(name, {})
 
     def fn(
         model: Callable[..., Tensor],
@@ -199,22 +187,25 @@ def make_sampler(name: str) -> Callable[..., Tensor]:
         w_stiff: float | None = None,
         w_con: float | None = None,
         **options: Any,
-    ) -> Tensor:
+    ) -> Any:
+        if fixed:
+            options["solver_options"] = {**fixed, **(options.get("solver_options") or {})}
         return sample_erk(model, x, sigmas, extra_args, callback, disable, solver=solver, w_stiff=w_stiff, w_con=w_con, **options)
 
     fn.__name__ = fn.__qualname__ = f"sample_erk_{name}"
     fn.__doc__ = (
-        f"k-diffusion-style ``sample_{name}`` with ERK-Guid (erkguid solver {solver!r}); "
-        "see :func:`sample_erk` for the options (w_stiff, w_con, scaling, seeds, solver_options)."
+        f"k-diffusion-style ``sample_{name}`` with ERK-Guid (erkguid solver {solver!r}"
+        f"{', options ' + repr(fixed) if fixed else ''}); see :func:`sample_erk` for the options "
+        "(w_stiff, w_con, scaling, trust, seeds, solver_options, state/return_state)."
     )
     return fn
 
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {f"erk_{k}": make_sampler(k) for k in available()}
+SAMPLERS: dict[str, Callable[..., Any]] = {f"erk_{k}": make_sampler(k) for k in available()}
 globals().update({f"sample_{k}": v for k, v in SAMPLERS.items()})
 
 
-def __getattr__(name: str) -> Callable[..., Tensor]:
+def __getattr__(name: str) -> Callable[..., Any]:
     """``sample_erk_<name>`` for solvers registered after this module was imported."""
     if name.startswith("sample_erk_") and name[len("sample_erk_"):] in KDIFF_NAMES:
         fn = make_sampler(name[len("sample_erk_"):])
@@ -223,4 +214,4 @@ def __getattr__(name: str) -> Callable[..., Tensor]:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-sample_erk_heun: Callable[..., Tensor] = SAMPLERS["erk_heun"]
+sample_erk_heun: Callable[..., Any] = SAMPLERS["erk_heun"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from importlib import resources
 
 import numpy as np
@@ -89,7 +90,7 @@ def isotropic_gaussian(dim: int = 16, std: float = 0.5, mean: float = 0.0) -> Ga
     )
 
 
-MODELS = {"tree2d": tree_2d, "digits64": digits_64d, "gauss": isotropic_gaussian}
+MODELS: dict[str, Callable[[], GaussianMixture]] = {"tree2d": tree_2d, "digits64": digits_64d, "gauss": isotropic_gaussian}
 
 
 def get_model(name: str) -> GaussianMixture:

@@ -152,13 +152,18 @@ class GaussianMixture:
         s = append_dims(sigma_vector(sigma, x, dtype=x.dtype), x.ndim)
         return (self.denoise(x, sigma, class_labels) - x) / s**2
 
+    def _component_labels(self) -> Tensor:
+        if self.labels is None:
+            raise ValueError("class_labels given to a mixture without component labels")
+        return self.labels
+
     def log_prob(self, x: Tensor, sigma: Tensor | float = 0.0, class_labels: Tensor | None = None) -> Tensor:
         """log p(x; sigma) per sample ``[B]`` (sigma = 0: the data density itself)."""
         logits, _, _, _ = self._posterior_terms(x, sigma, class_labels)
         out = torch.logsumexp(logits, dim=1)
         if class_labels is not None:  # renormalise by the class prior
             cl = torch.as_tensor(class_labels, device=x.device).reshape(-1).long()
-            prior = torch.zeros(self.num_classes, dtype=torch.float64).index_add_(0, self.labels, self.weights)
+            prior = torch.zeros(self.num_classes, dtype=torch.float64).index_add_(0, self._component_labels(), self.weights)
             out = out - prior.to(x.device, out.dtype).log()[cl]
         return out
 
@@ -180,7 +185,7 @@ class GaussianMixture:
         logw = self.weights.log().expand(n, -1).clone()
         if class_labels is not None:
             cl = torch.as_tensor(class_labels).reshape(-1).long()
-            logw = logw.masked_fill(self.labels[None, :] != cl[:, None], float("-inf"))
+            logw = logw.masked_fill(self._component_labels()[None, :] != cl[:, None], float("-inf"))
         comp = torch.multinomial(torch.softmax(logw, 1), 1, generator=g).squeeze(1)
         z = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
         x = self.means[comp] + torch.einsum("bde,be->bd", self.sqrt_covs[comp], z)

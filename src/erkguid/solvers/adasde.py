@@ -36,7 +36,7 @@ from .adasde_coeffs import AdaSDECoefficients
 from .base import Solver, StepContext, StepOut, register
 
 Scalar = float | Tensor
-DenoiseFn = Callable[[Tensor, Scalar], Tensor]
+DenoiseFn = Callable[[Tensor, Any], Tensor]  # sigma: a float (the engine's denoise) or a 0-d tensor (training)
 
 
 class AdaSDEParts(NamedTuple):
@@ -85,6 +85,7 @@ def adasde_update(
     else:
         denoised, nfe = denoise(x_hat, sigma_hat), 2
         d = (x_hat - denoised) / sigma_hat
+    s: Scalar
     if isinstance(r, Tensor) or isinstance(sigma_hat, Tensor):
         s = torch.exp(r * math.log(sigma_next) + (1 - r) * torch.log(torch.as_tensor(sigma_hat, dtype=torch.float64)))
     else:
@@ -107,11 +108,18 @@ def _resolve(coefficients: Any, grid: Tensor) -> Any:
     return coefficients
 
 
-def prepare_adasde(options: Mapping[str, Any], grid: Tensor) -> dict[str, Any]:
-    """Load/validate the coefficients once per ``sample`` call (the Solver.prepare hook)."""
-    out = dict(options)
-    out["coefficients"] = _resolve(out.get("coefficients"), grid)
-    return out
+class AdaSDEPlan(NamedTuple):
+    """The run's coefficients and their per-step values ``(r, c, a, gamma)`` as floats (read once per run)."""
+
+    coefficients: AdaSDECoefficients
+    values: list[tuple[float, float, float, float]]
+
+
+def setup_adasde(sigmas: Tensor, options: Mapping[str, Any]) -> AdaSDEPlan:
+    """Load and validate the coefficients once per run (the solver's setup hook); the step reads ``ctx.plan``."""
+    coef = _resolve(options["coefficients"], sigmas)
+    vals = [tuple(float(v) for v in coef.values(i)) for i in range(coef.num_steps)]
+    return AdaSDEPlan(coef, vals)  # type: ignore[arg-type]
 
 
 def adasde_step(
@@ -119,44 +127,50 @@ def adasde_step(
     i: int,
     x: Tensor,
     carry: Any = None,
+    *,
     coefficients: Any = None,
     denoise_to_zero: bool = False,
 ) -> StepOut:
-    """One AdaSDE step with per-sample inflation noise from ``ctx.noise`` (see module docstring)."""
-    coef = coefficients if isinstance(coefficients, AdaSDECoefficients) else _resolve(coefficients, ctx.sigmas)
+    """One AdaSDE step with per-sample inflation noise from ``ctx.noise`` (see module docstring).
+
+    ``coefficients`` (an :class:`AdaSDECoefficients`, a path, ``shipped:NAME`` or ``None`` for the
+    neutral DPM-Solver-2 values) is resolved once per run into ``ctx.plan``.
+    """
+    plan: AdaSDEPlan = ctx.plan
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     if sigma_next == 0:  # the final step: no update (official) or a final denoise
         if denoise_to_zero:
             den = ctx.denoise(x, sigma)
             return StepOut(den, den, None, None)
         return StepOut(x, x, None, None)
-    r, c, a, gamma = (float(v) for v in coef.values(i))
+    r, c, a, gamma = plan.values[i]
     z = None
     if gamma > 0:
         if ctx.noise is None:
             raise ValueError("solver 'adasde' with gamma > 0 needs per-sample seeds: pass seeds=[...] to sample()")
         z = ctx.noise(x)
-    parts = adasde_update(ctx.denoise, x, sigma, sigma_next, r, c, a, gamma, z, afs=coef.afs and i == 0)
+    parts = adasde_update(ctx.denoise, x, sigma, sigma_next, r, c, a, gamma, z, afs=plan.coefficients.afs and i == 0)
     pair = ErkPair(parts.x_hat, parts.d, parts.x_mid, parts.d_mid, float(parts.sigma_hat) - sigma_next)
     denoised = parts.denoised if parts.denoised is not None else parts.x_hat - float(parts.sigma_hat) * parts.d
     return StepOut(parts.x_next, denoised, None, pair)
 
 
-def adasde_nfe(n: int, options: Mapping[str, Any] | None = None) -> int:
-    """NFE for a grid of ``n`` steps (``n - 1`` AdaSDE steps, then the step to 0) under ``solver_options``.
+def _afs(coefficients: Any) -> bool:
+    """Whether the coefficients take the analytic first step (None: the neutral values, no AFS)."""
+    if coefficients is None:
+        return False
+    if isinstance(coefficients, (str, Path)):
+        coefficients = AdaSDECoefficients.load(coefficients)
+    return bool(getattr(coefficients, "afs", False))
 
-    2 per AdaSDE step, 1 less when the coefficients use the analytic first step (AFS), 1 more with
-    ``denoise_to_zero``; gamma and ERK-Guid cost nothing. Without options (or without coefficients) the
-    solver is plain DPM-Solver-2 without AFS: 2 (n - 1).
-    """
-    opts = options or {}
-    coef = opts.get("coefficients")
-    afs = False
-    if coef is not None:
-        coef = coef if isinstance(coef, AdaSDECoefficients) else AdaSDECoefficients.load(coef)
-        afs = coef.afs
-    steps = max(n - 1, 0)
-    return 2 * steps - int(afs and steps > 0) + int(bool(opts.get("denoise_to_zero", False)))
+
+def _adasde_nfe(n: int, options: Mapping[str, Any], to_zero: bool) -> int:
+    """2 per step onto a positive level, 1 less for the analytic first step (AFS); the step onto 0 is free
+    (``denoise_to_zero=False``, official) or one evaluation."""
+    if not to_zero:
+        raise ValueError("AdaSDE grids are the coefficients' levels then 0 (coefficients.grid()); they cannot end above 0")
+    first_free = int(_afs(options["coefficients"]) and n > 1)
+    return 2 * (n - 1) - first_free + int(bool(options["denoise_to_zero"]))
 
 
 ADASDE = register(
@@ -164,9 +178,8 @@ ADASDE = register(
         "adasde",
         adasde_step,
         order=2,
-        nfe=adasde_nfe,
-        options={"coefficients": None, "denoise_to_zero": False},
+        nfe=_adasde_nfe,
         doc="AdaSDE (NeurIPS 2025): DPM-2 + learned r/a/c/gamma; pair: DPM-2 midpoint",
-        prepare=prepare_adasde,
+        setup=setup_adasde,
     )
 )

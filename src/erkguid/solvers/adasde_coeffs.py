@@ -75,10 +75,10 @@ class AdaSDECoefficients:
         self.raw: dict[str, Tensor] = {}
         for k in KNOBS:
             given = raw is not None and k in raw
-            v = torch.as_tensor(raw[k], dtype=torch.float64) if given else torch.zeros(n, dtype=torch.float64)  # type: ignore[index]
-            if v.shape != (n,):
-                raise ValueError(f"raw[{k!r}] must have shape [{n}] (one value per step), got {tuple(v.shape)}")
-            self.raw[k] = v.detach().clone()
+            tab = torch.as_tensor(raw[k], dtype=torch.float64) if given else torch.zeros(n, dtype=torch.float64)  # type: ignore[index]
+            if tab.shape != (n,):
+                raise ValueError(f"raw[{k!r}] must have shape [{n}] (one value per step), got {tuple(tab.shape)}")
+            self.raw[k] = tab.detach().clone()
         unknown = set(raw or {}) - set(KNOBS)
         if unknown:
             raise ValueError(f"raw has unknown keys {sorted(unknown)}; allowed: {list(KNOBS)}")

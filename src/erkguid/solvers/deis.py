@@ -15,13 +15,14 @@ With the EDM drift f = dx/dsigma = eps (Eq. 1), ``x_{i+1} = x_i + sum_j c_{i,j} 
 * ``mode="rhoab"``: eps is a polynomial in sigma itself; ``c_{i,j} = int L_j(s) ds`` exactly. With
   order 4 this is k-diffusion's ``sample_lms`` (see :mod:`.lms`).
 
-The coefficients depend only on the grid and are computed once, at the first step, into the carry.
+The coefficients depend only on the grid and are computed once per run by the solver's setup hook.
 The step to sigma = 0 uses the same formula (all nodes are > 0).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -102,42 +103,39 @@ def deis_coefficients(sigmas: Tensor, order: int, mode: str = "rhoab") -> list[n
     return coefs
 
 
-class DeisCarry(NamedTuple):
-    coefs: list[np.ndarray]
-    hist: History
-
-
 def check_order(name: str, order: object, allowed: tuple[int, ...]) -> None:
     if isinstance(order, bool) or order not in allowed:
         raise ValueError(f"solver option order must be one of {allowed} for {name}, got {order!r}")
 
 
+def _deis_setup(sigmas: Tensor, options: Mapping[str, Any]) -> list[list[float]]:
+    """Validate ``order`` and ``mode`` and compute every step's coefficients once per run."""
+    check_order("deis", options["order"], (1, 2, 3, 4))
+    if options["mode"] not in MODES:
+        raise ValueError(f"solver option mode must be one of {MODES} for deis, got {options['mode']!r}")
+    return [[float(c) for c in cs] for cs in deis_coefficients(sigmas, options["order"], options["mode"])]
+
+
 def deis_step(
-    ctx: StepContext, i: int, x: Tensor, carry: DeisCarry | None = None, *, order: int = 3, mode: str = "tab"
+    ctx: StepContext, i: int, x: Tensor, carry: History | None = None, *, order: int = 3, mode: str = "tab"
 ) -> StepOut:
-    """One DEIS step (``mode`` ``"tab"`` or ``"rhoab"``, ``order`` 1-4).
+    """One DEIS step (``mode`` ``"tab"`` or ``"rhoab"``, ``order`` 1-4; coefficients from ``ctx.plan``).
 
     Embedded pair (Table 9, DEIS): ``(x_i, f_i)`` vs ``(x_{i-1}, f_{i-1})``, ``h = sigma_{i-1} - sigma_i``,
     beta in {0, -1}, i.e. ``ErkPair(sign=-1)``: the correction is ``x_{i+1} + h beta z^2 <f_i, v> v``.
     """
-    check_order("deis", order, (1, 2, 3, 4))
-    if mode not in MODES:
-        raise ValueError(f"solver option mode must be one of {MODES} for deis, got {mode!r}")
-    coefs = deis_coefficients(ctx.sigmas, order, mode) if carry is None else carry.coefs
-    hist = None if carry is None else carry.hist
     sigma = ctx.sigma(i)
     denoised = ctx.denoise(x, sigma)
     f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.sigmas, i, x, f, hist)
-    c = coefs[i]
-    fs = (f,) if hist is None else (f, *hist.fs)
-    x_next = x + sum(float(cj) * fj for cj, fj in zip(c, fs))
-    return StepOut(x_next, denoised, DeisCarry(coefs, push(hist, x, f, max(order - 1, 1))), pair)
+    pair = previous_pair(ctx.levels, i, x, f, carry)
+    fs = (f,) if carry is None else (f, *carry.fs)
+    x_next = x + sum(cj * fj for cj, fj in zip(ctx.plan[i], fs))
+    return StepOut(x_next, denoised, push(carry, x, f, max(order - 1, 1)), pair)
 
 
 DEIS = register(
     Solver(
-        "deis", deis_step, order=3, nfe=lambda n: n, options={"order": 3, "mode": "tab"},
+        "deis", deis_step, order=3, nfe=lambda n, options, to_zero: n, setup=_deis_setup,
         doc="DEIS tAB (eps polynomial in VP time; mode='rhoab': in sigma), orders 1-4; pair: previous point, sign -1",
     )
 )

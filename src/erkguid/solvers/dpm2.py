@@ -9,12 +9,19 @@ The step to sigma = 0 is a plain Euler step (one evaluation), as in ``sample_dpm
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
 
 from ..correction import ErkPair
 from .base import Solver, StepContext, StepOut, register, to_d
+
+
+def _dpm2_setup(sigmas: Tensor, options: Mapping[str, Any]) -> None:
+    r = options["r"]
+    if not (isinstance(r, (int, float)) and 0 < r <= 1):
+        raise ValueError(f"solver option r must be in (0, 1], got {r!r}")
 
 
 def dpm2_step(ctx: StepContext, i: int, x: Tensor, carry: Any = None, *, r: float = 0.5) -> StepOut:
@@ -24,8 +31,6 @@ def dpm2_step(ctx: StepContext, i: int, x: Tensor, carry: Any = None, *, r: floa
     intermediate point ``(x_mid, f_mid)``, ``h = sigma_i - sigma_{i+1}``, beta in {0, 1}; the
     correction (Eq. 63) projects ``f_i``. The final Euler step has no pair.
     """
-    if not 0 < r <= 1:
-        raise ValueError(f"solver option r must be in (0, 1], got {r!r}")
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     denoised = ctx.denoise(x, sigma)
     d = to_d(x, sigma, denoised)
@@ -45,7 +50,7 @@ def dpm2_step(ctx: StepContext, i: int, x: Tensor, carry: Any = None, *, r: floa
 
 DPM2 = register(
     Solver(
-        "dpm2", dpm2_step, order=2, nfe=lambda n: 2 * n - 1, options={"r": 0.5},
+        "dpm2", dpm2_step, order=2, nfe=lambda n, options, to_zero: 2 * n - 1 if to_zero else 2 * n, setup=_dpm2_setup,
         doc="DPM-Solver-2, midpoint in log sigma (k-diffusion sample_dpm_2); pair: intermediate point",
     )
 )

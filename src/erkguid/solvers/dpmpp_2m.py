@@ -27,7 +27,7 @@ def dpmpp_2m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     denoised = ctx.denoise(x, sigma)
     f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.sigmas, i, x, f, carry)
+    pair = previous_pair(ctx.levels, i, x, f, carry)
     if sigma_next == 0:
         return StepOut(denoised, denoised, None, pair)
     h = math.log(sigma) - math.log(sigma_next)
@@ -43,7 +43,7 @@ def dpmpp_2m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
 
 DPMPP_2M = register(
     Solver(
-        "dpmpp_2m", dpmpp_2m_step, order=2, nfe=lambda n: n,
+        "dpmpp_2m", dpmpp_2m_step, order=2, nfe=lambda n, options, to_zero: n,
         doc="DPM-Solver++(2M) (k-diffusion sample_dpmpp_2m); pair: previous evaluated point, sign -1",
     )
 )

@@ -29,7 +29,7 @@ def dpmpp_3m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     denoised = ctx.denoise(x, sigma)
     f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.sigmas, i, x, f, carry)
+    pair = previous_pair(ctx.levels, i, x, f, carry)
     if sigma_next == 0:
         return StepOut(denoised, denoised, None, pair)
     h = math.log(sigma) - math.log(sigma_next)
@@ -53,7 +53,7 @@ def dpmpp_3m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
 
 DPMPP_3M = register(
     Solver(
-        "dpmpp_3m", dpmpp_3m_step, order=2, nfe=lambda n: n,
+        "dpmpp_3m", dpmpp_3m_step, order=2, nfe=lambda n, options, to_zero: n,
         doc="DPM-Solver++(3M) (k-diffusion sample_dpmpp_3m_sde, eta=0); pair: previous evaluated point, sign -1",
     )
 )

@@ -16,4 +16,4 @@ def euler_step(ctx: StepContext, i: int, x: Tensor, carry: Any = None) -> StepOu
     return StepOut(x + (sigma_next - sigma) * to_d(x, sigma, denoised), denoised, None)
 
 
-EULER = register(Solver("euler", euler_step, order=1, nfe=lambda n: n, doc="Euler (Eq. 3)"))
+EULER = register(Solver("euler", euler_step, order=1, nfe=lambda n, options, to_zero: n, doc="Euler (Eq. 3)"))

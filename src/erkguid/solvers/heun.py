@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from torch import Tensor
 
@@ -37,8 +38,8 @@ def heun_step(ctx: StepContext, i: int, x: Tensor, carry: HeunCarry | None = Non
     return StepOut(x_heun, denoised, HeunCarry(x_euler, f_euler) if ctx.want_pair else None, pair)
 
 
-def _heun_nfe(n: int) -> int:
-    return 2 * n - 1
+def _heun_nfe(n: int, options: Mapping[str, Any], to_zero: bool) -> int:
+    return 2 * n - 1 if to_zero else 2 * n  # the step onto sigma = 0 is one Euler evaluation
 
 
 HEUN = register(

@@ -10,6 +10,9 @@ sigma = 0 uses the same formula.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import Tensor
 
 from .base import Solver, StepContext, StepOut, register, to_d
@@ -23,6 +26,11 @@ AB_WEIGHTS: dict[int, tuple[float, ...]] = {
 }
 
 
+def _ipndm_setup(sigmas: Tensor, options: Mapping[str, Any]) -> None:
+    if options["order"] not in AB_WEIGHTS:
+        raise ValueError(f"solver option order must be 1, 2, 3 or 4 for ipndm, got {options['order']!r}")
+
+
 def ipndm_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = None, *, order: int = 4) -> StepOut:
     """One iPNDM step.
 
@@ -30,12 +38,10 @@ def ipndm_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = None
     Table 9, ``(x_i, f_i)`` vs ``(x_{i-1}, f_{i-1})``, ``h = sigma_{i-1} - sigma_i``, sign -1: iPNDM is
     the same Adams-Bashforth family as DEIS and holds the same history (see :mod:`.multistep`).
     """
-    if order not in AB_WEIGHTS:
-        raise ValueError(f"solver option order must be 1, 2, 3 or 4 for ipndm, got {order!r}")
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     denoised = ctx.denoise(x, sigma)
     f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.sigmas, i, x, f, carry)
+    pair = previous_pair(ctx.levels, i, x, f, carry)
     fs = (f,) if carry is None else (f, *carry.fs)
     w = AB_WEIGHTS[min(order, len(fs))]
     d = sum(wj * fj for wj, fj in zip(w, fs))
@@ -45,7 +51,7 @@ def ipndm_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = None
 
 IPNDM = register(
     Solver(
-        "ipndm", ipndm_step, order=2, nfe=lambda n: n, options={"order": 4},
+        "ipndm", ipndm_step, order=2, nfe=lambda n, options, to_zero: n, setup=_ipndm_setup,
         doc="iPNDM, constant-weight AB in sigma (orders 1-4); pair: previous evaluated point, sign -1",
     )
 )

@@ -10,24 +10,33 @@ asymptotic order at 2; see tests/test_solvers.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import Tensor
 
 from .base import Solver, StepContext, StepOut, register
-from .deis import DeisCarry, check_order, deis_step
+from .deis import check_order, deis_coefficients, deis_step
+from .multistep import History
 
 
-def lms_step(ctx: StepContext, i: int, x: Tensor, carry: DeisCarry | None = None, *, order: int = 4) -> StepOut:
+def _lms_setup(sigmas: Tensor, options: Mapping[str, Any]) -> list[list[float]]:
+    """Validate ``order`` and compute every step's rhoAB coefficients once per run."""
+    check_order("lms", options["order"], (1, 2, 3, 4))
+    return [[float(c) for c in cs] for cs in deis_coefficients(sigmas, options["order"], "rhoab")]
+
+
+def lms_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = None, *, order: int = 4) -> StepOut:
     """One LMS step (k-diffusion ``sample_lms(order=order)``).
 
     Embedded pair: DEIS's (Table 9), ``(x_i, f_i)`` vs ``(x_{i-1}, f_{i-1})``, ``h = sigma_{i-1} - sigma_i``, sign -1.
     """
-    check_order("lms", order, (1, 2, 3, 4))
     return deis_step(ctx, i, x, carry, order=order, mode="rhoab")
 
 
 LMS = register(
     Solver(
-        "lms", lms_step, order=3, nfe=lambda n: n, options={"order": 4},
+        "lms", lms_step, order=3, nfe=lambda n, options, to_zero: n, setup=_lms_setup,
         doc="LMS (k-diffusion sample_lms; DEIS rhoAB), orders 1-4; pair: previous evaluated point, sign -1",
     )
 )

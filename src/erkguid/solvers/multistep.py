@@ -12,6 +12,7 @@ step back, while the one-step RK pairs (Heun, DPM-Solver-2) use ``sign = +1``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from torch import Tensor
@@ -27,11 +28,16 @@ class History(NamedTuple):
     denoised: tuple[Tensor, ...]  # D(x; sigma) there, only for solvers that pass it (DPM-Solver++(2M)); else ()
 
 
-def previous_pair(ctx_sigmas: Tensor, i: int, x: Tensor, f: Tensor, hist: History | None) -> ErkPair | None:
-    """The multistep pair (x_i, f_i) vs (x_{i-1}, f_{i-1}) with h = sigma_{i-1} - sigma_i, sign -1."""
+def previous_pair(
+    ctx_sigmas: Tensor | Sequence[float], i: int, x: Tensor, f: Tensor, hist: History | None
+) -> ErkPair | None:
+    """The multistep pair (x_i, f_i) vs (x_{i-1}, f_{i-1}) with h = sigma_{i-1} - sigma_i, sign -1.
+
+    ``ctx_sigmas``: the grid, best as host floats (``ctx.levels``) so that reading it never syncs.
+    """
     if hist is None or not hist.xs:
         return None
-    h = float(ctx_sigmas[i - 1] - ctx_sigmas[i])
+    h = float(ctx_sigmas[i - 1]) - float(ctx_sigmas[i])
     return ErkPair(x, f, hist.xs[0], hist.fs[0], h, -1.0)
 
 

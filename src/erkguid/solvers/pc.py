@@ -10,6 +10,8 @@ does for its ODE comparison. Noise comes from ``ctx.noise`` (per-sample seeds): 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,8 +48,6 @@ def heun_pc_step(
     ctx: StepContext, i: int, x: Tensor, carry: HeunCarry | None = None, *, r: float = 0.05, stochastic: bool = True
 ) -> StepOut:
     """A Heun step (Eq. 5, with its Table 9 pair) followed by a Langevin corrector at sigma_{i+1} > 0."""
-    if not (math.isfinite(r) and r >= 0):
-        raise ValueError(f"solver option r must be a finite number >= 0, got {r!r}")
     out = heun_step(ctx, i, x, carry)
     sigma_next = ctx.sigma(i + 1)
     if sigma_next == 0:
@@ -55,9 +55,19 @@ def heun_pc_step(
     return out._replace(x=langevin_correct(ctx, out.x, sigma_next, r, stochastic))
 
 
+def _pc_setup(sigmas: Tensor, options: Mapping[str, Any]) -> None:
+    r = options["r"]
+    if not (isinstance(r, (int, float)) and math.isfinite(r) and r >= 0):
+        raise ValueError(f"solver option r must be a finite number >= 0, got {r!r}")
+
+
+def _pc_nfe(n: int, options: Mapping[str, Any], to_zero: bool) -> int:
+    return 3 * n - 2 if to_zero else 3 * n  # Heun (2) + corrector (1) per step; the step onto 0 is one Euler evaluation
+
+
 HEUN_PC = register(
     Solver(
-        "heun_pc", heun_pc_step, order=2, nfe=lambda n: 3 * n - 2, options={"r": 0.05, "stochastic": True},
+        "heun_pc", heun_pc_step, order=2, nfe=_pc_nfe, setup=_pc_setup,
         doc="Heun + Langevin corrector (App. B.7 baseline; stochastic needs seeds); pair: Heun's",
     )
 )

@@ -10,7 +10,8 @@ Per interval a -> b (h = log sigma_a - log sigma_b) with m = D(x; sigma), hh = -
   (rho = 1/2 for p = 1). The corrector of an interval uses the order of its predictor.
 
 The order of each interval is ``min(order, i + 1, N - i)`` (warm-up, and diffusers'
-``lower_order_final``), so the step to sigma = 0 lands on ``m_i``. This is diffusers'
+``lower_order_final``; N - i counts only when the grid ends at 0, so a split grid continues exactly),
+so the step to sigma = 0 lands on ``m_i``. This is diffusers'
 ``UniPCMultistepScheduler(solver_order=order, solver_type=variant)`` with its defaults
 (``predict_x0=True``, ``lower_order_final=True``, ``disable_corrector=[]``, ``final_sigmas_type="zero"``),
 run on the same sigmas (tested). Each step costs one evaluation: ``m_b`` is reused by the next
@@ -19,10 +20,11 @@ is an uncorrected predictor of order min(order, 2) + 1 (lower_order_final), so t
 sigma_min is 3 for order 2 and 3 (tested).
 
 Mapping onto the step contract: step ``i`` evaluates ``m_i`` at the incoming predictor ``x_i^p``,
-applies the corrector of the previous interval (giving ``x_i^c``), then predicts ``x_{i+1}^p``.
-Whatever the loop added to the returned predictor (the ERK-Guid correction) is carried over to
-``x_i^c`` as ``x_i^p - x_i^p,raw``, so the correction is not discarded by the corrector; with
-``w_stiff = 0`` that difference is exactly zero.
+applies the corrector of the previous interval, then predicts ``x_{i+1}^p``. UniC and UniP share
+their base term, so the corrector is an increment on the predictor that depends only on the
+model outputs, ``x_i^c = x_i^p + B(h) ((1/2 - rho_c1) D1 - rho_c2 (m_i - m_{i-1}))``: the step advances
+from the state it is given (whatever the engine did to it, e.g. the ERK-Guid correction) and
+never rebuilds it from its carry.
 """
 
 from __future__ import annotations
@@ -41,8 +43,6 @@ VARIANTS = ("bh1", "bh2")
 
 
 class UniPCCarry(NamedTuple):
-    x_start: Tensor  # x_{i-1}^c: the state the previous interval started from
-    x_pred: Tensor  # x_i^p exactly as the previous step returned it (before any correction)
     x_eval: Tensor  # x_{i-1}^p: where m_{i-1} was evaluated
     f_eval: Tensor  # drift there
     m: tuple[Tensor, ...]  # (m_{i-1}, m_{i-2}, ...) newest first
@@ -69,16 +69,16 @@ def uni_rhos(rks: list[float], h: float, variant: str, corrector: bool) -> tuple
     return b_h, np.linalg.solve(mat[:-1, :-1], np.array(b[:-1]))
 
 
-def _uni_update(
-    ctx: StepContext, a: int, x_a: Tensor, ms: tuple[Tensor, ...], order: int, variant: str, m_b: Tensor | None
-) -> Tensor:
-    """UniP-order (``m_b is None``) or UniC-order over sigma_a -> sigma_{a+1} > 0; ``ms = (m_a, m_{a-1}, ...)``."""
+def _residual(
+    ctx: StepContext, a: int, ms: tuple[Tensor, ...], order: int, variant: str, m_b: Tensor | None
+) -> tuple[float, Tensor | None]:
+    """``(B(h), sum_k rho_k D1_k)`` of UniP-order (``m_b is None``) or UniC-order over sigma_a -> sigma_{a+1} > 0,
+    ``ms = (m_a, m_{a-1}, ...)``; ``None`` for an order-1 predictor (no term)."""
     sigma_a, sigma_b = ctx.sigma(a), ctx.sigma(a + 1)
     h = math.log(sigma_a) - math.log(sigma_b)
     m_a = ms[0]
     rks = [(math.log(sigma_a) - math.log(ctx.sigma(a - k))) / h for k in range(1, order)]
     b_h, rho = uni_rhos(rks, h, variant, corrector=m_b is not None)
-    x_b = (sigma_b / sigma_a) * x_a - math.expm1(-h) * m_a
     res = None
     for k, rk in enumerate(rks, start=1):
         term = float(rho[k - 1]) * ((ms[k] - m_a) / rk)
@@ -86,7 +86,7 @@ def _uni_update(
     if m_b is not None:
         term = float(rho[-1]) * (m_b - m_a)
         res = term if res is None else res + term
-    return x_b if res is None else x_b - b_h * res
+    return b_h, res
 
 
 def unipc_step(
@@ -108,21 +108,28 @@ def unipc_step(
     f = to_d(x, sigma, m)
     pair = None
     x_c = x
-    if carry is not None:
+    if carry is not None:  # UniC - UniP of the previous interval: an increment on the state we were given
         pair = ErkPair(x, f, carry.x_eval, carry.f_eval, ctx.sigma(i - 1) - sigma, -1.0)
-        x_c = _uni_update(ctx, i - 1, carry.x_start, carry.m, carry.order, variant, m) + (x - carry.x_pred)
+        b_h, res_c = _residual(ctx, i - 1, carry.m, carry.order, variant, m)
+        _, res_p = _residual(ctx, i - 1, carry.m, carry.order, variant, None)
+        assert res_c is not None
+        x_c = x - b_h * (res_c if res_p is None else res_c - res_p)
     if sigma_next == 0:
         return StepOut(m, m, None, pair)
-    n = ctx.sigmas.numel() - 1
-    p = min(order, i + 1, n - i)
+    n = len(ctx.levels) - 1
+    p = min(order, i + 1, n - i) if ctx.levels[-1] == 0 else min(order, i + 1)
     ms = (m,) if carry is None else (m, *carry.m)[:order]
-    x_next = _uni_update(ctx, i, x_c, ms, p, variant, None)
-    return StepOut(x_next, m, UniPCCarry(x_c, x_next, x, f, ms, p), pair)
+    b_h, res = _residual(ctx, i, ms, p, variant, None)
+    h = math.log(sigma) - math.log(sigma_next)
+    x_next = (sigma_next / sigma) * x_c - math.expm1(-h) * m
+    if res is not None:
+        x_next = x_next - b_h * res
+    return StepOut(x_next, m, UniPCCarry(x, f, ms, p), pair)
 
 
 UNIPC = register(
     Solver(
-        "unipc", unipc_step, order=3, nfe=lambda n: n, options={"order": 2, "variant": "bh2"},
+        "unipc", unipc_step, order=3, nfe=lambda n, options, to_zero: n,
         doc="UniPC (diffusers UniPCMultistepScheduler), orders 1-3, bh1/bh2; pair: previous evaluated point, sign -1",
     )
 )

@@ -28,6 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._batch import bdot
+from ..engine import Run
 from ..schedules import get_sigmas
 from ..solvers.adasde import adasde_update
 from ..solvers.adasde_coeffs import AdaSDECoefficients
@@ -128,12 +129,11 @@ def _denoise_fn(model: Model) -> Callable[[Tensor, float | Tensor], Tensor]:
 @torch.no_grad()
 def dpm2_teacher(model: Model, x: Tensor, levels: Tensor, keep: list[int]) -> list[Tensor]:
     """Deterministic DPM-Solver-2 over ``levels``; the states at the indices ``keep``."""
-    denoise = _denoise_fn(model)
     out = [x] if 0 in keep else []
-    for j in range(levels.numel() - 1):
-        x = adasde_update(denoise, x, float(levels[j]), float(levels[j + 1])).x_next
-        if j + 1 in keep:
-            out.append(x)
+    neutral = AdaSDECoefficients.neutral(levels, gamma_max=0.0, afs=False)  # r = 1/2, c = a = 1: DPM-Solver-2
+    for step in Run(model, x, neutral.grid(), solver="adasde", solver_options={"coefficients": neutral}):
+        if step.i + 1 in keep and step.sigma_next > 0:
+            out.append(step.x)
     return out
 
 

@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -147,7 +147,7 @@ def _train(name: str, cfg: TrainConfig, out_dir: str | Path | None, steps: int |
     if cfg.arch["kind"] == "classifier":
         return _train_classifier(name, cfg, x, lab, out_dir, resume, progress, until)
     sigma_data = round(float(x.std()), 4)
-    net = build_net(cfg.arch)
+    net = cast(DenoiserMLP, build_net(cfg.arch))
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     start, losses = 0, []
@@ -247,7 +247,8 @@ def ship(result: TrainResult, dest: str | Path) -> dict[str, Any]:
     }
     if cfg["arch"]["kind"] == "mlp":
         entry["sigma_data"] = result.sigma_data
-        entry["sample_stats"] = sample_statistics(LearnedDenoiser(result.net, result.sigma_data, name=result.name))
+        net = cast(DenoiserMLP, result.net)
+        entry["sample_stats"] = sample_statistics(LearnedDenoiser(net, result.sigma_data, name=result.name))
     mpath = dest / "manifest.json"
     manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
     manifest[result.name] = entry
