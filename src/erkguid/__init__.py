@@ -4,6 +4,7 @@ Kong, Lee, Hong & Kim, "Error as Signal: Stiffness-Aware Diffusion Sampling via 
 Runge-Kutta Guidance", ICLR 2026.
 """
 
+from ._validate import DivergenceError, ErkGuidWarning
 from .correction import SCALINGS, Correction, ErkPair, Estimate, alpha, erk_guid, estimate
 from .guidance import Counted, ErkProj, Guided, autoguidance, cfg, sample_erk_proj
 from .learned import LearnedDenoiser, learned_names, load_learned
@@ -35,7 +36,9 @@ __all__ = [
     "adaptive_heun",
     "Correction",
     "Counted",
+    "DivergenceError",
     "ErkProj",
+    "ErkGuidWarning",
     "ErkPair",
     "Estimate",
     "GaussianMixture",

@@ -14,17 +14,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import _validate
 from ._batch import acc_dtype
+from ._validate import NonFiniteError
 from .correction import SCALINGS, check_strengths, erk_guid
 from .noise import PerSampleNoise
 from .schedules import check_sigmas
 from .solvers import Solver, StepContext, get_solver
 
 Callback = Callable[[dict[str, Any]], None]
-
-
-class NonFiniteError(FloatingPointError):
-    """The denoiser (or a step) produced NaN or Inf; the message names the step index."""
+__all__ = ["NonFiniteError", "Trace", "make_denoise", "sample"]
 
 
 def make_denoise(
@@ -40,18 +39,7 @@ def make_denoise(
         s = torch.full((x.shape[0],), float(sigma), dtype=sig_dtype, device=x.device)
         out = denoiser(x, s, **extra)
         counter["nfe"] += 1
-        step = counter["step"]
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
-                f"denoiser returned shape {got} for input of shape {tuple(x.shape)} at step {step}; "
-                "it must return D(x; sigma) with the shape of x"
-            )
-        if not torch.isfinite(out).all():
-            raise NonFiniteError(
-                f"denoiser returned NaN/Inf at step {step} (sigma={float(sigma):.6g}); "
-                "check the model, its dtype and the sigma range"
-            )
+        _validate.check_denoised(out, x, sigma, counter["step"])
         return out.to(x.dtype)
 
     return denoise
@@ -103,15 +91,13 @@ def sample(
         float32 (float64 stays float64) whatever the dtype of ``x`` or of the model's output.
     """
     _check_x(x)
+    _validate.check_args(denoiser, callback, solver)
     grid = check_sigmas(sigmas)
-    check_strengths(w_stiff, w_con)
-    if scaling not in SCALINGS:
+    w_stiff, w_con = check_strengths(w_stiff, w_con)
+    if not isinstance(scaling, str) or scaling not in SCALINGS:
         raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
     spec = get_solver(solver)
-    options = dict(solver_options or {})
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        raise ValueError(f"solver_options {unknown} not accepted by solver {spec.name!r}; allowed: {sorted(spec.options)}")
+    options = _validate.solver_options(spec, solver_options)
     if spec.prepare is not None:
         options = spec.prepare(options, grid)
     noise = None
@@ -125,6 +111,7 @@ def sample(
     counter = {"nfe": 0, "step": 0}
     guide = w_stiff > 0
     ctx = StepContext(make_denoise(denoiser, x, extra, counter), grid, noise, want_pair=guide or callback is not None)
+    guard = _validate.RunGuard(x, grid, spec.name, w_stiff, w_con, scaling)
     carry: Any = None
     n = grid.numel() - 1
     for i in tqdm(range(n), disable=not progress, desc=f"{spec.name}{' +ERK' if guide else ''}", leave=False):
@@ -136,8 +123,7 @@ def sample(
             stats = corr
             if guide:
                 x_next = corr.x
-        if not torch.isfinite(x_next).all():
-            raise NonFiniteError(f"the solver state became NaN/Inf at step {i} (sigma={float(grid[i]):.6g})")
+        guard.check(i, out.x, x_next, out.denoised, stats if guide else None)
         if callback is not None:
             callback(
                 {
@@ -155,6 +141,7 @@ def sample(
             )
         x, carry = x_next, out.carry
         del out, stats, x_next  # release the step's pair and proposal before the next step
+    guard.finish()
     return x.to(out_dtype)
 
 
