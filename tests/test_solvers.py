@@ -147,7 +147,8 @@ def test_deis_sign_convention():
     z = w * p.h * rho
     expected = out1.x + (p.h * z**2 * (p.f * v).sum(1))[:, None] * v
     got = {}
-    eg.sample(model, x0, sig, solver="deis", w_stiff=w, callback=lambda info: got.setdefault(info["i"], info))
+    eg.sample(model, x0, sig, solver="deis", w_stiff=w, callback=lambda info: got.setdefault(info["i"], info),
+              check_divergence=False)  # only step 1 matters here; this coarse grid diverges at step 3
     torch.testing.assert_close(got[1]["x"], expected, rtol=1e-12, atol=1e-12)
     assert (got[1]["beta"] == -1).all()
     # and with the opposite sign the correction would move the other way

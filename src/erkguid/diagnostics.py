@@ -17,7 +17,8 @@ log p is symmetric (Eq. 10). This module gives, per sample:
   solution and the 100-substep reference of App. B.1, for the LTE and the ERK solution difference.
 
 The cost-free ERK estimators themselves (Eq. 17-18) live in :func:`erkguid.correction.estimate`.
-A sample's result never depends on the rest of its batch: the denoiser must be per-sample.
+Every computation is per sample; with a row-wise denoiser a sample's result does not depend on the rest
+of its batch (see docs/validation.md for matrix-product models).
 """
 
 from __future__ import annotations

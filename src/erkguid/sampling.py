@@ -7,6 +7,7 @@ it itself. The step that lands on sigma = 0 is never corrected (it is the final 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -65,6 +66,7 @@ def sample(
     progress: bool = False,
     solver_options: Mapping[str, Any] | None = None,
     seeds: Sequence[int] | Tensor | None = None,
+    check_divergence: bool = True,
     **extra: Any,
 ) -> Tensor:
     """Sample by integrating the probability-flow ODE from ``sigmas[0]`` to 0 with ERK-Guid.
@@ -84,6 +86,9 @@ def sample(
         progress: show a tqdm progress bar.
         solver_options: keyword options of the solver's step (see ``Solver.options``).
         seeds: one seed per sample for stochastic solvers (noise depends only on the seed).
+        check_divergence: raise :class:`DivergenceError` when the ERK-Guid correction, or the state it
+            moved, grows far beyond what sigma allows (docs/validation.md); ``False`` keeps only the
+            NaN/Inf check (for sweeps that must record where ERK-Guid hurts).
         **extra: passed through to ``denoiser`` (class labels, text embeddings, ...).
 
     Returns:
@@ -111,7 +116,7 @@ def sample(
     counter = {"nfe": 0, "step": 0}
     guide = w_stiff > 0
     ctx = StepContext(make_denoise(denoiser, x, extra, counter), grid, noise, want_pair=guide or callback is not None)
-    guard = _validate.RunGuard(x, grid, spec.name, w_stiff, w_con, scaling)
+    guard = _validate.RunGuard(x, grid, spec.name, w_stiff, w_con, scaling, None if check_divergence else math.inf)
     carry: Any = None
     n = grid.numel() - 1
     for i in tqdm(range(n), disable=not progress, desc=f"{spec.name}{' +ERK' if guide else ''}", leave=False):
