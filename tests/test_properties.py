@@ -33,7 +33,7 @@ NAMES = {
 }
 MODELS = {"tree2d": eg.tree_2d(), "iso3": eg.isotropic_gaussian(dim=3, std=0.5, mean=0.25)}
 DIM = {"tree2d": 2, "iso3": 3}
-SETTINGS = settings(max_examples=250, deadline=None, derandomize=True, database=None,
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(hypothesis.HealthCheck))
 
 
