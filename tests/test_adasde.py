@@ -130,7 +130,7 @@ def test_batch_invariance_with_per_sample_seeds(model) -> None:
     x0 = _x0(12, seed=5)
     full = sample(model, x0, coef.grid(), solver="adasde", solver_options={"coefficients": coef}, seeds=range(100, 112))
     part = sample(model, x0[[7, 2]], coef.grid(), solver="adasde", solver_options={"coefficients": coef}, seeds=[107, 102])
-    torch.testing.assert_close(part, full[[7, 2]], rtol=1e-12, atol=1e-12)
+    assert torch.equal(part, full[[7, 2]])  # the tree mixture is row-wise: bit-identical (README "Guarantees")
     other = sample(model, x0, coef.grid(), solver="adasde", solver_options={"coefficients": coef}, seeds=range(200, 212))
     assert (other - full).abs().max() > 1e-6  # the noise is really used
 
@@ -245,7 +245,8 @@ def test_declared_nfe_equals_counted_for_every_option(tmp_path, model, coefs) ->
                 for w in (0.0, 1.0):
                     opts = {"coefficients": coef, "denoise_to_zero": dtz}
                     tr = Trace()
-                    sample(model, _x0(4), grid, solver="adasde", solver_options=opts, seeds=range(4), w_stiff=w, callback=tr)
+                    sample(model, _x0(4), grid, solver="adasde", solver_options=opts, seeds=range(4), w_stiff=w, callback=tr,
+                           check_divergence=False)  # counts NFE only; w=1 may move far on random coefficients
                     assert tr.nfe == SOLVERS["adasde"].nfe(len(grid) - 1, opts), (coefs, n_levels, gamma_max, dtz, w)
     assert SOLVERS["adasde"].nfe(4) == 6  # default options: DPM-Solver-2 without AFS, 2 per step
 

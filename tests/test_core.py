@@ -134,9 +134,9 @@ def test_nfe_equal_for_heun_and_erk_and_first_step_uncorrected():
         if w:
             assert (seen[4]["correction_norm"] > 0).any()
     first = {}
-    for w in (0.0, 4.0):
+    for w in (0.0, 2.0):  # w_stiff=4 diverges on this grid (DivergenceError at step 4)
         eg.sample(m, x, eg.edm_sigmas(9), w_stiff=w, callback=lambda info, w=w: first.setdefault(w, info["x"].clone()))
-    assert torch.equal(first[0.0], first[4.0])
+    assert torch.equal(first[0.0], first[2.0])
 
 
 def algorithm1(model, x, sigmas, w_stiff, w_con):
@@ -237,30 +237,44 @@ def test_sign_and_scalings():
 
 
 # --------------------------------------------------------------------------- batch invariance
-def test_batch_invariance_exact_tree_and_image_state():
-    m = eg.tree_2d()
-    x = noise(8, (2,), torch.float32)
+# The promise (README "Guarantees", docs/validation.md): erkguid's own arithmetic is row-wise, so with a
+# row-wise denoiser a sample is bit-identical alone or in any batch, in any dtype; models built on matrix
+# products (BLAS picks kernels by batch size) agree to 1e-10 in float64 and 1e-4 in float32.
+def _rowwise_image(xx, sigma):  # elementwise, so the model itself is batch-invariant
+    sig = sigma.reshape(-1, 1, 1, 1).to(xx.dtype)
+    return torch.tanh(xx) * 0.5 * sig / (1 + sig) + xx * 0.25 / (0.25 + sig**2)
+
+
+def _chunked(model, x, s, seeds, b, **kw):
+    return torch.cat([eg.sample(model, x[k : k + b], s, seeds=seeds[k : k + b], **kw) for k in range(0, len(x), b)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("solver", ["heun", "dpm2", "dpmpp_2m", "unipc", "heun_pc"])
+def test_batch_invariance_bit_identical_with_rowwise_models(dtype, solver):
     s = eg.edm_sigmas(8)
-    batch = eg.sample(m, x, s, w_stiff=1.0, w_con=0.5)
-    for k in (0, 3, 7):
-        assert torch.equal(eg.sample(m, x[k : k + 1], s, w_stiff=1.0, w_con=0.5)[0], batch[k])
-
-    def den(xx, sigma):  # elementwise, so the model itself is batch-invariant
-        sig = sigma.reshape(-1, 1, 1, 1)
-        return torch.tanh(xx) * 0.5 * sig / (1 + sig) + xx * 0.25 / (0.25 + sig**2)
-
-    xi = noise(8, (4, 16, 16), torch.float32)
-    batch = eg.sample(den, xi, s, w_stiff=1.0, w_con=0.0)
-    assert torch.equal(eg.sample(den, xi[5:6], s, w_stiff=1.0, w_con=0.0)[0], batch[5])
+    seeds = list(range(8))
+    kw = {"solver": solver, "w_stiff": 1.0 if solver in ("heun", "dpm2", "heun_pc") else 0.25, "w_con": 0.5}  # 1.0 diverges
+    for model, shape in ((eg.tree_2d(), (2,)), (_rowwise_image, (4, 16, 16))):
+        x = noise(8, shape, dtype)
+        batch = eg.sample(model, x, s, seeds=seeds, **kw)
+        for b in (1, 3, 4):
+            assert torch.equal(_chunked(model, x, s, seeds, b, **kw), batch)
+        picked = [7, 2]  # batch composition and order do not matter either
+        assert torch.equal(eg.sample(model, x[picked], s, seeds=[seeds[k] for k in picked], **kw), batch[picked])
 
 
-def test_batch_invariance_digits_float64():
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_batch_invariance_matrix_product_model_to_the_documented_tolerance(dtype, atol):
+    """digits64 (an exact mixture evaluated with matrix products): float64 to 1e-10, float32 to 1e-4 -
+    and not bit for bit in float32, which is why the promise is a tolerance."""
     m = eg.digits_64d(image_shape=True)
-    x = noise(8, (1, 8, 8))
-    s = eg.edm_sigmas(6)
-    batch = eg.sample(m, x, s, w_stiff=1.0, w_con=0.5)
-    single = torch.cat([eg.sample(m, x[k : k + 1], s, w_stiff=1.0, w_con=0.5) for k in range(8)])
-    torch.testing.assert_close(single, batch, rtol=0, atol=1e-10)
+    x = noise(16, (1, 8, 8), dtype)
+    s = eg.edm_sigmas(18)
+    seeds = list(range(16))
+    batch = eg.sample(m, x, s, w_stiff=1.0, w_con=0.5, seeds=seeds)
+    diffs = [(_chunked(m, x, s, seeds, b, w_stiff=1.0, w_con=0.5) - batch).abs().max().item() for b in (1, 2, 3, 5)]
+    assert max(diffs) <= atol
 
 
 # --------------------------------------------------------------------------- errors

@@ -35,9 +35,9 @@ def test_grid_ending_at_sigma_min_is_the_one_run_state(solver):
     model = eg.tree_2d()
     full = eg.edm_sigmas(7, sigma_max=10.0)
     x0 = _x0()
-    for w in (0.0, 1.0):
-        at_min = _states(model, x0, full, solver, w_stiff=w)[-2]
-        got = eg.sample(model, x0, full[:-1], solver=solver, w_stiff=w)
+    for w in (0.0, 1.0):  # structure only: w=1 may diverge on the multistep solvers, so the guard is off
+        at_min = _states(model, x0, full, solver, w_stiff=w, check_divergence=False)[-2]
+        got = eg.sample(model, x0, full[:-1], solver=solver, w_stiff=w, check_divergence=False)
         assert torch.equal(got, at_min), (solver, w)
 
 
@@ -60,7 +60,7 @@ def test_split_grid_continues_bit_identically(solver, split):
     model = eg.tree_2d()
     sig = eg.edm_sigmas(7, sigma_max=10.0)
     x0 = _x0()
-    kw = {"w_stiff": 1.0, "w_con": 0.1, "seeds": list(range(6))}
+    kw = {"w_stiff": 1.0, "w_con": 0.1, "seeds": list(range(6)), "check_divergence": False}  # structure only
     one = eg.sample(model, x0, sig, solver=solver, **kw)
     first = eg.Run(model, x0, sig[: split + 1], solver=solver, **kw)
     state = first.finish()
@@ -174,7 +174,7 @@ def test_non_finite_is_named_by_step_and_source():
     sig = eg.edm_sigmas(6, sigma_max=10.0)
     first_bad = int((sig < 1.0).nonzero()[0])  # the first step evaluating below sigma = 1 (Heun's 2nd evaluation)
     for policy in ("step", "end"):
-        with pytest.raises(eg.NonFiniteError, match=rf"denoiser returned NaN/Inf at step {first_bad - 1} "):
+        with pytest.raises(eg.NonFiniteError, match=rf"denoiser returned NaN/Inf for a finite input .* at step {first_bad - 1} "):
             eg.sample(nan_below, _x0(), sig, check_finite=policy)
 
     def overflowing_step(ctx, i, x, carry=None):  # finite model output, the step's arithmetic overflows
@@ -183,7 +183,9 @@ def test_non_finite_is_named_by_step_and_source():
 
     bad = eg.Solver("overflow", overflowing_step, order=1, nfe=lambda n, options, to_zero: n)
     for policy in ("step", "end"):
-        with pytest.raises(eg.NonFiniteError, match="solver state became NaN/Inf at step 2"):
+        # "step": the divergence guard reads the same sync and names the solver's own step; "end": the engine's flag
+        with pytest.raises(eg.NonFiniteError, match="(solver state became NaN/Inf|state diverged) at step 2 .*"
+                                                    "(own step produced NaN/Inf|->)"):
             eg.sample(_gauss, _x0(), sig, solver=bad, check_finite=policy)
     out = eg.sample(nan_below, _x0(), sig, check_finite="off")  # the user opted out of every check
     assert out.isnan().all()

@@ -127,7 +127,7 @@ def test_wstiff_zero_bit_identical_and_nfe(solver):
     plain = _plain(model, x0, sig, solver)
     tr0, tr1 = eg.Trace(), eg.Trace()
     zero = eg.sample(model, x0, sig, solver=solver, w_stiff=0.0, w_con=0.0, callback=tr0)
-    guided = eg.sample(model, x0, sig, solver=solver, w_stiff=2.0, w_con=0.0, callback=tr1)
+    guided = eg.sample(model, x0, sig, solver=solver, w_stiff=0.5, w_con=0.0, callback=tr1)  # 2.0 diverges on multistep
     assert torch.equal(zero, plain)
     assert tr0.nfe == tr1.nfe == SOLVERS[solver].nfe(7)
     if solver in PAIRED:  # the pair is used: rho is finite on the corrected steps and the output moves
@@ -155,7 +155,8 @@ def test_deis_sign_convention():
     z = w * p.h * rho
     expected = out1.x + (p.h * z**2 * (p.f * v).sum(1))[:, None] * v
     got = {}
-    eg.sample(model, x0, sig, solver="deis", w_stiff=w, callback=lambda info: got.setdefault(info["i"], info))
+    eg.sample(model, x0, sig, solver="deis", w_stiff=w, callback=lambda info: got.setdefault(info["i"], info),
+              check_divergence=False)  # only step 1 matters here; this coarse grid diverges at step 3
     torch.testing.assert_close(got[1]["x"], expected, rtol=1e-12, atol=1e-12)
     assert (got[1]["beta"] == -1).all()
     # and with the opposite sign the correction would move the other way

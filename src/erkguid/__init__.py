@@ -5,6 +5,7 @@ Runge-Kutta Guidance", ICLR 2026.
 """
 
 from . import integrations  # noqa: F401 - registers the lazy diffusers adapter (pipelines saved with ERK schedulers reload)
+from ._validate import DivergenceError, ErkGuidWarning
 from ._version import __version__
 from .correction import SCALINGS, Correction, ErkPair, Estimate, alpha, erk_guid, estimate
 from .engine import CHECK_FINITE, Run, State, Step
@@ -41,7 +42,9 @@ __all__ = [
     "adaptive_heun",
     "Correction",
     "Counted",
+    "DivergenceError",
     "ErkProj",
+    "ErkGuidWarning",
     "ErkPair",
     "Estimate",
     "GaussianMixture",

@@ -8,7 +8,6 @@ states, which step size ``h``, the sign of beta), so the formula below is writte
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ._batch import append_dims, bdot, bnorm, bsafe_div
+from ._validate import strength
 
 Scaling = Literal["z2", "abs", "alpha", "sat"]
 SCALINGS: tuple[str, ...] = ("z2", "abs", "alpha", "sat")
@@ -114,11 +114,10 @@ class Correction:
     norm: Tensor
 
 
-def check_strengths(w_stiff: float, w_con: float) -> None:
-    """Raise a ValueError naming the argument when a strength is negative or not finite."""
-    for name, val in (("w_stiff", w_stiff), ("w_con", w_con)):
-        if not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {val!r}")
+def check_strengths(w_stiff: float, w_con: float) -> tuple[float, float]:
+    """``(w_stiff, w_con)`` as floats; numpy scalars and 0-d tensors are accepted, bools refused (TypeError),
+    negative or non-finite values raise a ValueError naming the argument."""
+    return strength("w_stiff", w_stiff), strength("w_con", w_con)
 
 
 def erk_guid(

@@ -18,7 +18,8 @@ log p is symmetric (Eq. 10). This module gives, per sample:
   (both runs of the step engine, :class:`erkguid.engine.Run`, on grids that end above 0).
 
 The cost-free ERK estimators themselves (Eq. 17-18) live in :func:`erkguid.correction.estimate`.
-A sample's result never depends on the rest of its batch: the denoiser must be per-sample.
+Every computation is per sample; with a row-wise denoiser a sample's result does not depend on the rest
+of its batch (see docs/validation.md for matrix-product models).
 """
 
 from __future__ import annotations

@@ -38,7 +38,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import _validate
 from ._batch import acc_dtype
+from ._validate import NonFiniteError, RunGuard
 from .correction import SCALINGS, Correction, ErkPair, Estimate, check_strengths, erk_guid, estimate
 from .noise import PerSampleNoise
 from .schedules import check_sigmas
@@ -46,11 +48,7 @@ from .solvers.base import Solver, StepContext, get_solver
 
 CheckFinite = Literal["step", "end", "off"]
 CHECK_FINITE: tuple[str, ...] = ("step", "end", "off")
-_MODEL, _STATE = 1, 2  # bits of the per-step non-finite code
-
-
-class NonFiniteError(FloatingPointError):
-    """The denoiser (or a step) produced NaN or Inf; the message names the step index."""
+_MODEL, _STATE, _INPUT = 1, 2, 4  # bits of the per-step non-finite code (_INPUT: the model was handed NaN/Inf)
 
 
 @dataclass(frozen=True)
@@ -146,16 +144,13 @@ class _Denoise:
         else:
             out = self.fn(x, s, **self.extra)
         self.calls += 1
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
-                f"denoiser returned shape {got} for input of shape {tuple(x.shape)} at step {self.step}; "
-                "it must return D(x; sigma) with the shape of x"
-            )
-        if self.check:
-            bad = torch.isfinite(out).all().logical_not()
-            self.flag = bad if self.flag is None else self.flag.logical_or(bad)
-        return out.to(x.dtype)
+        _validate.check_denoised_type(out, x, sigma, self.step)
+        if self.check:  # device-side: NaN/Inf out of the model (code _MODEL), and whether its input held some (_INPUT)
+            bad = torch.isfinite(out).all().logical_not().to(torch.int64)
+            bad = bad * (_MODEL + _INPUT * torch.isfinite(x).all().logical_not().to(torch.int64))
+            self.flag = bad if self.flag is None else torch.maximum(self.flag, bad)
+        result: Tensor = out.to(x.dtype)
+        return result
 
 
 def _plain_pair(pair: ErkPair, evals: Sequence[tuple[Tensor, Tensor]]) -> ErkPair:
@@ -202,6 +197,9 @@ class Run:
         want_pair: keep and report the embedded pairs even without ERK-Guid (callbacks, traces).
             ``None``: when ERK-Guid is on or the grid ends above 0 (so the run can be continued).
         check_finite: ``"step"`` (one sync per step), ``"end"`` (one per run) or ``"off"``.
+        check_divergence: with ``check_finite="step"``, raise :class:`~erkguid.DivergenceError` when the ERK-Guid
+            correction, or the state it moved, grows far beyond what sigma allows (docs/validation.md), read in the
+            same sync; ``False`` keeps only the NaN/Inf check (sweeps that record where ERK-Guid hurts).
         progress: show a tqdm progress bar.
         extra_args: keyword conditioning for the denoiser (k-diffusion's name; see :func:`conditioning`).
     """
@@ -221,10 +219,12 @@ class Run:
         seeds: Sequence[int] | Tensor | None = None,
         want_pair: bool | None = None,
         check_finite: str = "step",
+        check_divergence: bool = True,
         progress: bool = False,
         extra_args: Mapping[str, Any] | None = None,
     ) -> None:
-        check_strengths(w_stiff, w_con)
+        _validate.check_args(denoiser, None, solver)
+        w_stiff, w_con = check_strengths(w_stiff, w_con)
         if scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
         if trust is not None and (isinstance(trust, bool) or not isinstance(trust, (int, float)) or not 0 < trust < math.inf):
@@ -232,7 +232,7 @@ class Run:
         if check_finite not in CHECK_FINITE:
             raise ValueError(f"check_finite must be one of {CHECK_FINITE}, got {check_finite!r}")
         self.spec = get_solver(solver)
-        options = self.spec.resolve(solver_options)
+        options = self.spec.resolve(_validate.solver_options(self.spec, solver_options))
         prev = x if isinstance(x, State) else None
         if prev is not None:
             grid, start = self._continue(prev, sigmas)
@@ -267,6 +267,10 @@ class Run:
         self.ctx = StepContext(self._den, grid, noise, want_pair=self.want_pair, plan=self.spec.plan(grid, options))
         self.options = options
         self.start = start
+        self.warn_stacklevel = 4  # ErkGuidWarning points at the code iterating the run (sample() adds one level)
+        # divergence guard (docs/validation.md): read in the step's one sync, so only with check_finite="step"
+        self._guard = (RunGuard(x0, grid, self.spec.name, self.w_stiff, self.w_con, scaling,
+                                None if check_divergence else math.inf, start) if check_finite == "step" else None)
         self._state = State(x0, grid[: start + 1], self.spec.name, None if prev is None else prev.carry,
                             self._den.calls, noise, self._den.estimate, dtype)
         self._started = False
@@ -312,11 +316,19 @@ class Run:
             if self.check != "off":
                 code = torch.isfinite(x_next).all().logical_not().to(torch.int64) * _STATE
                 if den.flag is not None:
-                    code = code + den.flag.to(torch.int64) * _MODEL
+                    code = code + den.flag
                 if self.check == "step":
-                    self._raise(int(code), i)  # the one device-to-host sync of the step
+                    applied = corr if self.guide else None
+                    if self._guard is None:
+                        self._raise(int(code), i)  # the one device-to-host sync of the step
+                    else:
+                        gv = self._guard.values(i, x_next, out.denoised, applied)
+                        vals = torch.cat([code.reshape(1).to(gv.dtype), gv]).tolist()  # the step's one sync
+                        self._raise(int(vals[0]) & (_MODEL | _INPUT), i)  # the model's NaN/Inf first, then
+                        self._guard.verdict(i, vals[1:], out.x, x_next, applied)  # the guard names the setting
+                        self._raise(int(vals[0]), i)
                 else:
-                    tagged = torch.where(code > 0, code + 4 * i, torch.zeros_like(code))
+                    tagged = torch.where(code > 0, code + 8 * i, torch.zeros_like(code))
                     pending = tagged if pending is None else torch.where(pending > 0, pending, tagged)
             if den.layer:
                 if out.pair is not None:
@@ -332,15 +344,20 @@ class Run:
         if pending is not None:
             tag = int(pending)  # the one sync of the "end" policy
             if tag:
-                self._raise(tag % 4, tag // 4)
+                self._raise(tag % 8, tag // 8)
+        if self._guard is not None:
+            self._guard.finish(self.warn_stacklevel)  # ERK-Guid warnings: no pair at any step, or a gate that never opened
 
     def _raise(self, code: int, i: int) -> None:
         if not code:
             return
         s, sn = self.ctx.levels[i], self.ctx.levels[i + 1]
+        if code & _MODEL and code & _INPUT:
+            raise NonFiniteError(f"the solver passed a state holding NaN/Inf to the denoiser at step {i} "
+                                 f"(sigma={s:.6g} -> {sn:.6g}): the step itself overflowed, not the model")
         if code & _MODEL:
             raise NonFiniteError(
-                f"denoiser returned NaN/Inf at step {i} (sigma={s:.6g} -> {sn:.6g}); "
+                f"denoiser returned NaN/Inf for a finite input (the state was finite) at step {i} (sigma={s:.6g} -> {sn:.6g}); "
                 "check the model, its dtype and the sigma range"
             )
         raise NonFiniteError(f"the solver state became NaN/Inf at step {i} (sigma={s:.6g} -> {sn:.6g})")

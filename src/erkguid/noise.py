@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._validate import seed_list
+
 
 class PerSampleNoise:
     """Standard-normal draws from one generator per sample.
@@ -22,14 +24,9 @@ class PerSampleNoise:
     """
 
     def __init__(self, seeds: Sequence[int] | Tensor, device: torch.device | str = "cpu") -> None:
-        seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, Tensor) else seeds)]
-        if not seeds:
-            raise ValueError("seeds must hold at least one seed")
-        if any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be non-negative integers, got {seeds[:8]}")
-        self.seeds = seeds
+        self.seeds = seed_list(seeds)  # 1-D integers in [0, 2**64), else a TypeError/ValueError naming seeds
         self.device = torch.device(device)
-        self._gens = [torch.Generator().manual_seed(s) for s in seeds]
+        self._gens = [torch.Generator().manual_seed(s) for s in self.seeds]
 
     def __len__(self) -> int:
         return len(self.seeds)

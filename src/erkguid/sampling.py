@@ -18,7 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .engine import NonFiniteError, Run, State, conditioning
+from . import _validate
+from ._validate import NonFiniteError
+from .engine import Run, State, conditioning
 from .guidance import ErkProj
 from .solvers import Solver
 
@@ -43,6 +45,7 @@ def sample(
     seeds: Sequence[int] | Tensor | None = None,
     extra_args: Mapping[str, Any] | None = None,
     check_finite: str = "step",
+    check_divergence: bool = True,
     **extra: Any,
 ) -> Tensor:
     """Sample by integrating the probability-flow ODE from ``sigmas[0]`` to ``sigmas[-1]`` with ERK-Guid.
@@ -68,17 +71,22 @@ def sample(
         seeds: one seed per sample for stochastic solvers (noise depends only on the seed).
         extra_args: the denoiser's conditioning keywords (class labels, text embeddings, ...).
         check_finite: ``"step"`` (default: one device-to-host sync per step), ``"end"`` or ``"off"``.
+        check_divergence: raise :class:`~erkguid.DivergenceError` when the ERK-Guid correction, or the state it
+            moved, grows far beyond what sigma allows (docs/validation.md); read in the same sync as the NaN/Inf
+            check (``check_finite="step"`` only). ``False`` keeps only the NaN/Inf check.
         **extra: more conditioning keywords, passed through to ``denoiser`` like ``extra_args``.
 
     Returns:
         The samples at ``sigmas[-1]``, same shape and dtype as ``x``. The state is carried in at least
         float32 (float64 stays float64) whatever the dtype of ``x`` or of the model's output.
     """
+    _validate.check_args(denoiser, callback, solver)
     run = Run(
         denoiser, x, sigmas, solver=solver, w_stiff=w_stiff, w_con=w_con, scaling=scaling, trust=trust,
         solver_options=solver_options, seeds=seeds, want_pair=(callback is not None) or None, check_finite=check_finite,
-        progress=progress, extra_args=conditioning(extra_args, extra),
+        check_divergence=check_divergence, progress=progress, extra_args=conditioning(extra_args, extra),
     )
+    run.warn_stacklevel = 5  # ErkGuidWarning points at sample()'s caller
     for step in run:
         if callback is not None:
             callback(step.info())

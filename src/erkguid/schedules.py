@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._validate import sigma_grid
+
 
 def _append_zero(s: Tensor) -> Tensor:
     return torch.cat([s, s.new_zeros(1)])
@@ -124,21 +126,7 @@ def check_sigmas(sigmas: Tensor | Sequence[float], name: str = "sigmas", *, allo
 
     Requires a 1-D, finite, strictly decreasing sequence of at least two non-negative values
     whose last entry is exactly 0 (or, with ``allow_positive_end``, any level >= 0: a run that stops
-    at sigma_min > 0, k-diffusion semantics) and whose other entries are positive.
+    at sigma_min > 0, k-diffusion semantics) and whose other entries are positive (and at most 1e10).
+    Python numbers are read in float64; strings, None and bools raise a TypeError naming ``name``.
     """
-    s = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
-    if s.ndim != 1 or s.numel() < 2:
-        raise ValueError(f"{name} must be a 1-D sequence of at least 2 values, got shape {tuple(s.shape)}")
-    if not torch.isfinite(s).all():
-        raise ValueError(f"{name} must be finite, got {s.tolist()}")
-    if (s < 0).any():
-        raise ValueError(f"{name} must be non-negative, got a negative value at index {int((s < 0).nonzero()[0])}")
-    if s[-1] != 0 and not allow_positive_end:
-        raise ValueError(f"{name} must end in 0 (k-diffusion convention), got last value {float(s[-1])}")
-    bad = (s[1:] >= s[:-1]).nonzero()
-    if bad.numel():
-        j = int(bad[0])
-        raise ValueError(
-            f"{name} must be strictly decreasing: {name}[{j + 1}]={float(s[j + 1])} >= {name}[{j}]={float(s[j])}"
-        )
-    return s
+    return sigma_grid(sigmas, name, allow_positive_end)
