@@ -102,6 +102,10 @@ def run_adasde_eval(
 ) -> dict[str, Any]:
     """Run the study; return ``{'results': [...]}`` and write JSON, markdown and PNG to ``out_dir``."""
     out = Path(out_dir) if out_dir is not None else None
+    for nfe in nfes:  # every setting checked before minutes of work
+        DistillConfig(nfe=nfe, iters=iters, batch=batch).check()
+    for mname in models:
+        resolve_model_spec(mname)
     results: list[dict[str, Any]] = []
     jobs = [(m, n) for m in models for n in nfes]
     for mname, nfe in tqdm(jobs, disable=not progress, desc="adasde-eval"):

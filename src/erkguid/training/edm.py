@@ -4,12 +4,16 @@ Loss: E[lambda(sigma) ||D(y + sigma n; sigma) - y||^2] with lambda = (sigma^2 + 
 (sigma sigma_data)^2, ln(sigma) ~ N(P_mean, P_std^2) (P_mean = -1.2, P_std = 1.2), an EMA of the
 weights, label dropout for classifier-free guidance. Each step's randomness comes from a generator
 seeded by (seed, step), so a resumed run is bit-identical to an uninterrupted one.
+
+Checkpoints (``checkpoint.pt``) hold only tensors, numbers, strings, lists and dicts; they are written
+atomically (temp file, fsync, rename, fsync of the folder: a run killed mid-write keeps the previous
+checkpoint) and read with ``torch.load(weights_only=True)``, which refuses anything that could run code.
+A checkpoint made with other settings (including another number of steps) is refused, not mixed.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._io import atomic_torch_save, atomic_write_bytes, atomic_write_json, read_json_object
 from ..denoisers.edm import edm_scalings
 from ..learned import DenoiserMLP, DigitsClassifier, LearnedDenoiser, build_net, sample_statistics
 
@@ -153,9 +158,7 @@ def _train(name: str, cfg: TrainConfig, out_dir: str | Path | None, steps: int |
     start, losses = 0, []
     ckpt = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if ckpt is not None and resume and ckpt.exists():
-        st = torch.load(ckpt, weights_only=False)
-        if st["config"]["arch"] != cfg.arch or st["config"]["data"] != cfg.data:
-            raise ValueError(f"checkpoint {ckpt} was made for another configuration; use a new --out or --no-resume")
+        st = load_checkpoint(ckpt, cfg, ("net", "ema", "opt", "step", "losses"))
         net.load_state_dict(st["net"])
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])
@@ -181,8 +184,8 @@ def _train(name: str, cfg: TrainConfig, out_dir: str | Path | None, steps: int |
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if ckpt is not None and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == stop):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step + 1,
-                        "losses": losses, "config": asdict(cfg)}, ckpt)
+            atomic_torch_save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step + 1,
+                               "losses": losses, "config": asdict(cfg)}, ckpt)
     final = eval_loss(ema, x, lab, sigma_data, null)
     extra = {"train_loss_last100": float(np.mean(losses[-100:]))}
     return TrainResult(name, asdict(cfg), sigma_data, max(start, stop), final, ema.eval(), extra)
@@ -207,7 +210,7 @@ def _train_classifier(name: str, cfg: TrainConfig, x: Tensor, lab: Tensor, out_d
     start = 0
     ckpt = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if ckpt is not None and resume and ckpt.exists():
-        st = torch.load(ckpt, weights_only=False)
+        st = load_checkpoint(ckpt, cfg, ("net", "opt", "step"))
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
         start = st["step"]
@@ -223,7 +226,7 @@ def _train_classifier(name: str, cfg: TrainConfig, x: Tensor, lab: Tensor, out_d
         opt.step()
         if ckpt is not None and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == stop):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step + 1, "config": asdict(cfg)}, ckpt)
+            atomic_torch_save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step + 1, "config": asdict(cfg)}, ckpt)
     net.eval()
     with torch.no_grad():
         acc = float((net(x[te]).argmax(1) == lab[te]).float().mean())
@@ -231,14 +234,43 @@ def _train_classifier(name: str, cfg: TrainConfig, x: Tensor, lab: Tensor, out_d
     return TrainResult(name, asdict(cfg), 0.0, max(start, stop), final, net, {"test_accuracy": acc, "test_size": len(te)})
 
 
+def load_checkpoint(path: Path, cfg: TrainConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Read a training checkpoint without unpickling code (``weights_only=True``) and check it belongs to ``cfg``.
+
+    Errors name the file: unreadable or truncated, holding objects other than tensors and plain data
+    (refused, never executed), missing entries, or made with other settings (e.g. another ``--steps``:
+    resuming would mix two learning-rate schedules).
+    """
+    import pickle
+    import zipfile
+
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"checkpoint {path} holds objects other than tensors and plain data; refusing to load it "
+                         f"(it could run code). Delete it or use --no-resume. ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise ValueError(f"checkpoint {path} is unreadable or truncated ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "delete it or use --no-resume") from None
+    lacking = [k for k in (*keys, "config") if not isinstance(st, dict) or k not in st]
+    if lacking or not isinstance(st["config"], dict):
+        raise ValueError(f"checkpoint {path} lacks entries {lacking or ['config']}; delete it or use --no-resume")
+    old, want = st["config"], asdict(cfg)
+    diff = ", ".join(f"{k}: {old.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(want) | set(old)) if old.get(k) != want.get(k))
+    if diff:
+        raise ValueError(f"checkpoint {path} was made with different settings ({diff}); resuming would mix them. "
+                         "Use a new --out or --no-resume")
+    return st
+
+
 def ship(result: TrainResult, dest: str | Path) -> dict[str, Any]:
     """Write ``dest/<name>.safetensors`` and merge the model's entry into ``dest/manifest.json``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous() for k, v in result.net.state_dict().items()}
-    save_file(state, str(dest / f"{result.name}.safetensors"))
+    atomic_write_bytes(dest / f"{result.name}.safetensors", save(state))
     cfg = result.config
     entry: dict[str, Any] = {
         "data": cfg["data"], "arch": cfg["arch"], "steps": result.steps, "seed": cfg["seed"], "batch": cfg["batch"],
@@ -249,7 +281,7 @@ def ship(result: TrainResult, dest: str | Path) -> dict[str, Any]:
         entry["sigma_data"] = result.sigma_data
         entry["sample_stats"] = sample_statistics(LearnedDenoiser(result.net, result.sigma_data, name=result.name))
     mpath = dest / "manifest.json"
-    manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
+    manifest = read_json_object(mpath, what="manifest") if mpath.exists() else {}
     manifest[result.name] = entry
-    mpath.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+    atomic_write_json(mpath, dict(sorted(manifest.items())))
     return entry
