@@ -89,7 +89,6 @@ def adasde_eval(out: Path, models: str, nfes: str, seeds: int, iters: int, batch
     import torch
 
     from ..experiments.adasde_eval import format_tables, run_adasde_eval
-
     from ..training.adasde import DistillConfig, resolve_model_spec
 
     try:

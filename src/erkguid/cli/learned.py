@@ -14,7 +14,7 @@ from . import main
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Train every preset.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"), show_default=True,
-              help="Checkpoints go to OUT/NAME/checkpoint.pt.")
+              help="Checkpoints go to OUT/NAME/checkpoint.safetensors (atomic; resumed on rerun).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Override the preset's number of steps.")
 @click.option("--no-resume", is_flag=True, help="Start from scratch even if a checkpoint exists.")
 @click.option("--ship", "ship_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
