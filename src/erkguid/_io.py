@@ -32,6 +32,37 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(8)}{TMP_SUFFIX}")
 
 
+def remove_dead_temps(path: str | Path) -> int:
+    """Remove temp files of ``path`` (:func:`tmp_name`) whose writing process no longer runs; returns how many.
+
+    Only regular files named ``.<path name>.<pid>-<16 hex>.erkguid-tmp`` next to ``path`` are considered,
+    and only when no process with that pid exists here: a killed writer's leftovers, nothing else.
+    """
+    path = Path(path)
+    pat = re.compile(r"^\." + re.escape(path.name) + r"\.(\d+)-[0-9a-f]{16}" + re.escape(TMP_SUFFIX) + "$")
+    n = 0
+    if not path.parent.is_dir():
+        return 0
+    for p in path.parent.iterdir():
+        m = pat.match(p.name)
+        if m is None or p.is_symlink() or not p.is_file() or _alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            n += 1
+    return n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename in ``folder`` durable (no-op where directories cannot be opened, e.g. Windows)."""
     try:

@@ -28,7 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._batch import bdot
-from .._io import atomic_write_text, read_json_object
+from .._io import atomic_write_text, read_json_object, remove_dead_temps
 from ..schedules import get_sigmas
 from ..solvers.adasde import adasde_update
 from ..solvers.adasde_coeffs import AdaSDECoefficients
@@ -263,6 +263,7 @@ def distill_adasde(
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         state = {"config": asdict(cfg), "iteration": it, "seconds": seconds, "history": history,
                  "coefficients": coef.to_dict(), "adam": _tensor_tree(opt.state_dict())}
+        remove_dead_temps(ckpt)
         atomic_write_text(ckpt, json.dumps(state))  # Python's float repr: a resume reads back the exact state
 
     def adam_step(i: int, loss: Tensor) -> None:

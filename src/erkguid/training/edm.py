@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._io import atomic_write_bytes, atomic_write_json, parse_json, read_json_object
+from .._io import atomic_write_bytes, atomic_write_json, parse_json, read_json_object, remove_dead_temps
 from ..denoisers.edm import edm_scalings
 from ..learned import DenoiserMLP, DigitsClassifier, LearnedDenoiser, build_net, sample_statistics
 
@@ -250,7 +250,7 @@ def _existing(ckpt: Path) -> Path | None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` (``net``/``ema``: state dicts, ``opt``: an optimizer state dict, the rest JSON-able) as one
-    safetensors file, atomically. Same state, same bytes."""
+    safetensors file, atomically (temp files of killed writers are removed first). Same state, same bytes."""
     from safetensors.torch import save
 
     tensors: dict[str, Tensor] = {}
@@ -265,6 +265,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         else:
             meta[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temps(path)
     atomic_write_bytes(path, save(tensors, metadata={"erkguid": json.dumps(meta)}))
 
 
