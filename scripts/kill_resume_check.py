@@ -12,9 +12,9 @@ start runs to the end. The final files must equal the reference byte for byte:
 
 Each kill lands U(0, 1.6 * W / kills) seconds after the job started working (generate: holds its folder
 lock; train / distill: past imports), W being the reference run's working time, so the kills are spread
-over the whole run. Train uses 2000 seeded points as data (what is tested is the checkpointing). For
-train and distill every other kill then also waits for a checkpoint temp file to appear and kills at
-once (aimed at the checkpoint write). A kill "inside a write" is one that left a new temp file behind
+over the whole run. Train uses 2000 seeded points as data (what is tested is the checkpointing). Every
+other kill then also waits for a temp file to appear (a sample or checkpoint being written) and kills
+at once (aimed at a write). A kill "inside a write" is one that left a new temp file behind
 (``*.erkguid-tmp``): the process died between creating its temp file and renaming it. Usage (prints and saves JSON)::
 
     OMP_NUM_THREADS=1 python scripts/kill_resume_check.py --kills 20 --out runs/kill_resume_check.json
@@ -127,8 +127,9 @@ def _kill_loop(args: list[str], ready: Callable[[], bool], reset: Callable[[], N
         proc.stdout.close()
         proc.stderr.close()
         temps = _temps(folder) if folder.is_dir() else []
+        done = sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.endswith(TMP)) if folder.is_dir() else 0
         log.append({"delay_s": round(delay, 4), "aimed_at_a_write": aim, "inside_write": bool(set(temps) - set(seen)),
-                    "temp_files": len(temps)})
+                    "temp_files": len(temps), "complete_files": done})
     return log
 
 
@@ -141,7 +142,7 @@ def check_generate(root: Path, kills: int, rng: random.Random) -> dict[str, Any]
     ref, out = root / "gen-ref", root / "gen-killed"
     work = _reference([*GENERATE, "--out", str(ref), "--sleep-per-batch", "0.02"], _lock_held(ref))
     log = _kill_loop([*GENERATE, "--out", str(out), "--sleep-per-batch", "0.02"], _lock_held(out), lambda: None, out, kills,
-                     rng, work)
+                     rng, work, in_writes=True)
     last = json.loads(_run([*GENERATE, "--out", str(out)]).stdout.strip().splitlines()[-1])
     a, b = _files(ref), _files(out)
     return {"kills": len(log), "kills_inside_a_write": sum(k["inside_write"] for k in log), "files": len(a),
