@@ -1,21 +1,21 @@
 """Kill `erkguid generate`, `train` and `distill` at random moments (SIGKILL), resume, compare byte for byte.
 
 For each job: one uninterrupted run (the reference), then the same run started again and again in a fresh
-folder, each start killed with SIGKILL after a random delay, until ``--kills`` kills have landed; a last
-start runs to the end. The final files must equal the reference byte for byte:
+folder, each start SIGKILLed at a random point of the job, until ``--kills`` kills have landed; a last start
+runs to the end. Kill points: ``kills`` sorted draws p_i ~ U(0, 1) of the job's progress (sample files
+written, checkpointed step, checkpointed iteration); start i is killed once its progress passed p_i, after
+U(0, 50 ms) more, or (every other kill) at the moment a temp file appears, i.e. inside a write. The final
+files must equal the reference byte for byte:
 
 * generate: every file in the output folder (samples, generate.json, the lock file); stale temp files of
   killed runs are removed by the next run, so none may remain.
-* train: ``checkpoint.safetensors`` (net, EMA, Adam state, step, losses, settings).
-* distill: the checkpoint JSON without its ``seconds`` entry (wall time) - coefficients, Adam state,
-  loss history and iteration count.
+* train: ``checkpoint.safetensors`` (net, EMA, Adam state, step, losses, settings). Train uses 2000 seeded
+  points as data (what is tested is the checkpointing).
+* distill: the checkpoint JSON without its ``seconds`` entry (wall time): coefficients, Adam state, loss
+  history and iteration count.
 
-Each kill lands U(0, 1.6 * W / kills) seconds after the job started working (generate: holds its folder
-lock; train / distill: past imports), W being the reference run's working time, so the kills are spread
-over the whole run. Train uses 2000 seeded points as data (what is tested is the checkpointing). Every
-other kill then also waits for a temp file to appear (a sample or checkpoint being written) and kills
-at once (aimed at a write). A kill "inside a write" is one that left a new temp file behind
-(``*.erkguid-tmp``): the process died between creating its temp file and renaming it. Usage (prints and saves JSON)::
+A kill "inside a write" is one that left a new temp file behind (``*.erkguid-tmp``): the process died
+between creating its temp file and renaming it. Usage (prints and saves JSON)::
 
     OMP_NUM_THREADS=1 python scripts/kill_resume_check.py --kills 20 --out runs/kill_resume_check.json
 """
@@ -96,28 +96,22 @@ def _finish(proc: subprocess.Popen) -> str:
     return out.decode()
 
 
-def _reference(args: list[str], ready: Callable[[], bool]) -> float:
-    """Run ``args`` to the end; its working time (from ready to exit)."""
-    proc, t0 = _start(args, ready)
-    _finish(proc)
-    return time.perf_counter() - t0
-
-
 def _kill_loop(args: list[str], ready: Callable[[], bool], reset: Callable[[], None], folder: Path, kills: int,
-               rng: random.Random, work: float, in_writes: bool = False) -> list[dict[str, Any]]:
-    """Start ``args`` repeatedly, SIGKILL each start U(0, 1.6 work / kills) s after it is ready, until ``kills`` kills
-    landed or a start ran to the end. ``in_writes``: every other kill then also waits for a new temp file in
-    ``folder`` (a checkpoint being written) and kills at once."""
+               rng: random.Random, progress: Callable[[], float], in_writes: bool = True) -> list[dict[str, Any]]:
+    """Start ``args`` repeatedly and SIGKILL start i once the job's progress (0..1) passed the i-th of ``kills`` sorted
+    U(0, 1) draws, plus U(0, 50 ms); with ``in_writes``, every other kill instead waits for a new temp file in
+    ``folder`` (a file being written) and kills at once. Stops early if a start runs to the end."""
     log: list[dict[str, Any]] = []
+    targets = sorted(rng.random() for _ in range(kills))
     while len(log) < kills:
         reset()
-        delay = rng.uniform(0.0, 1.6 * work / kills)
-        aim = in_writes and len(log) % 2 == 1
+        target, aim = targets[len(log)], in_writes and len(log) % 2 == 1
         seen = set(_temps(folder)) if folder.is_dir() else set()
-        proc, t0 = _start(args, ready)
-        while proc.poll() is None and time.perf_counter() - t0 < delay:
-            time.sleep(0.001)
-        while aim and proc.poll() is None and not (folder.is_dir() and set(_temps(folder)) - seen):
+        proc, _ = _start(args, ready)
+        while proc.poll() is None and progress() < target:
+            time.sleep(0.002)
+        t0, extra = time.perf_counter(), rng.uniform(0.0, 0.05)
+        while proc.poll() is None and (time.perf_counter() - t0 < extra if not aim else not set(_temps(folder)) - seen):
             pass
         if proc.poll() is not None:  # finished before the kill: nothing left to interrupt
             _finish(proc)
@@ -127,9 +121,8 @@ def _kill_loop(args: list[str], ready: Callable[[], bool], reset: Callable[[], N
         proc.stdout.close()
         proc.stderr.close()
         temps = _temps(folder) if folder.is_dir() else []
-        done = sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.endswith(TMP)) if folder.is_dir() else 0
-        log.append({"delay_s": round(delay, 4), "aimed_at_a_write": aim, "inside_write": bool(set(temps) - set(seen)),
-                    "temp_files": len(temps), "complete_files": done})
+        log.append({"target_progress": round(target, 3), "progress_at_kill": round(progress(), 3), "aimed_at_a_write": aim,
+                    "inside_write": bool(set(temps) - seen), "temp_files": len(temps)})
     return log
 
 
@@ -140,14 +133,18 @@ def _lock_held(out: Path) -> Callable[[], bool]:
 
 def check_generate(root: Path, kills: int, rng: random.Random) -> dict[str, Any]:
     ref, out = root / "gen-ref", root / "gen-killed"
-    work = _reference([*GENERATE, "--out", str(ref), "--sleep-per-batch", "0.02"], _lock_held(ref))
+    _run([*GENERATE, "--out", str(ref)])
+    total = sum(1 for p in ref.rglob("*.npz"))
+
+    def progress() -> float:
+        return sum(1 for p in out.glob("*/*.npz")) / total
+
     log = _kill_loop([*GENERATE, "--out", str(out), "--sleep-per-batch", "0.02"], _lock_held(out), lambda: None, out, kills,
-                     rng, work, in_writes=True)
+                     rng, progress)
     last = json.loads(_run([*GENERATE, "--out", str(out)]).stdout.strip().splitlines()[-1])
     a, b = _files(ref), _files(out)
     return {"kills": len(log), "kills_inside_a_write": sum(k["inside_write"] for k in log), "files": len(a),
-            "work_seconds": round(work, 2), "identical": a == b,
-            "differing": sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))[:10],
+            "identical": a == b, "differing": sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))[:10],
             "stale_temps_after_resume": _temps(out), "last_run": last, "kill_log": log}
 
 
@@ -156,14 +153,26 @@ def _flag(root: Path, name: str) -> tuple[Path, Callable[[], bool], Callable[[],
     return f, f.exists, lambda: f.unlink(missing_ok=True)
 
 
+def _train_step(ckpt: Path) -> int:
+    """The step recorded in a training checkpoint's safetensors header (0 if there is none yet)."""
+    try:
+        with ckpt.open("rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        return int(json.loads(header["__metadata__"]["erkguid"])["step"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def check_train(root: Path, kills: int, rng: random.Random) -> dict[str, Any]:
     ref, out = root / "train-ref", root / "train-killed"
     flag, ready, reset = _flag(root, "train")
-    work = _reference(["-c", TRAIN, str(ref), str(flag)], ready)
-    log = _kill_loop(["-c", TRAIN, str(out), str(flag)], ready, reset, out, kills, rng, work, in_writes=True)
+    _run(["-c", TRAIN, str(ref), str(flag)])
+    steps = _train_step(ref / "checkpoint.safetensors")
+    log = _kill_loop(["-c", TRAIN, str(out), str(flag)], ready, reset, out, kills, rng,
+                     lambda: _train_step(out / "checkpoint.safetensors") / steps)
     _run(["-c", TRAIN, str(out), str(flag)])
     a, b = (p / "checkpoint.safetensors" for p in (ref, out))
-    return {"kills": len(log), "kills_inside_a_write": sum(k["inside_write"] for k in log), "work_seconds": round(work, 2),
+    return {"kills": len(log), "kills_inside_a_write": sum(k["inside_write"] for k in log), "steps": steps,
             "identical": a.read_bytes() == b.read_bytes(), "sha256": hashlib.sha256(a.read_bytes()).hexdigest(),
             "stale_temps_after_resume": _temps(out), "kill_log": log}
 
@@ -177,13 +186,20 @@ def _distill_state(path: Path) -> dict[str, Any]:
 def check_distill(root: Path, kills: int, rng: random.Random) -> dict[str, Any]:
     ref, out = root / "distill-ref" / "ckpt.json", root / "distill-killed" / "ckpt.json"
     flag, ready, reset = _flag(root, "distill")
-    work = _reference(["-c", DISTILL, str(ref), str(flag)], ready)
-    log = _kill_loop(["-c", DISTILL, str(out), str(flag)], ready, reset, out.parent, kills, rng, work, in_writes=True)
+    _run(["-c", DISTILL, str(ref), str(flag)])
+    iters = _distill_state(ref)["iteration"]
+
+    def progress() -> float:
+        try:
+            return _distill_state(out)["iteration"] / iters
+        except (OSError, ValueError, KeyError):
+            return 0.0
+
+    log = _kill_loop(["-c", DISTILL, str(out), str(flag)], ready, reset, out.parent, kills, rng, progress)
     _run(["-c", DISTILL, str(out), str(flag)])
     a, b = _distill_state(ref), _distill_state(out)
-    return {"kills": len(log), "kills_inside_a_write": sum(k["inside_write"] for k in log), "work_seconds": round(work, 2),
-            "identical": a == b, "iterations": a["iteration"], "stale_temps_after_resume": _temps(out.parent),
-            "kill_log": log}
+    return {"kills": len(log), "kills_inside_a_write": sum(k["inside_write"] for k in log), "identical": a == b,
+            "iterations": iters, "stale_temps_after_resume": _temps(out.parent), "kill_log": log}
 
 
 CHECKS = {"generate": check_generate, "train": check_train, "distill": check_distill}
