@@ -2,7 +2,7 @@
 
 For each job: one uninterrupted run (the reference), then the same run started again and again in a fresh
 folder, each start SIGKILLed at a random point of the job, until ``--kills`` kills have landed; a last start
-runs to the end. Kill points: ``kills`` sorted draws p_i ~ U(0, 1) of the job's progress (sample files
+runs to the end. Kill points: p_i ~ 0.95 U(i / kills, (i + 1) / kills) of the job's progress (sample files
 written, checkpointed step, checkpointed iteration); start i is killed once its progress passed p_i, after
 U(0, 50 ms) more, or (every other kill) at the moment a temp file appears, i.e. inside a write. The final
 files must equal the reference byte for byte:
@@ -97,12 +97,14 @@ def _finish(proc: subprocess.Popen) -> str:
 
 
 def _kill_loop(args: list[str], ready: Callable[[], bool], reset: Callable[[], None], folder: Path, kills: int,
-               rng: random.Random, progress: Callable[[], float], in_writes: bool = True) -> list[dict[str, Any]]:
-    """Start ``args`` repeatedly and SIGKILL start i once the job's progress (0..1) passed the i-th of ``kills`` sorted
-    U(0, 1) draws, plus U(0, 50 ms); with ``in_writes``, every other kill instead waits for a new temp file in
-    ``folder`` (a file being written) and kills at once. Stops early if a start runs to the end."""
+               rng: random.Random, progress: Callable[[], float], in_writes: bool = True,
+               span: float = 0.95) -> list[dict[str, Any]]:
+    """Start ``args`` repeatedly and SIGKILL start i once the job's progress (0..1) passed
+    p_i ~ span * U(i / kills, (i + 1) / kills), plus U(0, 50 ms) (``span`` < 1 leaves the last kill room to land);
+    with ``in_writes``, every other kill instead waits for a new temp file in ``folder`` (a file being written) and
+    kills at once. Stops early if a start runs to the end."""
     log: list[dict[str, Any]] = []
-    targets = sorted(rng.random() for _ in range(kills))
+    targets = [span * (i + rng.random()) / kills for i in range(kills)]  # one random point in each 1/kills of the span
     while len(log) < kills:
         reset()
         target, aim = targets[len(log)], in_writes and len(log) % 2 == 1

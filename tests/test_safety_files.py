@@ -455,7 +455,7 @@ def test_generate_killed_three_times_resumes_byte_identical(tmp_path: Path) -> N
     gen.generate(tmp_path / "ref", settings, "0-159", progress=False)
     out = tmp_path / "out"
     log = krc._kill_loop([*krc.GENERATE, "--out", str(out), "--sleep-per-batch", "0.02"], krc._lock_held(out), lambda: None,
-                         out, 3, random.Random(0), lambda: len(list(out.glob("*/*.npz"))) / 160)
+                         out, 3, random.Random(0), lambda: len(list(out.glob("*/*.npz"))) / 160, span=0.8)
     assert len(log) == 3 and log[-1]["progress_at_kill"] < 1, log
     res = gen.generate(out, settings, "0-159", progress=False)
     assert res["written"] > 0 and krc._temps(out) == []
