@@ -215,6 +215,23 @@ def test_train_checkpoint_write_failure_keeps_the_previous_one(tmp_path: Path, m
 
 
 @pytest.mark.usefixtures("small_data")
+def test_legacy_pt_checkpoint_still_resumes(tmp_path: Path) -> None:
+    """A checkpoint.pt as the previous version wrote it (torch.save of plain data) resumes through weights_only=True."""
+    from erkguid.training.edm import _read_safetensors_checkpoint, train
+
+    full = train("tiny", tmp_path / "a", config=_tiny(), progress=False)
+    train("tiny", tmp_path / "b", config=_tiny(), progress=False, until=2)
+    new = tmp_path / "b" / "checkpoint.safetensors"
+    st = _read_safetensors_checkpoint(new)
+    st["opt"]["param_groups"] = [{**g, "betas": tuple(g["betas"])} for g in st["opt"]["param_groups"]]
+    torch.save(st, tmp_path / "b" / "checkpoint.pt")
+    new.unlink()
+    resumed = train("tiny", tmp_path / "b", config=_tiny(), progress=False)
+    assert all(torch.equal(v, w) for v, w in zip(full.net.state_dict().values(), resumed.net.state_dict().values()))
+    assert new.read_bytes() == (tmp_path / "a" / new.name).read_bytes()
+
+
+@pytest.mark.usefixtures("small_data")
 def test_train_resumed_with_other_steps_is_refused(tmp_path: Path) -> None:
     from erkguid.training.edm import train
 
