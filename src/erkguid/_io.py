@@ -142,6 +142,13 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def atomic_savefig(fig: Any, path: str | Path, **kw: Any) -> Path:
+    """``fig.savefig`` (matplotlib) atomically and durably; the format comes from the suffix of ``path``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kw)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def parse_json(text: str | bytes, where: str) -> Any:
     """``json.loads`` with errors naming ``where``: bad syntax, bad encoding, nesting too deep."""
     try:

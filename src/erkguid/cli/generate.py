@@ -202,15 +202,11 @@ def _preview(path: Path, x, value_range: tuple[float, float], title: str) -> Pat
                 ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
     else:
         return None
-    import io
-
-    from .._io import atomic_write_bytes
+    from .._io import atomic_savefig
 
     fig.suptitle(title, fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=100, format="png")
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._io import atomic_savefig
 from ..metrics import energy_distance, global_error, sliced_wasserstein
 from ..noise import randn_from_seeds
 from ..sampling import sample
@@ -242,5 +243,5 @@ def plot_eval(path: Path, res: dict[str, Any]) -> None:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
