@@ -102,7 +102,7 @@ def test_resume_is_bit_identical_and_ship_roundtrips(tmp_path):
     assert sample_statistics(den) == entry["sample_stats"]
     x = sample(den, torch.randn(4, 2) * 80, edm_sigmas(4), class_labels=torch.tensor([0, 1, 0, 1]))
     assert torch.isfinite(x).all()
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ValueError, match="different settings"):
         cfg = _tiny(6)
         cfg.arch = {**cfg.arch, "hidden": 8}
         train("tiny", tmp_path / "a", config=cfg, progress=False)

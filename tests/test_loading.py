@@ -17,7 +17,7 @@ from ._helpers import forget_edm_modules, save_scheduler, tiny_unet
 
 def test_edm_pickle_loads_and_samples(edm_checkout):
     src, pkl, net = edm_checkout
-    loaded = load_edm_pickle(pkl, src)
+    loaded = load_edm_pickle(pkl, src, allow_pickle=True)
     assert loaded.sample_shape == (1, 4, 4)
     assert str(src) not in sys.path  # the checkout is on sys.path only while unpickling
     x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1))
@@ -36,24 +36,24 @@ def test_edm_pickle_loads_and_samples(edm_checkout):
 def test_edm_pickle_errors(edm_checkout, tmp_path):
     src, pkl, _ = edm_checkout
     with pytest.raises(FileNotFoundError, match="pickle_path"):
-        load_edm_pickle(tmp_path / "nope.pkl", src)
+        load_edm_pickle(tmp_path / "nope.pkl", src, allow_pickle=True)
     with pytest.raises(FileNotFoundError, match="source_dir"):
-        load_edm_pickle(pkl, tmp_path / "no-checkout")
+        load_edm_pickle(pkl, tmp_path / "no-checkout", allow_pickle=True)
     bare = tmp_path / "bare"
     (bare / "torch_utils").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"not an EDM/EDM2 checkout: it has no dnnlib/"):
-        load_edm_pickle(pkl, bare)
+        load_edm_pickle(pkl, bare, allow_pickle=True)
     (bare / "dnnlib").mkdir()
     (bare / "torch_utils" / "__init__.py").write_text("")
     with pytest.raises(ValueError, match="needs module 'torch_utils.tiny'"):
-        load_edm_pickle(pkl, bare)
+        load_edm_pickle(pkl, bare, allow_pickle=True)
     forget_edm_modules()
     with pytest.raises(KeyError, match="no entry 'ema_x'"):
-        load_edm_pickle(pkl, src, key="ema_x")
+        load_edm_pickle(pkl, src, key="ema_x", allow_pickle=True)
     junk = tmp_path / "junk.pkl"
     junk.write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="not a readable network pickle"):
-        load_edm_pickle(junk, src)
+        load_edm_pickle(junk, src, allow_pickle=True)
 
 
 # ----------------------------------------------------------------------------- diffusers

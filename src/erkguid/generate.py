@@ -10,10 +10,16 @@ Design (the contract the tests check):
   whole chunk is recomputed (same batch, so the same bytes) and its missing files are written. A
   run killed at any moment and restarted, or run on any number of ranks, therefore writes exactly
   the files of one uninterrupted single-process run.
-* **Atomic files.** Each file is written to ``<name>.partial`` and renamed; a file that exists
-  under its final name is complete. Stale ``.partial`` files are removed at start.
-* **Metadata.** ``generate.json`` records model, solver, grid, strengths and versions; a restart
-  with different settings into the same directory is refused.
+* **Atomic files.** Each file is written to a temp name only this run can own (pid + random token,
+  :mod:`erkguid._io`), fsync'ed and renamed; a file that exists under its final name is complete.
+  Temp files a killed earlier run left (that exact name pattern, regular files, not through symlinks)
+  are removed at start; nothing else in the folder is ever deleted or overwritten.
+* **One run per folder.** Rank 0 holds an exclusive lock (``fcntl.flock`` on ``<out>/.generate.lock``)
+  for the whole run; a second run into the same folder fails at once with a clear error (it does not
+  wait). Every setting is validated before the folder is touched.
+* **Metadata.** ``generate.json`` records model, solver, grid, strengths and versions; it is checked
+  and written (atomically) under the lock. A restart with different settings is refused, and so is
+  a folder that holds seed folders but no ``generate.json``.
 
 Models come from one resolver (:func:`resolve_model`, also used by ``erkguid sample``): built-in
 exact models by name, a GMM ``.npz`` file (``gmm:PATH``), the shipped learned models
@@ -23,12 +29,14 @@ exact models by name, a GMM ``.npz`` file (``gmm:PATH``), the shipped learned mo
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import io
-import json
 import math
 import os
 import platform
+import re
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -41,14 +49,19 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import _io
+from .correction import SCALINGS
 from .noise import randn_from_seeds
 from .sampling import sample
 from .schedules import check_sigmas, get_sigmas
 from .solvers import get_solver
 
 METADATA = "generate.json"
-PARTIAL = ".partial"
+LOCK = ".generate.lock"
 MAX_SEED = 2**63 - 1
+MAX_SEEDS = 10_000_000  # one file per seed: more in one call is a typo, and the seed list alone would take GBs
+MAX_GMM_BYTES = 256 * 2**20  # gmm:PATH arrays, summed as declared in the .npy headers
+SEED_DIR = re.compile(r"^\d{6,}$")
 
 
 # --------------------------------------------------------------------------- seeds
@@ -56,6 +69,8 @@ def parse_seeds(spec: str | Sequence[int]) -> list[int]:
     """Parse ``"0-49999"``, ``"0,5,10-19"`` (inclusive ranges) or a list of ints into unique seeds."""
     if not isinstance(spec, str):
         seeds = [int(s) for s in spec]
+        if len(seeds) > MAX_SEEDS:
+            raise ValueError(f"seeds: {len(seeds)} seeds; at most {MAX_SEEDS} per run (split the range over runs)")
     else:
         seeds = []
         for part in spec.replace(" ", "").split(","):
@@ -68,6 +83,9 @@ def parse_seeds(spec: str | Sequence[int]) -> list[int]:
                 raise ValueError(f"seeds: {part!r} is not an integer or an inclusive range A-B (in {spec!r})") from None
             if hi < lo:
                 raise ValueError(f"seeds: bad range {part!r} (end {hi} < start {lo})")
+            if len(seeds) + (hi - lo + 1) > MAX_SEEDS:
+                raise ValueError(f"seeds: {spec!r} holds more than {MAX_SEEDS} seeds, the most one run takes "
+                                 "(split the range over runs)")
             seeds.extend(range(lo, hi + 1))
     if not seeds:
         raise ValueError("seeds: no seeds given")
@@ -119,7 +137,7 @@ class GenModel:
     value_range: tuple[float, float] = (-1.0, 1.0)
 
 
-ModelLoader = Callable[[str], GenModel]
+ModelLoader = Callable[..., GenModel]  # loader(arg) or loader(arg, *, allow_pickle=False)
 LOADERS: dict[str, ModelLoader] = {}
 
 
@@ -150,20 +168,54 @@ def _builtin(name: str) -> GenModel:
     return _gmm_model(MODELS[name](), name, {"builtin": name})
 
 
+def npz_headers(path: Path, max_bytes: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shapes and dtypes of the arrays of an ``.npz``, read from the ``.npy`` headers without loading data.
+
+    Refuses (ValueError naming ``path``) a file that is not an npz, object arrays, and arrays whose
+    declared sizes sum to more than ``max_bytes`` (a small compressed file can declare gigabytes).
+    """
+    out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(fh)
+                out[info.filename[:-4]] = (tuple(shape), dtype)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ValueError(f"model file {path} is not a readable .npz: {e}") from None
+    for name, (_, dtype) in out.items():
+        if dtype.hasobject:
+            raise ValueError(f"model file {path}: array {name!r} holds Python objects; only numeric arrays are read")
+    total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in out.values())
+    if total > max_bytes:
+        raise ValueError(f"model file {path} declares {total} bytes of arrays "
+                         f"({', '.join(f'{k} {list(v[0])}' for k, v in out.items())}); the limit is {max_bytes} bytes")
+    return out
+
+
 def _gmm_file(path: str) -> GenModel:
     from .models import GaussianMixture
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"model file not found: {p} (gmm:PATH wants an .npz with weights, means, covs[, labels, shape])")
-    with np.load(p, allow_pickle=False) as z:
-        missing = {"weights", "means", "covs"} - set(z.files)
-        if missing:
-            raise ValueError(f"model file {p} lacks arrays {sorted(missing)}")
-        lab = torch.tensor(z["labels"]) if "labels" in z.files else None
-        shape = tuple(int(s) for s in z["shape"]) if "shape" in z.files else None
-        gmm = GaussianMixture(torch.tensor(z["weights"]), torch.tensor(z["means"]).double(), torch.tensor(z["covs"]).double(),
-                              labels=lab, shape=shape, name=p.stem)
+    heads = npz_headers(p, MAX_GMM_BYTES)
+    missing = {"weights", "means", "covs"} - set(heads)
+    if missing:
+        raise ValueError(f"model file {p} lacks arrays {sorted(missing)}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in heads}
+        lab = torch.tensor(arrays["labels"]) if "labels" in arrays else None
+        shape = tuple(int(s) for s in arrays["shape"]) if "shape" in arrays else None
+        gmm = GaussianMixture(torch.tensor(arrays["weights"]), torch.tensor(arrays["means"]).double(),
+                              torch.tensor(arrays["covs"]).double(), labels=lab, shape=shape, name=p.stem)
+    except (ValueError, TypeError, RuntimeError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"model file {p}: {e}") from None
     return _gmm_model(gmm, f"gmm:{p}", {"file": str(p)})
 
 
@@ -205,16 +257,17 @@ def _diffusers(model_dir: str) -> GenModel:
 EDM_SEP = "::"
 
 
-def _edm(arg: str) -> GenModel:
+def _edm(arg: str, *, allow_pickle: bool = False) -> GenModel:
     """``edm:PICKLE::SOURCE_DIR``: an EDM/EDM2 network pickle unpickled with the modules of the EDM/EDM2
-    source checkout ``SOURCE_DIR`` (:func:`erkguid.loading.load_edm_pickle`, network key ``ema``)."""
+    source checkout ``SOURCE_DIR`` (:func:`erkguid.loading.load_edm_pickle`, network key ``ema``).
+    Unpickling runs code from the file: only with ``allow_pickle=True`` (``--allow-pickle``)."""
     from .loading import load_edm_pickle
 
     pkl, sep, src = arg.partition(EDM_SEP)
     if not sep or not pkl or not src:
         raise ValueError(f"model edm:{arg} must be edm:PICKLE{EDM_SEP}SOURCE_DIR (the network pickle and the root of "
                          "the EDM/EDM2 source checkout that provides torch_utils/ and dnnlib/)")
-    loaded = load_edm_pickle(pkl, src)
+    loaded = load_edm_pickle(pkl, src, allow_pickle=allow_pickle)
     label_dim = loaded.denoiser.label_dim
     return GenModel(name=f"edm:{arg}", denoiser=loaded.denoiser, shape=loaded.sample_shape,
                     num_classes=label_dim or None, info={"kind": "edm_pickle", "pickle": pkl, "source_dir": src})
@@ -227,11 +280,20 @@ register_model_loader("diffusers", _diffusers)
 register_model_loader("edm", _edm)
 
 
-def resolve_model(spec: str) -> GenModel:
-    """A :class:`GenModel` from ``NAME`` (built-in) or ``SCHEME:ARG`` (a registered loader)."""
+def resolve_model(spec: str, *, allow_pickle: bool = False) -> GenModel:
+    """A :class:`GenModel` from ``NAME`` (built-in) or ``SCHEME:ARG`` (a registered loader).
+
+    ``allow_pickle`` is passed to loaders that take it (``edm:``): unpickling a file runs code from it,
+    so only the person running the command may allow it, never a preset or metadata file.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"model must be a string spec, got {type(spec).__name__}")
     scheme, sep, arg = spec.partition(":")
     if sep and scheme in LOADERS:
-        return LOADERS[scheme](arg)
+        loader = LOADERS[scheme]
+        if "allow_pickle" in inspect.signature(loader).parameters:
+            return loader(arg, allow_pickle=allow_pickle)
+        return loader(arg)
     if sep or any(spec.endswith(e) for e in (".npz", ".pt", ".pth", ".safetensors", ".pkl")):
         if sep and len(scheme) > 1:
             raise ValueError(f"model: unknown scheme {scheme!r} in {spec!r}; registered: {sorted(LOADERS)}")
@@ -247,13 +309,7 @@ def seed_path(out: Path, seed: int, ext: str) -> Path:
     return out / f"{seed - seed % 1000:06d}" / f"{seed:06d}.{ext}"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via ``path.partial`` + rename, so ``path`` exists only when complete."""
-    tmp = path.with_name(path.name + PARTIAL)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-    os.replace(tmp, path)
+atomic_write = _io.atomic_write_bytes  # temp name only this run owns + fsync + rename + fsync dir
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -284,26 +340,37 @@ def auto_format(shape: Sequence[int]) -> str:
     return "png" if len(shape) == 3 and shape[0] in (1, 3) else "npz"
 
 
-def clean_partials(out: Path) -> int:
-    """Remove stale ``*.partial`` files left by a killed run; returns how many."""
+def _seed_dirs(out: Path) -> list[Path]:
+    """The seed folders (``000000``, ``001000``, ...) directly under ``out``; symlinks are not followed."""
+    return [p for p in out.iterdir() if SEED_DIR.match(p.name)]
+
+
+def clean_stale_temps(out: Path) -> int:
+    """Remove temp files of killed erkguid runs in ``out`` and its seed folders; returns how many.
+
+    Only regular files whose names match erkguid's temp pattern (``.<name>.<pid>-<16 hex>.erkguid-tmp``)
+    are removed, only under the folder lock (no other run writes there), and symlinked folders or
+    files are never followed. Anything else (a user's ``report.partial``) is left alone.
+    """
     n = 0
-    for p in out.glob(f"*/*{PARTIAL}"):
-        p.unlink(missing_ok=True)
-        n += 1
-    for p in out.glob(f"*{PARTIAL}"):
-        p.unlink(missing_ok=True)
-        n += 1
+    for folder in [out, *(d for d in _seed_dirs(out) if d.is_dir() and not d.is_symlink())]:
+        for p in folder.iterdir():
+            if _io.TMP_RE.match(p.name) and not p.is_symlink() and p.is_file():
+                p.unlink(missing_ok=True)
+                n += 1
     return n
 
 
 def check_writable(out: Path) -> None:
     """Create ``out`` and check that files can be written there, with a clear error otherwise."""
+    if out.is_symlink() and not out.is_dir():
+        raise NotADirectoryError(f"output directory {out} is a dangling symbolic link")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output directory {out} exists and is not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}{PARTIAL}"
-        probe.write_bytes(b"")
+        probe = _io.tmp_name(out / ".write-test")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         probe.unlink()
     except OSError as e:
         raise PermissionError(f"output directory {out} is not writable: {e.strerror or e}") from None
@@ -373,6 +440,60 @@ class Settings:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def check(self) -> None:
+        """Validate every field (types and ranges) without loading anything; ValueError/TypeError naming it."""
+        _check_int("steps", self.steps, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        if self.class_label is not None:
+            _check_int("class_label", self.class_label, 0)
+        for name in ("w_stiff", "w_con"):
+            _check_real(name, getattr(self, name), lo=0.0)
+        for name in ("sigma_min", "sigma_max"):
+            if getattr(self, name) is not None:
+                _check_real(name, getattr(self, name), lo=0.0, lo_open=True)
+        for name, allowed in (("solver", None), ("schedule", None), ("scaling", SCALINGS), ("dtype", tuple(DTYPES)),
+                              ("format", ("auto", "png", "npz")), ("model", None)):
+            v = getattr(self, name)
+            if not isinstance(v, str):
+                raise TypeError(f"{name} must be a string, got {type(v).__name__} {v!r}")
+            if allowed is not None and v not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {v!r}")
+        get_solver(self.solver)
+
+
+def _check_int(name: str, v: Any, lo: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int | np.integer):
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
+    if v < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {v}")
+
+
+def _check_real(name: str, v: Any, lo: float, lo_open: bool = False) -> None:
+    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a number, got {type(v).__name__} {v!r}")
+    if not math.isfinite(v) or v < lo or (lo_open and v == lo):
+        raise ValueError(f"{name} must be a finite number {'>' if lo_open else '>='} {lo:g}, got {v!r}")
+
+
+def check_device(device: str | torch.device | None) -> torch.device | None:
+    """Parse ``device`` and check it exists here (``cuda`` without CUDA, ``bogus``: ValueError naming it)."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {device!r} is not a torch device (cpu, cuda, cuda:N, mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r}: MPS is not available here")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r}: erkguid runs on cpu, cuda or mps")
+    return dev
+
 
 def _metadata(s: Settings, model: GenModel, sigmas: Tensor, fmt: str) -> dict[str, Any]:
     return {
@@ -387,28 +508,41 @@ def _metadata(s: Settings, model: GenModel, sigmas: Tensor, fmt: str) -> dict[st
 
 
 def _check_or_write_metadata(out: Path, meta: dict[str, Any]) -> None:
+    """Under the folder lock: compare with an existing ``generate.json`` or write it (atomically).
+
+    A folder with seed folders but no ``generate.json`` is refused: its files were made by something else.
+    """
     path = out / METADATA
-    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-    if path.exists():
-        old = json.loads(path.read_text())
-        diffs = [k for k in sorted(set(old) | set(meta)) if old.get(k) != json.loads(text).get(k)]
+    text = _io.to_json(meta, indent=2, sort_keys=True) + "\n"
+    if path.is_symlink() or path.exists():
+        if path.is_symlink() or not path.is_file():
+            raise ValueError(f"{path} is not a regular file; refusing to use {out}")
+        old = _io.read_json_object(path, what="metadata file")
+        new = _io.parse_json(text, METADATA)
+        diffs = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         if diffs:
             raise ValueError(f"output directory {out} holds a run with different {', '.join(diffs)} "
                              f"(see {path}); use another --out or delete it")
         return
-    atomic_write(path, text.encode())
+    seeds = _seed_dirs(out)
+    if seeds:
+        raise ValueError(f"output directory {out} holds seed folders ({', '.join(sorted(p.name for p in seeds)[:3])}"
+                         f"{', ...' if len(seeds) > 3 else ''}) but no {METADATA}: not made by erkguid generate, or "
+                         "its metadata was lost; refusing to add files under new settings (use another --out)")
+    _io.atomic_write_text(path, text)
 
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def prepare(s: Settings) -> tuple[GenModel, Tensor, torch.dtype]:
-    """Check ``s`` and resolve it: ``(model, sigma grid, dtype)`` (grid range defaults to the model's)."""
-    get_solver(s.solver)
-    dtype = DTYPES.get(s.dtype)
-    if dtype is None:
-        raise ValueError(f"dtype must be float32 or float64, got {s.dtype!r}")
-    model = resolve_model(s.model)
+def prepare(s: Settings, *, allow_pickle: bool = False) -> tuple[GenModel, Tensor, torch.dtype]:
+    """Check ``s`` and resolve it: ``(model, sigma grid, dtype)`` (grid range defaults to the model's).
+
+    ``allow_pickle``: let an ``edm:`` model be unpickled (runs code from the file; see :func:`resolve_model`).
+    """
+    s.check()
+    dtype = DTYPES[s.dtype]
+    model = resolve_model(s.model, allow_pickle=allow_pickle)
     if s.class_label is not None and (model.num_classes is None or not 0 <= s.class_label < model.num_classes):
         raise ValueError(f"class_label {s.class_label} is not a class of model {model.name!r} "
                          f"(classes: {model.num_classes or 'none, unconditional'})")
@@ -445,36 +579,44 @@ def generate(
     *,
     progress: bool = True,
     device: str | None = None,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Generate one file per seed into ``out``; returns counts and timing for this rank.
 
-    Safe to re-run: complete files are skipped (see the module docstring for the guarantees).
+    Safe to re-run: complete files are skipped (see the module docstring for the guarantees). Every
+    setting is checked before ``out`` is touched; rank 0 holds the folder lock for the whole run.
+    ``allow_pickle``: let an ``edm:`` model be unpickled (runs code from that file).
     """
     seed_list = parse_seeds(seeds)
     s = settings
-    if int(s.batch_size) != s.batch_size or s.batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {s.batch_size!r}")
-    model, sigmas, dtype = prepare(s)
+    check_device(device)
+    model, sigmas, dtype = prepare(s, allow_pickle=allow_pickle)
     fmt = auto_format(model.shape) if s.format == "auto" else s.format
-    if fmt not in ("png", "npz"):
-        raise ValueError(f"format must be auto, png or npz, got {s.format!r}")
     if fmt == "png" and auto_format(model.shape) != "png":
         raise ValueError(f"format png needs image-shaped states (C, H, W) with C in (1, 3); "
                          f"model {model.name!r} has {model.shape}")
+    meta = _metadata(s, model, sigmas, fmt)
     out = Path(out)
 
     dist = init_distributed(device)
-    err = None
-    if dist.rank == 0:
-        try:
-            check_writable(out)
-            _check_or_write_metadata(out, _metadata(s, model, sigmas, fmt))
-            clean_partials(out)
-        except (OSError, ValueError) as e:
-            err = e
-    err = dist.broadcast(err)
-    if err is not None:
-        raise err
+    with contextlib.ExitStack() as stack:
+        err = None
+        if dist.rank == 0:
+            try:
+                check_writable(out)
+                stack.enter_context(_io.folder_lock(out, LOCK, what="erkguid generate"))
+                _check_or_write_metadata(out, meta)
+                clean_stale_temps(out)
+            except (OSError, ValueError) as e:
+                err = e
+        err = dist.broadcast(err)
+        if err is not None:
+            raise err
+        return _write_all(out, s, model, sigmas, dtype, fmt, seed_list, dist, progress)
+
+
+def _write_all(out: Path, s: Settings, model: GenModel, sigmas: Tensor, dtype: torch.dtype, fmt: str, seed_list: list[int],
+               dist: Dist, progress: bool) -> dict[str, Any]:
 
     chunks = [seed_list[k : k + s.batch_size] for k in range(0, len(seed_list), s.batch_size)]
     mine = chunks[dist.rank :: dist.world]
@@ -487,8 +629,10 @@ def generate(
         y, labels = sample_seeds(model, s, sigmas, chunk, dtype=dtype, device=dist.device)
         for b, q in enumerate(chunk):
             path = seed_path(out, q, fmt)
-            if path.exists():
+            if path.exists() or path.is_symlink():
                 continue
+            if path.parent.is_symlink():
+                raise ValueError(f"seed folder {path.parent} is a symbolic link; refusing to write through it")
             path.parent.mkdir(parents=True, exist_ok=True)
             if fmt == "png":
                 data = png_bytes(y[b], model.value_range)
@@ -506,5 +650,5 @@ def generate(
     return {
         "rank": dist.rank, "world_size": dist.world, "seeds": len(seed_list), "format": fmt,
         "skipped": sum(len(c) for c in mine) - sum(len(c) for c in todo), "written": written,
-        "seconds": seconds, "samples_per_second": (sum(len(c) for c in todo) / seconds) if todo and seconds > 0 else math.nan,
+        "seconds": seconds, "samples_per_second": (sum(len(c) for c in todo) / seconds) if todo and seconds > 0 else None,
     }

@@ -1,7 +1,9 @@
 """Load real checkpoints offline as erkguid denoisers (nothing is downloaded).
 
 * :func:`load_edm_pickle` -- EDM / EDM2 network pickles (``network-snapshot-*.pkl``); they need
-  the ``torch_utils`` and ``dnnlib`` modules of the user's EDM/EDM2 source checkout.
+  the ``torch_utils`` and ``dnnlib`` modules of the user's EDM/EDM2 source checkout. Unpickling a
+  file runs whatever code it holds, so it needs ``allow_pickle=True`` (CLI: ``--allow-pickle``):
+  use it only for pickles you trust as much as a program.
 * :func:`load_diffusers` -- diffusers models saved locally (``UNet2DModel``, ``UNet2DConditionModel``,
   ``DiTTransformer2DModel`` or any diffusers model class); the adapter (epsilon / v / x0 / flow)
   is picked from the saved scheduler config. Needs the optional ``diffusers`` extra.
@@ -13,7 +15,7 @@ embeddings of ``UNet2DConditionModel``) or any other keyword the network's ``for
 
 from __future__ import annotations
 
-import json
+import inspect
 import pickle
 import sys
 from collections.abc import Mapping
@@ -24,8 +26,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._io import read_json_object
 from .denoisers import DiscreteVPSchedule, FlowDenoiser, VPDenoiser
 from .denoisers._common import check_output, sigma_vector
+
+PICKLE_RISK = ("unpickling runs any code the file holds; allow it only for a pickle you trust as much as a program "
+               "you would run (allow_pickle=True in Python, --allow-pickle on the command line)")
 
 # ----------------------------------------------------------------------------- EDM / EDM2 pickles
 
@@ -82,7 +88,8 @@ def _check_edm_source(source_dir: str | Path) -> Path:
 
 
 def load_edm_pickle(
-    pickle_path: str | Path, source_dir: str | Path, *, key: str = "ema", device: str | torch.device = "cpu"
+    pickle_path: str | Path, source_dir: str | Path, *, key: str = "ema", device: str | torch.device = "cpu",
+    allow_pickle: bool = False,
 ) -> LoadedEDM:
     """Load an EDM/EDM2 network pickle as a denoiser ``D(x, sigma[B], class_labels=None)``.
 
@@ -92,8 +99,12 @@ def load_edm_pickle(
             it is put on ``sys.path`` while unpickling (the loaded modules stay in ``sys.modules``).
         key: dict entry of the network (``ema`` for both EDM and EDM2 snapshots).
         device: where the network is moved.
+        allow_pickle: must be ``True``: unpickling runs any code the file holds, so only load pickles you
+            trust (the default refuses with a ValueError before the file is opened).
     """
     path = Path(pickle_path).expanduser()
+    if allow_pickle is not True:
+        raise ValueError(f"pickle_path {str(path)!r}: refusing to unpickle an EDM/EDM2 network pickle: {PICKLE_RISK}")
     if not path.is_file():
         raise FileNotFoundError(f"pickle_path {str(path)!r} does not exist or is not a file")
     src = str(_check_edm_source(source_dir))
@@ -222,13 +233,21 @@ def load_diffusers(
     cfg_path = mdir / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"model_dir {str(mdir)!r} has no config.json (save the model with save_pretrained)")
-    cls_name = json.loads(cfg_path.read_text()).get("_class_name")
+    cls_name = read_json_object(cfg_path, what="model config").get("_class_name")
     cls = getattr(diffusers, str(cls_name), None)
     if cls is None or not hasattr(cls, "from_pretrained"):
         raise ValueError(f"model_dir {str(mdir)!r}: config.json names class {cls_name!r}, which is not a diffusers model")
-    sched = json.loads(_find_scheduler_config(mdir, scheduler_config).read_text())
+    forward = getattr(cls, "forward", None)
+    if forward is None or not {"timestep", "timesteps"} & set(inspect.signature(forward).parameters):
+        raise ValueError(f"model_dir {str(mdir)!r} holds a {cls_name} (its forward takes no timestep), not a denoiser: "
+                         "pass the folder of the pipeline's unet/ or transformer/, not its vae/ or text encoder")
+    sched = read_json_object(_find_scheduler_config(mdir, scheduler_config), what="scheduler config")
     kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
-    model = cls.from_pretrained(str(mdir), local_files_only=True, **kw).to(device).eval()
+    try:
+        model = cls.from_pretrained(str(mdir), local_files_only=True, **kw)
+    except Exception as e:  # safetensors, torch and diffusers each raise their own types for a bad file
+        raise ValueError(f"model_dir {str(mdir)!r}: cannot load the {cls_name} weights ({type(e).__name__}: {e})") from e
+    model = model.to(device).eval()
     net = DiffusersNet(model)
     n_train = int(sched.get("num_train_timesteps", 1000))
     if sched.get("_class_name") in FLOW_SCHEDULERS or sched.get("prediction_type") == "flow_prediction":

@@ -18,9 +18,16 @@ def _append_zero(s: Tensor) -> Tensor:
     return torch.cat([s, s.new_zeros(1)])
 
 
+SIGMA_LIMIT = 1e10  # largest supported noise level (VP / flow models: sigma_max of 1e2-1e3)
+
+
 def _check_range(num_steps: int, sigma_min: float, sigma_max: float) -> None:
     if int(num_steps) != num_steps or num_steps < 1:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if not math.isfinite(v) or v > SIGMA_LIMIT:
+            raise ValueError(f"{name}={v!r} is out of range: noise levels must be finite and <= {SIGMA_LIMIT:g} "
+                             "(larger ones overflow the grid and float32 states; EDM uses sigma_max=80)")
     if not (0 < sigma_min < sigma_max):
         raise ValueError(
             f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}"

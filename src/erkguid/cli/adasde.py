@@ -65,7 +65,10 @@ def distill(model: str, nfe: int, gamma_max: float, m: int, iters: int, batch: i
     coef.meta["command"] = (f"erkguid distill --model {model} --nfe {nfe} --gamma-max {gamma_max:g} --M {m} --iters {iters} "
                             f"--batch {batch} --lr {lr:g} --init {init} --seed {seed}" + (" --no-afs" if no_afs else "")
                             + (" --official-step0-gamma" if official_step0_gamma else ""))
-    coef.save(out)
+    try:
+        coef.save(out)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"{model}: {coef}")
     click.echo(f"teacher NFE {res.teacher_nfe}; {res.seconds:.1f} s; per-step loss vs teacher (fixed eval batch): "
                f"{', '.join(f'{v:.4g}' for v in coef.meta['eval_losses'])}; "
@@ -91,10 +94,26 @@ def adasde_eval(out: Path, models: str, nfes: str, seeds: int, iters: int, batch
     import torch
 
     from ..experiments.adasde_eval import format_tables, run_adasde_eval
+    from ..training.adasde import DistillConfig, resolve_model_spec
 
+    try:
+        nfe_list = tuple(int(s) for s in nfes.split(",") if s.strip())
+        for n in nfe_list:
+            DistillConfig(nfe=n).check()
+    except ValueError as e:
+        raise click.BadParameter(f"{nfes!r}: {e}" if "invalid literal" not in str(e) else
+                                 f"must be comma-separated odd integers, got {nfes!r}", param_hint="--nfes") from None
+    model_list = tuple(s.strip() for s in models.split(",") if s.strip())
+    try:
+        for m in model_list:
+            resolve_model_spec(m)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--models") from None
+    if not nfe_list or not model_list:
+        raise click.UsageError("--models and --nfes must each name at least one value")
     torch.set_num_threads(threads)
-    res = run_adasde_eval(out, models=tuple(s for s in models.split(",") if s), nfes=tuple(int(s) for s in nfes.split(",") if s),
-                          seeds=seeds, iters=iters, batch=batch, num_samples=num_samples, w_stiff=w_stiff, progress=not quiet)
+    res = run_adasde_eval(out, models=model_list, nfes=nfe_list, seeds=seeds, iters=iters, batch=batch,
+                          num_samples=num_samples, w_stiff=w_stiff, progress=not quiet)
     click.echo(format_tables(res))
     for f in res.get("files", []):
         click.echo(f"wrote {f}")

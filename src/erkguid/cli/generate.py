@@ -3,12 +3,15 @@ one .npz + a preview); both resolve models with :func:`erkguid.generate.resolve_
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from . import main
+
+ALLOW_PICKLE_HELP = ("Allow an edm:PICKLE model to be unpickled. Unpickling runs any code the file holds: use it only "
+                     "for pickles you trust as much as a program you would run. A preset or metadata file cannot set it.")
 
 
 @main.command()
@@ -32,11 +35,18 @@ from . import main
 @click.option("--format", "fmt", type=click.Choice(["auto", "png", "npz"]), default="auto", show_default=True,
               help="auto: PNG for image-shaped states (C,H,W), else .npz.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda:LOCAL_RANK when available).")
+@click.option("--allow-pickle", is_flag=True, help=ALLOW_PICKLE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate(model_spec: str, seeds: str, out: Path, solver: str, steps: int, schedule: str, sigma_min: float | None,
              sigma_max: float | None, w_stiff: float, w_con: float, scaling: str, class_label: int | None, dtype: str,
-             batch_size: int, fmt: str, device: str | None, quiet: bool) -> None:
-    """Generate one PNG/.npz per seed (resumable; run under torchrun to shard seeds over ranks)."""
+             batch_size: int, fmt: str, device: str | None, allow_pickle: bool, quiet: bool) -> None:
+    """Generate one PNG/.npz per seed (resumable; run under torchrun to shard seeds over ranks).
+
+    Every setting is checked before OUT is touched. One run per folder: a second run into the same OUT
+    fails at once (lock file OUT/.generate.lock). Nothing in OUT that this command did not create is
+    deleted or overwritten; a folder with seed folders but no generate.json is refused.
+    """
+    from .._io import to_json
     from ..generate import Settings
     from ..generate import generate as run
 
@@ -44,11 +54,11 @@ def generate(model_spec: str, seeds: str, out: Path, solver: str, steps: int, sc
                         sigma_max=sigma_max, w_stiff=w_stiff, w_con=w_con, scaling=scaling, class_label=class_label,
                         dtype=dtype, batch_size=batch_size, format=fmt)
     try:
-        res = run(out, settings, seeds, progress=not quiet, device=device)
-    except (ValueError, OSError) as e:
+        res = run(out, settings, seeds, progress=not quiet, device=device, allow_pickle=allow_pickle)
+    except (ValueError, TypeError, OSError, ImportError) as e:
         raise click.ClickException(str(e)) from None
     if res["rank"] == 0:
-        click.echo(json.dumps(res))
+        click.echo(to_json(res))
 
 
 @main.command("generate-bench")
@@ -56,7 +66,7 @@ def generate(model_spec: str, seeds: str, out: Path, solver: str, steps: int, sc
 @click.option("--batch", type=int, default=64, show_default=True)
 @click.option("--size", type=int, default=32, show_default=True, help="Image side (3 x size x size).")
 @click.option("--steps", type=int, default=18, show_default=True)
-@click.option("--repeats", type=int, default=3, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--solvers", default="heun", show_default=True, help="Comma-separated solver names.")
 @click.option("--w-stiff", type=float, default=1.0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
@@ -65,9 +75,13 @@ def generate_bench(out: Path, batch: int, size: int, steps: int, repeats: int, s
                    threads: int | None, quiet: bool) -> None:
     """Throughput and sampler overhead (share of wall time outside the network): plain vs ERK-Guid, small U-Net, CPU."""
     from ..experiments.generate_bench import format_table, run_bench
+    from ..solvers import SOLVERS
 
-    res = run_bench(out, batch=batch, size=size, steps=steps, repeats=repeats,
-                    solvers=tuple(s.strip() for s in solvers.split(",") if s.strip()), w_stiff=w_stiff,
+    names = tuple(s.strip() for s in solvers.split(",") if s.strip())
+    bad = [n for n in names if n not in SOLVERS]
+    if bad or not names:
+        raise click.BadParameter(f"unknown solvers {bad}; choose from {', '.join(sorted(SOLVERS))}", param_hint="--solvers")
+    res = run_bench(out, batch=batch, size=size, steps=steps, repeats=repeats, solvers=names, w_stiff=w_stiff,
                     threads=threads, progress=not quiet)
     click.echo(format_table(res))
     for f in res.get("files", []):
@@ -96,12 +110,13 @@ SAMPLE_DEFAULTS = {"solver": "heun", "steps": 18, "schedule": "edm", "w_stiff": 
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="First per-sample seed.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/sample.npz"), show_default=True,
-              help="The .npz (samples, seeds, labels); a PNG preview goes next to it.")
+              help="The .npz (samples, seeds, labels), written at exactly this path; a PNG preview goes next to it.")
+@click.option("--allow-pickle", is_flag=True, help=ALLOW_PICKLE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sample_cmd(model_spec: str | None, preset: Path | None, solver: str | None, steps: int | None, schedule: str | None,
                sigma_min: float | None, sigma_max: float | None, w_stiff: float | None, w_con: float | None,
                scaling: str | None, class_label: int | None, num_samples: int, seed: int, dtype: str, out: Path,
-               quiet: bool) -> None:
+               allow_pickle: bool, quiet: bool) -> None:
     """Sample any supported model in memory: .npz + PNG preview (image grid, or scatter for 2-D) + a summary.
 
     Sample i uses seed SEED + i exactly as `erkguid generate` does (same noise, label and solver noise),
@@ -111,8 +126,9 @@ def sample_cmd(model_spec: str | None, preset: Path | None, solver: str | None, 
 
     import numpy as np
 
+    from .._io import atomic_write_bytes
     from ..experiments.tune import load_preset
-    from ..generate import Settings, prepare, sample_seeds
+    from ..generate import Settings, npz_bytes, prepare, sample_seeds
     from ..sampling import Trace
 
     given = {"model": model_spec, "solver": solver, "steps": steps, "schedule": schedule, "w_stiff": w_stiff,
@@ -121,28 +137,31 @@ def sample_cmd(model_spec: str | None, preset: Path | None, solver: str | None, 
         p = load_preset(preset) if preset is not None else {}
     except (OSError, ValueError) as e:
         raise click.BadParameter(str(e), param_hint="--preset") from None
-    cfg = {k: v if v is not None else p.get(k, SAMPLE_DEFAULTS.get(k)) for k, v in given.items()}
+    cfg: dict[str, Any] = {k: v if v is not None else p.get(k, SAMPLE_DEFAULTS.get(k)) for k, v in given.items()}
     if cfg["model"] is None:
         raise click.UsageError("give --model SPEC or --preset FILE")
-    settings = Settings(model=str(cfg["model"]), solver=str(cfg["solver"]), steps=int(cfg["steps"]),
-                        schedule=str(cfg["schedule"]),
-                        sigma_min=sigma_min, sigma_max=sigma_max, w_stiff=float(cfg["w_stiff"]), w_con=float(cfg["w_con"]),
-                        scaling=str(cfg["scaling"]), class_label=class_label, dtype=dtype)
+    settings = Settings(model=cfg["model"], solver=cfg["solver"], steps=cfg["steps"], schedule=cfg["schedule"],
+                        sigma_min=sigma_min, sigma_max=sigma_max, w_stiff=cfg["w_stiff"], w_con=cfg["w_con"],
+                        scaling=cfg["scaling"], class_label=class_label, dtype=dtype)
     seeds = list(range(seed, seed + num_samples))
     tr = Trace()
     t0 = time.perf_counter()
     try:
-        model, sigmas, torch_dtype = prepare(settings)
+        _check_out_dir(out)
+        model, sigmas, torch_dtype = prepare(settings, allow_pickle=allow_pickle)
         x, labels = sample_seeds(model, settings, sigmas, seeds, dtype=torch_dtype, callback=tr, progress=not quiet)
-    except (ValueError, OSError, ImportError) as e:
+    except (ValueError, TypeError, OSError, ImportError) as e:
         raise click.ClickException(str(e)) from None
     seconds = time.perf_counter() - t0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, samples=x.cpu().numpy(), seeds=np.array(seeds),
-             labels=labels.cpu().numpy() if labels is not None else np.array([], dtype=np.int64))
     title = (f"{model.name} {settings.solver} {settings.steps} steps w_stiff={settings.w_stiff:g} "
              f"w_con={settings.w_con:g}")
-    png = _preview(out.with_suffix(".png"), x.cpu(), model.value_range, title)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, npz_bytes(samples=x.cpu().numpy(), seeds=np.array(seeds),
+                                          labels=labels.cpu().numpy() if labels is not None else np.array([], dtype=np.int64)))
+        png = _preview(out.with_suffix(".png"), x.cpu(), model.value_range, title)
+    except OSError as e:
+        raise click.ClickException(f"--out {out}: {e.strerror or e}") from None
     beta = tr.beta[~tr.beta.isnan()]
     gated = float((beta != 0).double().mean()) if beta.numel() and settings.w_stiff > 0 else 0.0
     click.echo(f"{num_samples} samples of {model.name} {tuple(model.shape)} with {settings.solver}, {settings.steps} steps "
@@ -182,7 +201,26 @@ def _preview(path: Path, x, value_range: tuple[float, float], title: str) -> Pat
                 ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
     else:
         return None
+    from .._io import atomic_savefig
+
     fig.suptitle(title, fontsize=8)
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _check_out_dir(out: Path) -> None:
+    """Fail before sampling when ``--out`` cannot be written (``/proc/x.npz``, a file as its folder, no permission)."""
+    import os
+
+    from .._io import tmp_name
+
+    if out.is_dir():
+        raise OSError(f"--out {out} is a directory; give a file name such as {out / 'samples.npz'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = tmp_name(out)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"--out {out}: cannot write there ({e.strerror or e})") from None

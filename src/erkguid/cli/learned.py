@@ -14,7 +14,7 @@ from . import main
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Train every preset.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"), show_default=True,
-              help="Checkpoints go to OUT/NAME/checkpoint.pt.")
+              help="Checkpoints go to OUT/NAME/checkpoint.safetensors (atomic; resumed on rerun).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Override the preset's number of steps.")
 @click.option("--no-resume", is_flag=True, help="Start from scratch even if a checkpoint exists.")
 @click.option("--ship", "ship_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -33,7 +33,10 @@ def train(names: tuple[str, ...], all_: bool, out: Path, steps: int | None, no_r
         if n not in PRESETS:
             raise click.BadParameter(f"unknown preset {n!r}; choose from {', '.join(sorted(PRESETS))}", param_hint="NAMES")
     for n in chosen:
-        res = run_train(n, out / n, steps=steps, resume=not no_resume, progress=not quiet)
+        try:
+            res = run_train(n, out / n, steps=steps, resume=not no_resume, progress=not quiet)
+        except (ValueError, OSError) as e:
+            raise click.ClickException(str(e)) from None
         msg = f"{n}: {res.steps} steps, final loss {res.final_loss:.4f}"
         if "test_accuracy" in res.extra:
             msg += f", test accuracy {res.extra['test_accuracy']:.3f}"
@@ -65,7 +68,19 @@ def tune(target: str, solver: str, nfe: int, objective: str, calib: int, heldout
 
     if target not in TARGETS:
         raise click.BadParameter(f"choose from {', '.join(TARGETS)}", param_hint="TARGET")
-    p = run_tune(target, solver, nfe, objective=objective, calib=calib, heldout=heldout, progress=not quiet)
+    from ..experiments.bench import max_steps
+    from ..solvers import SOLVERS
+
+    if solver not in SOLVERS:
+        raise click.BadParameter(f"unknown solver {solver!r}; choose from {', '.join(sorted(SOLVERS))}", param_hint="--solver")
+    steps = max_steps(solver, nfe)
+    if steps is None or steps < 2:
+        raise click.BadParameter(f"NFE {nfe} is too small for solver {solver!r} (it needs room for at least 2 steps)",
+                                 param_hint="--nfe")
+    try:
+        p = run_tune(target, solver, nfe, objective=objective, calib=calib, heldout=heldout, progress=not quiet)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     path = save_preset(p, out or Path("runs/tune") / f"{target}-{solver}-nfe{nfe}.json")
     h = p["heldout"]
     click.echo(f"{target} {solver} {p['steps']} steps (NFE {p['nfe']}), objective {objective}: "

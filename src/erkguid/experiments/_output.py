@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from .._io import atomic_write_json, atomic_write_text
 
 
 class _Figures:
@@ -38,15 +39,15 @@ def pyplot() -> Any:
 
 def write_results(out_dir: str | Path, name: str, result: dict[str, Any], markdown: str | None = None,
                   plot: Callable[[Path], Any] | None = None) -> list[str]:
-    """Write ``result`` to ``NAME.json``, ``markdown`` to ``NAME.md`` and ``plot(out_dir / "NAME.png")``
+    """Write ``result`` to ``NAME.json`` (strict JSON, atomically), ``markdown`` to ``NAME.md`` and ``plot(out_dir / "NAME.png")``
     (each when given) under ``out_dir`` (created); returns the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"{name}.json"]
-    files[0].write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(files[0], result)  # strict JSON: NaN / Infinity are written as null
     if markdown is not None:
         files.append(out / f"{name}.md")
-        files[-1].write_text(markdown if markdown.endswith("\n") else markdown + "\n")
+        atomic_write_text(files[-1], markdown if markdown.endswith("\n") else markdown + "\n")
     if plot is not None:
         files.append(out / f"{name}.png")
         plot(files[-1])

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._io import atomic_savefig
 from ..metrics import energy_distance, global_error, sliced_wasserstein
 from ..noise import randn_from_seeds
 from ..sampling import sample
@@ -102,6 +103,10 @@ def run_adasde_eval(
 ) -> dict[str, Any]:
     """Run the study; return ``{'results': [...]}`` and write JSON, markdown and PNG to ``out_dir``."""
     out = Path(out_dir) if out_dir is not None else None
+    for nfe in nfes:  # every setting checked before minutes of work
+        DistillConfig(nfe=nfe, iters=iters, batch=batch).check()
+    for mname in models:
+        resolve_model_spec(mname)
     results: list[dict[str, Any]] = []
     jobs = [(m, n) for m in models for n in nfes]
     for mname, nfe in tqdm(jobs, disable=not progress, desc="adasde-eval"):
@@ -238,5 +243,5 @@ def plot_eval(path: Path, res: dict[str, Any]) -> None:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._io import atomic_savefig
 from ..metrics import energy_distance, global_error, ratio_ci, sliced_wasserstein
 from ..models import GaussianMixture, get_model, isotropic_gaussian
 from ..noise import randn_from_seeds
@@ -387,7 +388,7 @@ def plot_bench(rows: list[dict[str, Any]], out: Path) -> list[str]:
             ax.legend(fontsize=6)
         fig.tight_layout()
         path = out / f"bench_{metric}.png"
-        fig.savefig(path, dpi=100)
+        atomic_savefig(fig, path, dpi=100)
         plt.close(fig)
         files.append(str(path))
     return files

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .._io import atomic_savefig
 from ..metrics import energy_distance, global_error, ratio_ci, sliced_wasserstein
 from ..models import GaussianMixture, tree_2d
 from ..noise import randn_from_seeds
@@ -190,5 +191,5 @@ def plot_demo(
     ax.set_ylabel("mean global error vs exact ODE")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)

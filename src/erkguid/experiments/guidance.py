@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .._io import atomic_savefig
 from ..guidance import Guided, autoguidance, cfg
 from ..metrics import global_error, ratio_ci, sliced_wasserstein
 from ..models import ConditionalMixture, GaussianMixture, get_model
@@ -203,5 +204,5 @@ def plot_guidance(
         ax.set_title(kind, fontsize=8)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._io import atomic_savefig
 from ..feature_metrics import DigitsFeatures, FeatureReference, inception_score, kid
 from ..guidance import autoguidance, cfg
 from ..metrics import global_error, ratio_ci
@@ -403,5 +404,5 @@ def plot_suite(path: Path, rows: list[dict[str, Any]]) -> None:
         axes[2, j].set_title(f"{t}: Fig. 4 analogue (FD)", fontsize=9)
         axes[2, j].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .._batch import bnorm, bsafe_div
+from .._io import atomic_savefig
 from ..engine import Run
 from ._output import pyplot, write_results
 
@@ -140,7 +141,7 @@ def plot_profile(res: dict[str, Any], path: Path, title: str = "") -> None:
     axes[2].legend(fontsize=7)
     fig.suptitle(title or f"profile: {res['solver']}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
 
 

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .. import diagnostics as dg
 from .._batch import append_dims, bdot
+from .._io import atomic_savefig
 from ..correction import alpha, estimate
 from ..engine import Run
 from ..models import GaussianMixture, get_model, tree_2d
@@ -189,7 +190,7 @@ def plot_fig1(res: dict[str, Any], path: Path) -> None:
         ax.set_xlabel(f"position along the {axis} eigenvector")
         ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -397,7 +398,7 @@ def plot_fig2(res: dict[str, Any], path: Path) -> None:
             ax.set_ylabel("median ||P_S u|| / ||u||")
             ax.legend(fontsize=6, loc="upper center", ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -468,7 +469,7 @@ def plot_fig3(res: dict[str, Any], path: Path) -> None:
         row[1].set_title(f"(b) {name}: eigenspace alignment (median dim S: {dims})", fontsize=9)
         row[1].legend(fontsize=6, loc="upper center", ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -504,7 +505,7 @@ def plot_fig6a(res: dict[str, Any], path: Path) -> None:
     ax.legend()
     ax.set_title("Fig. 6a: alpha(z) vs its quadratic approximation", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -568,7 +569,7 @@ def plot_fig7(res: dict[str, Any], path: Path) -> None:
     ax.set_title(f"Fig. 7: JVP power iteration on {res['model']}", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
 
 

@@ -8,13 +8,14 @@ The gain is re-measured on a disjoint held-out batch of seeds with paired bootst
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from .._io import atomic_write_json, read_json_object
 from ..solvers import SOLVERS
 from .bench import max_steps
 from .paper import TARGET_MODELS, Evaluator, make_target
@@ -65,12 +66,15 @@ def tune(target: str, solver: str = "heun", nfe: int = 15, *, objective: str = "
 
 
 PRESET_KEYS = ("solver", "steps", "w_stiff", "w_con", "scaling")
+PRESET_TYPES: dict[str, Any] = {"model": str, "solver": str, "steps": int, "w_stiff": (int, float), "w_con": (int, float),
+                                "scaling": str}
+MAX_PRESET_BYTES = 2**20
 
 
 def save_preset(preset: dict[str, Any], path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(preset, indent=2) + "\n")
+    atomic_write_json(p, preset)
     return p
 
 
@@ -80,10 +84,19 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"preset file not found: {p}")
-    d = json.loads(p.read_text())
+    d = read_json_object(p, what="preset", max_bytes=MAX_PRESET_BYTES)
     if "model" not in d and d.get("target") in TARGET_MODELS:  # presets written before the "model" key
         d["model"] = TARGET_MODELS[d["target"]]
     missing = [k for k in ("model", *PRESET_KEYS) if k not in d]
     if missing:
         raise ValueError(f"preset {p} lacks keys {missing}")
+    for k, kind in PRESET_TYPES.items():
+        v = d[k]
+        ok = isinstance(v, str) if kind is str else (not isinstance(v, bool) and isinstance(v, kind))
+        if not ok or (kind is not str and not math.isfinite(v)):
+            want = {str: "a string", int: "an integer", float: "a finite number"}[kind if kind in (str, int) else float]
+            raise ValueError(f"preset {p}: {k!r} must be {want}, got {v!r}")
+    if d["steps"] < 1 or d["w_stiff"] < 0 or d["w_con"] < 0:
+        raise ValueError(f"preset {p}: need steps >= 1, w_stiff >= 0, w_con >= 0; got steps={d['steps']}, "
+                         f"w_stiff={d['w_stiff']}, w_con={d['w_con']}")
     return d

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._io import atomic_write_bytes, atomic_write_text, parse_json, read_json_object, to_json
+
 KNOBS = ("r", "c", "a", "gamma")
 GAMMA_BIAS = 2 * math.log(0.6 / 0.4)
 FORMAT = "erkguid.adasde/1"
@@ -182,14 +184,14 @@ class AdaSDECoefficients:
         p.parent.mkdir(parents=True, exist_ok=True)
         d = self.to_dict()
         if p.suffix == ".json":
-            p.write_text(json.dumps(d, indent=2))
+            atomic_write_text(p, to_json(d, indent=2))
         elif p.suffix == ".safetensors":
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
             tensors = {f"raw.{k}": v.detach().contiguous() for k, v in self.raw.items()}
             tensors["sigmas"] = self.sigmas.contiguous()
             header = {k: v for k, v in d.items() if k not in ("raw", "sigmas")}
-            save_file(tensors, str(p), metadata={"erkguid": json.dumps(header)})
+            atomic_write_bytes(p, save(tensors, metadata={"erkguid": to_json(header)}))
         else:
             raise ValueError(f"path must end in .json or .safetensors, got {str(p)!r}")
         return p
@@ -202,17 +204,23 @@ class AdaSDECoefficients:
         p = Path(path)
         if not p.is_file():
             raise ValueError(f"coefficients file {str(p)!r} does not exist")
-        if p.suffix == ".json":
-            return cls.from_dict(json.loads(p.read_text()))
-        if p.suffix == ".safetensors":
-            from safetensors import safe_open
+        try:
+            if p.suffix == ".json":
+                return cls.from_dict(read_json_object(p, what="coefficients file"))
+            if p.suffix == ".safetensors":
+                from safetensors import safe_open
 
-            with safe_open(str(p), framework="pt") as fh:
-                header = json.loads((fh.metadata() or {}).get("erkguid", "{}"))
-                tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
-            header["raw"] = {k: tensors[f"raw.{k}"].tolist() for k in KNOBS}
-            header["sigmas"] = tensors["sigmas"].tolist()
-            return cls.from_dict(header)
+                with safe_open(str(p), framework="pt") as fh:
+                    header = parse_json((fh.metadata() or {}).get("erkguid", "{}"), f"coefficients file {p} (metadata)")
+                    tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+                if not isinstance(header, dict):
+                    raise ValueError("metadata 'erkguid' is not a JSON object")
+                header["raw"] = {k: tensors[f"raw.{k}"].tolist() for k in KNOBS}
+                header["sigmas"] = tensors["sigmas"].tolist()
+                return cls.from_dict(header)
+        except Exception as e:  # json, safetensors (SafetensorError), missing keys, wrong types: all name the file
+            msg = str(e)
+            raise ValueError(msg if str(p) in msg else f"coefficients file {p}: {type(e).__name__}: {msg}") from e
         raise ValueError(f"path must end in .json or .safetensors, got {str(p)!r}")
 
     def __repr__(self) -> str:

@@ -28,6 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._batch import bdot
+from .._io import atomic_write_text, read_json_object, remove_dead_temps
 from ..engine import Run
 from ..schedules import get_sigmas
 from ..solvers.adasde import adasde_update
@@ -244,7 +245,9 @@ def distill_adasde(
     start, seconds = 0, 0.0
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if resume and ckpt is not None and ckpt.is_file():
-        state = json.loads(ckpt.read_text())
+        state = read_json_object(ckpt, what="checkpoint")
+        if not {"config", "coefficients", "adam", "history", "iteration", "seconds"} <= set(state):
+            raise ValueError(f"checkpoint {str(ckpt)!r} is not a distillation checkpoint (entries {sorted(state)})")
         defaults = asdict(DistillConfig())  # a key missing from an older checkpoint had its default value
         diff = sorted(k for k, v in asdict(cfg).items() if state["config"].get(k, defaults[k]) != v)
         if diff:
@@ -264,9 +267,8 @@ def distill_adasde(
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         state = {"config": asdict(cfg), "iteration": it, "seconds": seconds, "history": history,
                  "coefficients": coef.to_dict(), "adam": _tensor_tree(opt.state_dict())}
-        tmp = ckpt.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(ckpt)
+        remove_dead_temps(ckpt)
+        atomic_write_text(ckpt, json.dumps(state))  # Python's float repr: a resume reads back the exact state
 
     def adam_step(i: int, loss: Tensor) -> None:
         opt.zero_grad()

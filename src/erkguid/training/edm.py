@@ -4,6 +4,13 @@ Loss: E[lambda(sigma) ||D(y + sigma n; sigma) - y||^2] with lambda = (sigma^2 + 
 (sigma sigma_data)^2, ln(sigma) ~ N(P_mean, P_std^2) (P_mean = -1.2, P_std = 1.2), an EMA of the
 weights, label dropout for classifier-free guidance. Each step's randomness comes from a generator
 seeded by (seed, step), so a resumed run is bit-identical to an uninterrupted one.
+
+Checkpoints (``checkpoint.safetensors``: the tensors of net, EMA and Adam, plus JSON metadata for
+step, losses, settings and Adam's hyper-parameters) cannot carry code, and identical states give
+identical bytes. They are written atomically (temp file, fsync, rename, fsync of the folder: a run
+killed mid-write keeps the previous checkpoint). Older ``checkpoint.pt`` files are still resumed, read
+with ``torch.load(weights_only=True)``, which refuses anything that could run code. A checkpoint made
+with other settings (including another number of steps) is refused, not mixed.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._io import atomic_write_bytes, atomic_write_json, parse_json, read_json_object, remove_dead_temps
 from ..denoisers.edm import edm_scalings
 from ..learned import DenoiserMLP, DigitsClassifier, LearnedDenoiser, build_net, sample_statistics
 
@@ -119,7 +127,7 @@ class TrainResult:
 
 def train(name: str, out_dir: str | Path | None, *, steps: int | None = None, resume: bool = True,
           progress: bool = True, config: TrainConfig | None = None, until: int | None = None) -> TrainResult:
-    """Train preset ``name`` (or ``config``), checkpointing to ``out_dir/checkpoint.pt`` every
+    """Train preset ``name`` (or ``config``), checkpointing to ``out_dir/checkpoint.safetensors`` every
     ``ckpt_every`` steps; with ``resume`` an existing checkpoint is continued. ``until`` stops early
     (after that many steps, with a checkpoint), as an interruption would."""
     if config is None:
@@ -151,11 +159,10 @@ def _train(name: str, cfg: TrainConfig, out_dir: str | Path | None, steps: int |
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     start, losses = 0, []
-    ckpt = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
-    if ckpt is not None and resume and ckpt.exists():
-        st = torch.load(ckpt, weights_only=False)
-        if st["config"]["arch"] != cfg.arch or st["config"]["data"] != cfg.data:
-            raise ValueError(f"checkpoint {ckpt} was made for another configuration; use a new --out or --no-resume")
+    ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
+    found = _existing(ckpt) if ckpt is not None and resume else None
+    if found is not None:
+        st = load_checkpoint(found, cfg, ("net", "ema", "opt", "step", "losses"))
         net.load_state_dict(st["net"])
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])
@@ -181,8 +188,8 @@ def _train(name: str, cfg: TrainConfig, out_dir: str | Path | None, steps: int |
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if ckpt is not None and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == stop):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step + 1,
-                        "losses": losses, "config": asdict(cfg)}, ckpt)
+            save_checkpoint(ckpt, {"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step + 1,
+                                   "losses": losses, "config": asdict(cfg)})
     final = eval_loss(ema, x, lab, sigma_data, null)
     extra = {"train_loss_last100": float(np.mean(losses[-100:]))}
     return TrainResult(name, asdict(cfg), sigma_data, max(start, stop), final, ema.eval(), extra)
@@ -205,9 +212,10 @@ def _train_classifier(name: str, cfg: TrainConfig, x: Tensor, lab: Tensor, out_d
     assert isinstance(net, DigitsClassifier)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     start = 0
-    ckpt = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
-    if ckpt is not None and resume and ckpt.exists():
-        st = torch.load(ckpt, weights_only=False)
+    ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
+    found = _existing(ckpt) if ckpt is not None and resume else None
+    if found is not None:
+        st = load_checkpoint(found, cfg, ("net", "opt", "step"))
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
         start = st["step"]
@@ -223,7 +231,7 @@ def _train_classifier(name: str, cfg: TrainConfig, x: Tensor, lab: Tensor, out_d
         opt.step()
         if ckpt is not None and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == stop):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step + 1, "config": asdict(cfg)}, ckpt)
+            save_checkpoint(ckpt, {"net": net.state_dict(), "opt": opt.state_dict(), "step": step + 1, "config": asdict(cfg)})
     net.eval()
     with torch.no_grad():
         acc = float((net(x[te]).argmax(1) == lab[te]).float().mean())
@@ -231,14 +239,104 @@ def _train_classifier(name: str, cfg: TrainConfig, x: Tensor, lab: Tensor, out_d
     return TrainResult(name, asdict(cfg), 0.0, max(start, stop), final, net, {"test_accuracy": acc, "test_size": len(te)})
 
 
+CHECKPOINT = "checkpoint.safetensors"
+LEGACY_CHECKPOINT = "checkpoint.pt"
+CKPT_FORMAT = "erkguid-train-checkpoint/1"
+
+
+def _existing(ckpt: Path) -> Path | None:
+    """The checkpoint to resume from: ``checkpoint.safetensors``, else a legacy ``checkpoint.pt``, else None."""
+    legacy = ckpt.with_name(LEGACY_CHECKPOINT)
+    return ckpt if ckpt.exists() else legacy if legacy.exists() else None
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` (``net``/``ema``: state dicts, ``opt``: an optimizer state dict, the rest JSON-able) as one
+    safetensors file, atomically (temp files of killed writers are removed first). Same state, same bytes."""
+    from safetensors.torch import save
+
+    tensors: dict[str, Tensor] = {}
+    meta: dict[str, Any] = {"format": CKPT_FORMAT}
+    for key, value in state.items():
+        if key in ("net", "ema"):
+            tensors.update({f"{key}.{k}": v.detach().contiguous() for k, v in value.items()})
+        elif key == "opt":
+            for i, slots in value["state"].items():
+                tensors.update({f"opt.{i}.{k}": v.detach().contiguous() for k, v in slots.items()})
+            meta["opt_param_groups"] = value["param_groups"]
+        else:
+            meta[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temps(path)
+    atomic_write_bytes(path, save(tensors, metadata={"erkguid": json.dumps(meta)}))
+
+
+def _read_safetensors_checkpoint(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = parse_json((fh.metadata() or {}).get("erkguid", "null"), f"checkpoint {path} (metadata)")
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    if not isinstance(meta, dict) or meta.get("format") != CKPT_FORMAT:
+        raise ValueError(f"checkpoint {path} is not an erkguid training checkpoint")
+    st: dict[str, Any] = {k: v for k, v in meta.items() if k not in ("format", "opt_param_groups")}
+    opt: dict[int, dict[str, Tensor]] = {}
+    for name, t in tensors.items():
+        kind, rest = name.split(".", 1)
+        if kind == "opt":
+            i, slot = rest.split(".", 1)
+            opt.setdefault(int(i), {})[slot] = t
+        else:
+            st.setdefault(kind, {})[rest] = t
+    if "opt_param_groups" in meta:
+        st["opt"] = {"state": dict(sorted(opt.items())), "param_groups": meta["opt_param_groups"]}
+    return st
+
+
+def load_checkpoint(path: Path, cfg: TrainConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Read a training checkpoint without unpickling code and check that it belongs to ``cfg``.
+
+    ``.safetensors`` (this version) or a legacy ``.pt`` read with ``torch.load(weights_only=True)``.
+    Errors name the file: unreadable or truncated, holding objects other than tensors and plain data
+    (refused, never executed), missing entries, or made with other settings (e.g. another ``--steps``:
+    resuming would mix two learning-rate schedules).
+    """
+    import pickle
+
+    try:
+        if path.suffix == ".safetensors":
+            st = _read_safetensors_checkpoint(path)
+        else:
+            st = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"checkpoint {path} holds objects other than tensors and plain data; refusing to load it "
+                         f"(it could run code). Delete it or use --no-resume. ({str(e).partition(chr(10))[0]})") from None
+    except ValueError as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"checkpoint {path} is unreadable or truncated ({e}); delete it or use --no-resume") from None
+    except Exception as e:  # torch, zipfile and safetensors (SafetensorError) each raise their own types
+        raise ValueError(f"checkpoint {path} is unreadable or truncated ({type(e).__name__}: {str(e).partition(chr(10))[0]}); "
+                         "delete it or use --no-resume") from None
+    lacking = [k for k in (*keys, "config") if not isinstance(st, dict) or k not in st]
+    if lacking or not isinstance(st["config"], dict):
+        raise ValueError(f"checkpoint {path} lacks entries {lacking or ['config']}; delete it or use --no-resume")
+    old, want = st["config"], asdict(cfg)
+    diff = ", ".join(f"{k}: {old.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(want) | set(old)) if old.get(k) != want.get(k))
+    if diff:
+        raise ValueError(f"checkpoint {path} was made with different settings ({diff}); resuming would mix them. "
+                         "Use a new --out or --no-resume")
+    return st
+
+
 def ship(result: TrainResult, dest: str | Path) -> dict[str, Any]:
     """Write ``dest/<name>.safetensors`` and merge the model's entry into ``dest/manifest.json``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous() for k, v in result.net.state_dict().items()}
-    save_file(state, str(dest / f"{result.name}.safetensors"))
+    atomic_write_bytes(dest / f"{result.name}.safetensors", save(state))
     cfg = result.config
     entry: dict[str, Any] = {
         "data": cfg["data"], "arch": cfg["arch"], "steps": result.steps, "seed": cfg["seed"], "batch": cfg["batch"],
@@ -250,7 +348,7 @@ def ship(result: TrainResult, dest: str | Path) -> dict[str, Any]:
         net = cast(DenoiserMLP, result.net)
         entry["sample_stats"] = sample_statistics(LearnedDenoiser(net, result.sigma_data, name=result.name))
     mpath = dest / "manifest.json"
-    manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
+    manifest = read_json_object(mpath, what="manifest") if mpath.exists() else {}
     manifest[result.name] = entry
-    mpath.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+    atomic_write_json(mpath, dict(sorted(manifest.items())))
     return entry
