@@ -122,3 +122,21 @@ def test_shipped_patch_mixture_has_the_documented_shapes(name, side, rank):
     assert x.shape == (8, 1, side, side)
     torch.testing.assert_close(m(x, 1e-4), x, rtol=0, atol=1e-3)  # D -> identity as sigma -> 0 (floor >= 1e-4)
     assert (m(x, 80.0) - (m.weights[:, None] * m.means).sum(0).reshape(m.shape)).abs().max() < 0.05  # -> the data mean
+
+
+def test_cli_samples_the_patch_model_as_png_images(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from erkguid.cli import main
+
+    out = tmp_path / "g"
+    r = CliRunner().invoke(main, ["generate", "--model", "patches16", "--seeds", "0-2", "--out", str(out), "--steps", "3",
+                                  "--w-stiff", "1", "--w-con", "0.05", "--quiet"])
+    assert r.exit_code == 0, r.output
+    pngs = sorted(out.glob("*/*.png"))
+    assert len(pngs) == 3 and Image.open(pngs[0]).size == (16, 16)
+    r = CliRunner().invoke(main, ["profile", "--model", "patches16", "--num-samples", "4", "--steps", "3", "--out",
+                                  str(tmp_path / "p"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "p" / "profile.json").read_text())["num_samples"] == 4
