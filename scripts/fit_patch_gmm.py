@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def main() -> None:
     arrays = {k: params[k].astype(np.float32) for k in ("weights", "means", "factors", "floor")}
     arrays["shape"] = np.array([1, args.size, args.size], dtype=np.int64)
     arrays["info"] = np.array(json.dumps(info))
-    atomic_write(out, npz_bytes(**arrays))
+    atomic_write(out, npz_bytes(zipfile.ZIP_DEFLATED, **arrays))
     print(json.dumps({k: v for k, v in info.items() if k not in ("sources", "counts")}, indent=1))
     print(f"loglik per EM iteration: {[round(v, 2) for v in log['loglik_per_patch']]}")
     print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB)")

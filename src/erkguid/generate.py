@@ -256,15 +256,16 @@ def atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    """An uncompressed .npz readable by ``np.load`` with fixed timestamps (identical bytes for identical arrays)."""
+def npz_bytes(compression: int = zipfile.ZIP_STORED, **arrays: np.ndarray) -> bytes:
+    """An .npz readable by ``np.load`` with fixed timestamps (identical bytes for identical arrays); uncompressed
+    unless ``compression=zipfile.ZIP_DEFLATED``."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+    with zipfile.ZipFile(buf, "w", compression) as zf:
         for name, arr in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             arr_buf = io.BytesIO()
             np.lib.format.write_array(arr_buf, np.asarray(arr), allow_pickle=False)
-            zf.writestr(info, arr_buf.getvalue())
+            zf.writestr(info, arr_buf.getvalue(), compress_type=compression)
     return buf.getvalue()
 
 
