@@ -140,3 +140,24 @@ def test_cli_samples_the_patch_model_as_png_images(tmp_path):
                                   str(tmp_path / "p"), "--quiet"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "p" / "profile.json").read_text())["num_samples"] == 4
+
+
+# The U-Net's recorded statistic (mean / std of 64 samples, Heun 8 steps, float32) moves only with the float32 kernel
+# path (batch split, threads, CPU, MKL_CBWR). `python scripts/patch_evidence.py unet-stats` (docs/patches/unet_stats.json)
+# measured: other float32 paths 1.3e-9 / 1.9e-9, the whole float32 rounding effect (float64 run) 9.1e-8 / 9.3e-8, and
+# a sampling spread over seeds of 0.064 / 0.037. The tolerance is ~100x the float32 rounding effect and still ~4000x
+# below the seed spread, so a different network or sampler fails.
+UNET_TOL = {"mean": 1e-5, "std": 1e-5}
+
+
+def test_unet_loads_from_safetensors_and_reproduces_its_recorded_statistic():
+    from erkguid.learned import DenoiserUNet, load_learned, read_manifest, sample_statistics
+
+    d = load_learned("patches16-unet")
+    e = read_manifest()["patches16-unet"]
+    assert isinstance(d.net, DenoiserUNet) and d.shape == (1, 16, 16) and d.num_classes == 0
+    assert e["params"] == sum(p.numel() for p in d.net.parameters()) and 0.7e6 < e["params"] < 0.9e6
+    rec = e["sample_stats"]
+    got = sample_statistics(d, num=rec["num"], steps=rec["steps"])
+    assert abs(got["mean"] - rec["mean"]) < UNET_TOL["mean"]
+    assert abs(got["std"] - rec["std"]) < UNET_TOL["std"]
