@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -189,19 +190,21 @@ def overhead(repeats: int) -> None:
             x = randn_from_seeds(range(b), d.shape, sigma=80.0)
             cases.append(_case(f"patches16-unet, batch {b}", d, x, 16, repeats))
     mem = []
-    for b in (64, 1024):
-        heun, erk = _peak_rss_mib(0.0, b), _peak_rss_mib(1.0, b)
+    for b in (64, 1024):  # three fresh processes each, alternating; medians
+        runs = [(_peak_rss_mib(0.0, b), _peak_rss_mib(1.0, b)) for _ in range(3)]
+        heun, erk = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
         state = b * 256 * 4 / 2**20
         mem.append({"batch": b, "state_tensor_MiB": state, "heun_peak_rss_increase_MiB": heun, "erk_peak_rss_increase_MiB": erk,
-                    "extra_state_tensors": (erk - heun) / state})
+                    "extra_state_tensors": (erk - heun) / state, "runs_heun_erk_MiB": runs})
     print("| case | U-Net eval (ms) | correction (ms) | correction / eval | (ERK - Heun) per corrected step / eval |")
     print("|---|---|---|---|---|")
     for c in cases:
         print(f"| {c['case']} | {c['denoiser_eval_ms']:.2f} | {c['correction_ms']:.3f} | {c['correction_over_denoiser']:.4f} | "
               f"{c['run_overhead_per_corrected_step_over_denoiser']:+.4f} |")
     for m in mem:
-        print(f"batch {m['batch']}: peak RSS increase Heun {m['heun_peak_rss_increase_MiB']:.1f} MiB, ERK-Guid "
-              f"{m['erk_peak_rss_increase_MiB']:.1f} MiB (one state tensor {m['state_tensor_MiB']:.3f} MiB)")
+        print(f"batch {m['batch']}: peak RSS increase (median of 3) Heun {m['heun_peak_rss_increase_MiB']:.1f} MiB, ERK-Guid "
+              f"{m['erk_peak_rss_increase_MiB']:.1f} MiB (one state tensor {m['state_tensor_MiB']:.3f} MiB); runs "
+              + ", ".join(f"{h:.0f}/{e:.0f}" for h, e in m["runs_heun_erk_MiB"]))
     out = {"command": f"python scripts/patch_evidence.py overhead --repeats {repeats}", "cases": cases, "memory": mem,
            "threads": torch.get_num_threads(), "loadavg": os.getloadavg()}
     print("wrote", write_results(OUT, "overhead", out))
