@@ -56,6 +56,14 @@ def test_denoiser_is_per_sample_and_rejects_bad_input():
         m(torch.zeros(2, 23), 1.0)
     with pytest.raises(ValueError, match="class_labels given but this mixture has no component labels"):
         m(x, 1.0, class_labels=torch.zeros(8))
+    with pytest.raises(ValueError, match="class_labels given but this mixture has no component labels"):
+        m.sample(4, class_labels=torch.zeros(4))
+    labelled = _random_model(labels=[0, 1, 1, 0])
+    x1 = labelled.sample(2000, seed=3, class_labels=torch.ones(2000, dtype=torch.long), dtype=torch.float64).reshape(2000, -1)
+    w = labelled.weights[1:3] / labelled.weights[1:3].sum()  # class 1 = components 1 and 2
+    expect = (w[:, None] * labelled.means[1:3]).sum(0)
+    se = (x1.var(0) / 2000).sqrt()
+    assert ((x1.mean(0) - expect).abs() < 5 * se).all()
     with pytest.raises(ValueError, match="floor must be a positive"):
         LowRankMixture([1.0], torch.zeros(1, 4), torch.ones(1, 4, 2), 0.0)
     with pytest.raises(ValueError, match="factors must be"):

@@ -232,7 +232,11 @@ class LowRankMixture:
         g = torch.Generator().manual_seed(seed)
         logw = self.weights.log().expand(n, -1).clone()
         if class_labels is not None:
+            if self.labels is None:
+                raise ValueError("class_labels given but this mixture has no component labels")
             cl = torch.as_tensor(class_labels).reshape(-1).long()
+            if cl.numel() != n:
+                raise ValueError(f"class_labels must have one label per sample ({n}), got {cl.numel()}")
             logw = logw.masked_fill(self.labels[None, :] != cl[:, None], float("-inf"))
         comp = torch.multinomial(torch.softmax(logw, 1), 1, generator=g).squeeze(1)
         z = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
