@@ -312,15 +312,16 @@ def seed_path(out: Path, seed: int, ext: str) -> Path:
 atomic_write = _io.atomic_write_bytes  # temp name only this run owns + fsync + rename + fsync dir
 
 
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    """An uncompressed .npz readable by ``np.load`` with fixed timestamps (identical bytes for identical arrays)."""
+def npz_bytes(compression: int = zipfile.ZIP_STORED, **arrays: Any) -> bytes:
+    """An .npz readable by ``np.load`` with fixed timestamps (identical bytes for identical arrays); uncompressed
+    unless ``compression=zipfile.ZIP_DEFLATED``."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+    with zipfile.ZipFile(buf, "w", compression) as zf:
         for name, arr in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             arr_buf = io.BytesIO()
             np.lib.format.write_array(arr_buf, np.asarray(arr), allow_pickle=False)
-            zf.writestr(info, arr_buf.getvalue())
+            zf.writestr(info, arr_buf.getvalue(), compress_type=compression)
     return buf.getvalue()
 
 
@@ -637,7 +638,7 @@ def _write_all(out: Path, s: Settings, model: GenModel, sigmas: Tensor, dtype: t
             if fmt == "png":
                 data = png_bytes(y[b], model.value_range)
             else:
-                arrays = {"x": y[b].cpu().numpy(), "seed": np.array(q, dtype=np.int64)}
+                arrays: dict[str, Any] = {"x": y[b].cpu().numpy(), "seed": np.array(q, dtype=np.int64)}
                 if labels is not None:
                     arrays["class_label"] = np.array(int(labels[b]), dtype=np.int64)
                 data = npz_bytes(**arrays)

@@ -60,6 +60,89 @@ class DenoiserMLP(nn.Module):
         return self.out(h)
 
 
+def _fourier(c_noise: Tensor, freqs: Tensor, dtype: torch.dtype) -> Tensor:
+    ang = c_noise[:, None].to(dtype) * freqs.to(dtype)
+    return torch.cat([ang.sin(), ang.cos()], 1)
+
+
+class _ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, the noise embedding added in between, a 1x1 skip when widths differ."""
+
+    def __init__(self, cin: int, cout: int, emb: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(8, cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb, cout)
+        self.norm2, self.conv2 = nn.GroupNorm(8, cout), nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: Tensor, e: Tensor) -> Tensor:
+        h = self.conv1(nn.functional.silu(self.norm1(x))) + self.emb(e)[:, :, None, None]
+        return self.skip(x) + self.conv2(nn.functional.silu(self.norm2(h)))
+
+
+class _Attention(nn.Module):
+    """Single-head self-attention over the pixels of a feature map (residual)."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.norm, self.qkv, self.proj = nn.GroupNorm(8, ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)
+        a = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c), dim=-1)  # [B, HW, HW]
+        return x + self.proj((v @ a.transpose(1, 2)).reshape(b, c, h, w))
+
+
+class DenoiserUNet(nn.Module):
+    """A small conv U-Net ``F(x_in, c_noise)`` on ``[B, C*H*W]`` states (reshaped to ``[B, C, H, W]``).
+
+    Two resolutions (H and H/2) with ``channels`` widths, ``blocks`` residual blocks per level,
+    one self-attention block at the lower resolution; the noise level enters through Fourier
+    features of ``c_noise`` and a two-layer MLP added in every residual block. Unconditional.
+    """
+
+    def __init__(self, size: int = 16, in_ch: int = 1, channels: tuple[int, int] = (32, 64), blocks: int = 2,
+                 emb: int = 128, num_classes: int = 0) -> None:
+        super().__init__()
+        if num_classes:
+            raise ValueError("DenoiserUNet is unconditional (num_classes must be 0)")
+        c1, c2 = channels
+        self.image_shape = (in_ch, size, size)
+        self.dim, self.num_classes = in_ch * size * size, 0
+        self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(64.0), 16)), persistent=False)
+        self.emb = nn.Sequential(nn.Linear(32, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.inp = nn.Conv2d(in_ch, c1, 3, padding=1)
+        self.enc1 = nn.ModuleList(_ResBlock(c1, c1, emb) for _ in range(blocks))
+        self.down = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
+        self.enc2 = nn.ModuleList(_ResBlock(c2, c2, emb) for _ in range(blocks))
+        self.mid1, self.attn, self.mid2 = _ResBlock(c2, c2, emb), _Attention(c2), _ResBlock(c2, c2, emb)
+        self.dec2 = nn.ModuleList(_ResBlock(2 * c2 if i == 0 else c2, c2, emb) for i in range(blocks))
+        self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c2, c1, 3, padding=1))
+        self.dec1 = nn.ModuleList(_ResBlock(2 * c1 if i == 0 else c1, c1, emb) for i in range(blocks))
+        self.out = nn.Sequential(nn.GroupNorm(8, c1), nn.SiLU(), nn.Conv2d(c1, in_ch, 3, padding=1))
+
+    def forward(self, x: Tensor, c_noise: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        b = x.shape[0]
+        e = self.emb(_fourier(c_noise, cast(Tensor, self.freqs), x.dtype))
+        h = self.inp(x.reshape(b, *self.image_shape))
+        for blk in self.enc1:
+            h = blk(h, e)
+        s1 = h
+        h = self.down(h)
+        for blk in self.enc2:
+            h = blk(h, e)
+        s2 = h
+        h = self.mid2(self.attn(self.mid1(h, e)), e)
+        h = torch.cat([h, s2], 1)
+        for blk in self.dec2:
+            h = blk(h, e)
+        h = torch.cat([self.up(h), s1], 1)
+        for blk in self.dec1:
+            h = blk(h, e)
+        return self.out(h).reshape(b, -1)
+
+
 class DigitsClassifier(nn.Module):
     """MLP classifier on 8x8 digits in [-1, 1]; ``features`` (penultimate layer) feed FD/KID/PR."""
 
@@ -90,7 +173,7 @@ class LearnedDenoiser:
         self.sigma_data = float(sigma_data)
         self.name = name
         self.manifest = manifest or {}
-        self.shape = tuple(shape) if shape is not None else (net.dim,)
+        self.shape = tuple(shape) if shape is not None else tuple(getattr(net, "image_shape", (net.dim,)))
         self.num_classes = net.num_classes
         self._copies: dict[tuple[torch.dtype, torch.device], DenoiserMLP] = {}  # frozen copies; the caller's net is untouched
 
@@ -141,6 +224,8 @@ def build_net(arch: dict[str, Any]) -> nn.Module:
         return DenoiserMLP(**kw)
     if kind == "classifier":
         return DigitsClassifier(**kw)
+    if kind == "unet":
+        return DenoiserUNet(**{**kw, "channels": tuple(kw.get("channels", (32, 64)))})
     raise ValueError(f"unknown architecture kind {kind!r}")
 
 
@@ -171,19 +256,20 @@ def load_learned(name: str) -> Any:
 
 STATS_SEEDS = range(256)
 STATS_STEPS = 16
+UNET_STATS = {"num": 64, "steps": 8}  # the U-Net's recorded statistic: cheap enough for a test
 
 
-def sample_statistics(denoiser: LearnedDenoiser) -> dict[str, Any]:
-    """Mean and std over all coordinates of 256 samples (seeds 0..255, sigma_max 80, Heun 16 EDM
+def sample_statistics(denoiser: LearnedDenoiser, num: int = len(STATS_SEEDS), steps: int = STATS_STEPS) -> dict[str, Any]:
+    """Mean and std over all coordinates of ``num`` samples (seeds 0..num-1, sigma_max 80, Heun ``steps`` EDM
     steps, float32; conditional models get labels ``seed % num_classes``): recorded in the manifest."""
     from .noise import randn_from_seeds
     from .sampling import sample
     from .schedules import edm_sigmas
 
-    x0 = randn_from_seeds(STATS_SEEDS, denoiser.shape, sigma=80.0)
+    seeds = range(num)
+    x0 = randn_from_seeds(seeds, denoiser.shape, sigma=80.0)
     extra: dict[str, Any] = {}
     if denoiser.num_classes > 0:
-        extra["class_labels"] = torch.arange(len(STATS_SEEDS)) % denoiser.num_classes
-    x = sample(denoiser, x0, edm_sigmas(STATS_STEPS), solver="heun", extra_args=extra)
-    return {"mean": float(x.double().mean()), "std": float(x.double().std()), "num": len(STATS_SEEDS),
-            "solver": "heun", "steps": STATS_STEPS}
+        extra["class_labels"] = torch.arange(num) % denoiser.num_classes
+    x = sample(denoiser, x0, edm_sigmas(steps), solver="heun", extra_args=extra)
+    return {"mean": float(x.double().mean()), "std": float(x.double().std()), "num": num, "solver": "heun", "steps": steps}

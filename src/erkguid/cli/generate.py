@@ -16,8 +16,9 @@ ALLOW_PICKLE_HELP = ("Allow an edm:PICKLE model to be unpickled. Unpickling runs
 
 @main.command()
 @click.option("--model", "model_spec", required=True,
-              help="Built-in name (tree2d, digits64, digits64-image, gauss) or SCHEME:ARG: gmm:PATH.npz, learned:NAME "
-                   "(shipped models), diffusers:DIR (save_pretrained dir), edm:PICKLE::SOURCE_DIR, or a registered scheme.")
+              help="Built-in name (tree2d, digits64, digits64-image, gauss, patches16, patches32) or SCHEME:ARG: gmm:PATH.npz, "
+                   "learned:NAME (shipped models, e.g. learned:patches16-unet), diffusers:DIR (save_pretrained dir), "
+                   "edm:PICKLE::SOURCE_DIR, or a registered scheme.")
 @click.option("--seeds", required=True, help="Seeds, e.g. 0-49999 or 0,5,10-19 (inclusive); one output file per seed.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
 @click.option("--solver", default="heun", show_default=True, help="Registered solver (erkguid solvers).")
@@ -93,7 +94,8 @@ SAMPLE_DEFAULTS = {"solver": "heun", "steps": 18, "schedule": "edm", "w_stiff": 
 
 @main.command("sample")
 @click.option("--model", "model_spec", default=None,
-              help="Model spec as for `erkguid generate` (tree2d, learned:digits-main, diffusers:DIR, edm:PKL::SRC, ...); "
+              help="Model spec as for `erkguid generate` (tree2d, patches16, learned:patches16-unet, diffusers:DIR, "
+                   "edm:PKL::SRC, ...); "
                    "default: the preset's.")
 @click.option("--preset", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A preset from `erkguid tune` (model, solver, steps, w_stiff, w_con, scaling); explicit options win.")

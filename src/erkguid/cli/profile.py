@@ -10,7 +10,8 @@ from . import main
 
 
 @main.command()
-@click.option("--model", type=click.Choice(["tree2d", "digits64", "gauss"]), default="tree2d", show_default=True)
+@click.option("--model", type=click.Choice(["tree2d", "digits64", "gauss", "patches16", "patches32"]), default="tree2d",
+              show_default=True)
 @click.option("--solver", default="heun", show_default=True, help="Any registered solver (see `erkguid solvers`).")
 @click.option("--steps", type=click.IntRange(min=2), default=16, show_default=True)
 @click.option("--schedule", type=click.Choice(["edm", "logsnr", "time_uniform"]), default="edm", show_default=True)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
 from ..metrics import energy_distance, global_error, ratio_ci, sliced_wasserstein
-from ..models import GaussianMixture, get_model, isotropic_gaussian
+from ..models import GaussianMixture, LowRankMixture, get_model, isotropic_gaussian
 from ..noise import randn_from_seeds
 from ..reference import reference_solve
 from ..sampling import Trace, sample
@@ -62,7 +62,7 @@ class Problem:
     model_key: str | None = None
 
     @classmethod
-    def from_gmm(cls, model: GaussianMixture, name: str | None = None, rtol: float = 1e-7) -> Problem:
+    def from_gmm(cls, model: GaussianMixture | LowRankMixture, name: str | None = None, rtol: float = 1e-7) -> Problem:
         """An exact-score mixture; its reference is closed-form for one Gaussian, else
         :func:`~erkguid.reference_solve` at ``rtol``."""
         smax = 80.0

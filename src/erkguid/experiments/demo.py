@@ -1,4 +1,5 @@
-"""`erkguid demo`: Heun vs ERK-Guid on the 2-D tree, against the exact ODE solution.
+"""`erkguid demo`: Heun vs ERK-Guid on an exact-score model (the 2-D tree by default, or an image model such as
+the photograph-patch mixture ``patches16``), against the exact ODE solution.
 
 Every method starts from the same per-sample-seeded noise (common random numbers); the
 reference is a per-sample adaptive Dormand-Prince solve checked against a 100x tighter one.
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
 from ..metrics import energy_distance, global_error, ratio_ci, sliced_wasserstein
-from ..models import GaussianMixture, tree_2d
+from ..models import GaussianMixture, LowRankMixture, tree_2d
 from ..noise import randn_from_seeds
 from ..reference import check_reference
 from ..sampling import Trace, sample
@@ -57,7 +58,7 @@ def _verdict(row: Row, base: Row | None) -> str:
 def run_demo(
     out_dir: str | Path | None = "runs/demo",
     *,
-    model: GaussianMixture | None = None,
+    model: GaussianMixture | LowRankMixture | None = None,
     num_samples: int = 2048,
     steps: tuple[int, ...] = DEFAULT_STEPS,
     settings: tuple[tuple[float, float], ...] = DEFAULT_SETTINGS,
@@ -132,7 +133,7 @@ def format_table(rows: list[Row] | list[dict[str, Any]]) -> str:
 
 def plot_demo(
     path: Path,
-    model: GaussianMixture,
+    model: GaussianMixture | LowRankMixture,
     truth: torch.Tensor,
     finals: dict[tuple[int, float, float], torch.Tensor],
     traces: dict[tuple[int, float, float], Trace],
@@ -149,14 +150,21 @@ def plot_demo(
     fig = plt.figure(figsize=(3.2 * cols, 6.6))
     g = torch.linspace(-1.3, 1.3, 200, dtype=torch.float64)
     gx, gy = torch.meshgrid(g, g, indexing="xy")
-    lp = model.log_prob(torch.stack([gx.flatten(), gy.flatten()], 1)).reshape(200, 200)
-    lp = lp.clamp_min(lp.max() - 10)
     panels = [("true samples", truth)] + [
         (f"{'Heun' if w == 0 else f'ERK w={w:g}, c={c:g}'}\nNFE {2 * n_show - 1}", finals[(n_show, w, c)])
         for (w, c) in settings
     ]
+    image = len(model.shape) == 3 and model.shape[0] == 1
+    if not image:
+        lp = model.log_prob(torch.stack([gx.flatten(), gy.flatten()], 1)).reshape(200, 200)
+        lp = lp.clamp_min(lp.max() - 10)
     for k, (title, pts) in enumerate(panels):
         ax = fig.add_subplot(2, cols, k + 1)
+        if image:  # the first 16 samples as a 4 x 4 mosaic, [-1, 1] -> grey levels
+            ax.imshow(image_tiles(pts, 4), cmap="gray", vmin=-1, vmax=1)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+            continue
         ax.imshow(lp, origin="lower", extent=[-1.3, 1.3, -1.3, 1.3], cmap="Greys", alpha=0.6)
         ax.scatter(pts[:, 0], pts[:, 1], s=0.5, c="tab:red" if k else "tab:blue")
         ax.set_xlim(-1.3, 1.3)
@@ -193,3 +201,15 @@ def plot_demo(
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
+
+
+def image_tiles(x: torch.Tensor, cols: int, pad: int = 1) -> torch.Tensor:
+    """The first ``cols * cols`` single-channel images ``[B, 1, H, W]`` as one ``[rows*(H+pad), cols*(W+pad)]`` mosaic."""
+    n = min(cols * cols, x.shape[0])
+    h, w = x.shape[-2:]
+    rows = (n + cols - 1) // cols
+    out = torch.full((rows * (h + pad), cols * (w + pad)), float("nan"), dtype=torch.float64)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = x[i].reshape(h, w).double().cpu()
+    return out

@@ -82,6 +82,8 @@ def run_guidance(
 ) -> dict[str, Any]:
     """Run the grid; return ``{'rows': [...], ...}`` and write guidance.json/.md/.png to ``out_dir``."""
     model = get_model(model_name)
+    if not isinstance(model, GaussianMixture) or model.labels is None:
+        raise ValueError(f"guidance needs a class-conditional mixture (tree2d, digits64), got {model_name!r}")
     ncls = model.num_classes
     labels = torch.arange(seed, seed + num_samples) % ncls
     x0 = randn_from_seeds(range(seed, seed + num_samples), model.shape, sigma=sigma_max, dtype=torch.float64)

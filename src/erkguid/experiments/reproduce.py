@@ -202,7 +202,10 @@ def collect_cached(name: str, progress: bool, **sizes: int) -> dict[str, Tensor]
     """:func:`collect` on a built-in model, computed once per process (fig2 and fig3 share it under ``all``)."""
     key = (name, *sorted(sizes.items()))
     if key not in _COLLECTED:
-        _COLLECTED[key] = collect(get_model(name), progress=progress, **sizes)
+        model = get_model(name)
+        if not isinstance(model, GaussianMixture):
+            raise ValueError(f"the paper's analysis figures need a dense-covariance mixture (exact Jacobians), got {name!r}")
+        _COLLECTED[key] = collect(model, progress=progress, **sizes)
     return _COLLECTED[key]
 
 

@@ -1,4 +1,5 @@
-"""Built-in exact-score models: the 2-D tree, the 64-D digits mixture and an isotropic Gaussian."""
+"""Built-in exact-score models: the 2-D tree, the 64-D digits mixture, the photograph-patch mixtures and an isotropic
+Gaussian."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from .gmm import GaussianMixture
+from .lowrank import LowRankMixture
 
 
 def tree_2d(depth: int = 5, width: float = 0.018) -> GaussianMixture:
@@ -90,11 +92,43 @@ def isotropic_gaussian(dim: int = 16, std: float = 0.5, mean: float = 0.0) -> Ga
     )
 
 
-MODELS: dict[str, Callable[[], GaussianMixture]] = {"tree2d": tree_2d, "digits64": digits_64d, "gauss": isotropic_gaussian}
+PATCH_FILES = {"patches16": "patches16_gmm.npz", "patches32": "patches32_gmm.npz"}
 
 
-def get_model(name: str) -> GaussianMixture:
-    """A built-in exact model by name: ``tree2d``, ``digits64`` or ``gauss``."""
+def patch_mixture(name: str = "patches16") -> LowRankMixture:
+    """A mixture fitted to grayscale patches of scikit-image's CC0 / public-domain photographs (values in [-1, 1]).
+
+    ``patches16``: 16x16 patches (d = 256), 32 components of rank 32; ``patches32``: 32x32 (d = 1024), 32
+    components of rank 48. Each component is N(mu_k, A_k A_k^T + floor_k I) (:class:`LowRankMixture`); the
+    float32 parameters in ``data/<name>_gmm.npz`` (made by ``scripts/fit_patch_gmm.py``; sources and
+    licences in ``data/PATCHES.md``) define the model, evaluated in float64. States are ``[B, 1, s, s]``.
+    """
+    if name not in PATCH_FILES:
+        raise ValueError(f"name must be one of {sorted(PATCH_FILES)}, got {name!r}")
+    with resources.files("erkguid.data").joinpath(PATCH_FILES[name]).open("rb") as fh:
+        z = np.load(fh, allow_pickle=False)
+        arrays = {k: torch.tensor(z[k]) for k in ("weights", "means", "factors", "floor", "shape")}
+    return LowRankMixture(arrays["weights"], arrays["means"].double(), arrays["factors"].double(), arrays["floor"].double(),
+                          shape=tuple(int(v) for v in arrays["shape"]), name=name)
+
+
+def patches_16() -> LowRankMixture:
+    """:func:`patch_mixture` ``("patches16")``: 16x16 photograph patches, d = 256."""
+    return patch_mixture("patches16")
+
+
+def patches_32() -> LowRankMixture:
+    """:func:`patch_mixture` ``("patches32")``: 32x32 photograph patches, d = 1024."""
+    return patch_mixture("patches32")
+
+
+MODELS: dict[str, Callable[[], GaussianMixture | LowRankMixture]] = {
+    "tree2d": tree_2d, "digits64": digits_64d, "gauss": isotropic_gaussian, "patches16": patches_16, "patches32": patches_32,
+}
+
+
+def get_model(name: str) -> GaussianMixture | LowRankMixture:
+    """A built-in exact model by name: ``tree2d``, ``digits64``, ``gauss``, ``patches16`` or ``patches32``."""
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
     return MODELS[name]()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -29,14 +30,14 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_write_bytes, atomic_write_json, parse_json, read_json_object, remove_dead_temps
 from ..denoisers.edm import edm_scalings
-from ..learned import DenoiserMLP, DigitsClassifier, LearnedDenoiser, build_net, sample_statistics
+from ..learned import UNET_STATS, DenoiserMLP, DigitsClassifier, LearnedDenoiser, build_net, sample_statistics
 
 P_MEAN, P_STD = -1.2, 1.2
 
 
 @dataclass
 class TrainConfig:
-    """One training run. ``data`` is ``tree2d`` or ``digits``; ``arch`` a manifest architecture."""
+    """One training run. ``data`` is ``tree2d``, ``digits`` or ``patches16``; ``arch`` a manifest architecture."""
 
     data: str
     arch: dict[str, Any]
@@ -63,13 +64,18 @@ PRESETS: dict[str, TrainConfig] = {
     "digits-classifier": TrainConfig("digits", {"kind": "classifier", "dim": 64, "hidden": 128, "feat": 64, "num_classes": 10},
                                      steps=3000, batch=256, lr=1e-3, label_dropout=0.0, ema=0.0,
                                      note="feature extractor / class probabilities for FD, KID, PR, IS"),
+    "patches16-unet": TrainConfig("patches16", {"kind": "unet", "size": 16, "in_ch": 1, "channels": [32, 64], "blocks": 2,
+                                                "emb": 256}, steps=800, batch=64, lr=1e-3, ema=0.995, label_dropout=0.0,
+                                  ckpt_every=100, note="conv U-Net on 16x16 grayscale photograph patches (unconditional; "
+                                  "data needs scikit-image at build time)"),
 }
 
 
 def load_data(name: str, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Training data ``(x [N, d] float32, labels [N])``: ``tree2d`` (100k exact samples of
-    :func:`erkguid.tree_2d`, labels drawn from the class prior) or ``digits`` (scikit-learn 8x8
-    digits scaled v/8 - 1, needs scikit-learn)."""
+    :func:`erkguid.tree_2d`, labels drawn from the class prior), ``digits`` (scikit-learn 8x8
+    digits scaled v/8 - 1, needs scikit-learn) or ``patches16`` (the 16x16 photograph patches of
+    :mod:`erkguid.training.patches`, all label 0, needs scikit-image)."""
     if name == "tree2d":
         from ..models import tree_2d
 
@@ -82,7 +88,12 @@ def load_data(name: str, seed: int = 0) -> tuple[Tensor, Tensor]:
         from ..models import digits_data
 
         return digits_data()
-    raise ValueError(f"data must be 'tree2d' or 'digits', got {name!r}")
+    if name == "patches16":
+        from .patches import patches
+
+        x = torch.from_numpy(patches(16)[0]).float()
+        return x, torch.zeros(x.shape[0], dtype=torch.long)
+    raise ValueError(f"data must be 'tree2d', 'digits' or 'patches16', got {name!r}")
 
 
 def digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +169,7 @@ def _train(name: str, cfg: TrainConfig, out_dir: str | Path | None, steps: int |
     net = cast(DenoiserMLP, build_net(cfg.arch))
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    start, losses = 0, []
+    start, losses, seconds = 0, [], 0.0
     ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     found = _existing(ckpt) if ckpt is not None and resume else None
     if found is not None:
@@ -170,6 +181,7 @@ def _train(name: str, cfg: TrainConfig, out_dir: str | Path | None, steps: int |
     null = cfg.arch.get("num_classes", 0)
     stop = cfg.steps if until is None else min(cfg.steps, until)
     bar = tqdm(range(start, stop), disable=not progress, desc=f"train {name}", initial=start, total=cfg.steps)
+    t0 = time.perf_counter()
     for step in bar:
         idx, sigma, n, drop = _draw(cfg, step, x, lab)
         labels = torch.where(drop, torch.full_like(lab[idx], null), lab[idx]) if null else None
@@ -190,8 +202,11 @@ def _train(name: str, cfg: TrainConfig, out_dir: str | Path | None, steps: int |
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(ckpt, {"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                                    "losses": losses, "config": asdict(cfg)})
+    seconds += time.perf_counter() - t0  # this process only: checkpoints hold no wall time (same state, same bytes)
     final = eval_loss(ema, x, lab, sigma_data, null)
     extra = {"train_loss_last100": float(np.mean(losses[-100:]))}
+    if cfg.arch["kind"] == "unet":  # wall time is recorded for the one model whose cost matters
+        extra["train_seconds"] = round(seconds, 1)
     return TrainResult(name, asdict(cfg), sigma_data, max(start, stop), final, ema.eval(), extra)
 
 
@@ -343,10 +358,10 @@ def ship(result: TrainResult, dest: str | Path) -> dict[str, Any]:
         "lr": cfg["lr"], "ema": cfg["ema"], "label_dropout": cfg["label_dropout"], "note": cfg["note"],
         "final_loss": round(result.final_loss, 6), "params": int(sum(v.numel() for v in state.values())), **result.extra,
     }
-    if cfg["arch"]["kind"] == "mlp":
+    if cfg["arch"]["kind"] in ("mlp", "unet"):
         entry["sigma_data"] = result.sigma_data
-        net = cast(DenoiserMLP, result.net)
-        entry["sample_stats"] = sample_statistics(LearnedDenoiser(net, result.sigma_data, name=result.name))
+        den = LearnedDenoiser(cast(DenoiserMLP, result.net), result.sigma_data, name=result.name)
+        entry["sample_stats"] = sample_statistics(den, **(UNET_STATS if cfg["arch"]["kind"] == "unet" else {}))
     mpath = dest / "manifest.json"
     manifest = read_json_object(mpath, what="manifest") if mpath.exists() else {}
     manifest[result.name] = entry
