@@ -10,6 +10,7 @@ from .learned import LearnedDenoiser, learned_names, load_learned
 from .models import ConditionalMixture, GaussianMixture, digits_64d, get_model, isotropic_gaussian, tree_2d
 from .noise import PerSampleNoise, randn_from_seeds
 from .reference import ReferenceResult, check_reference, reference_solve
+from .resolve import Model, resolve_model
 from .sampling import NonFiniteError, Trace, sample
 from .schedules import check_sigmas, edm_sigmas, get_sigmas, logsnr_sigmas, vp_time_uniform_sigmas
 from .solvers import (
@@ -23,6 +24,7 @@ from .solvers import (
     get_solver,
     register,
 )
+from .tune import load_preset
 
 __version__ = "0.1.0"
 
@@ -41,6 +43,7 @@ __all__ = [
     "GaussianMixture",
     "Guided",
     "LearnedDenoiser",
+    "Model",
     "NonFiniteError",
     "PerSampleNoise",
     "ReferenceResult",
@@ -63,10 +66,12 @@ __all__ = [
     "get_solver",
     "isotropic_gaussian",
     "learned_names",
+    "load_preset",
     "load_learned",
     "logsnr_sigmas",
     "randn_from_seeds",
     "reference_solve",
+    "resolve_model",
     "register",
     "sample",
     "sample_erk_proj",

@@ -103,7 +103,8 @@ def check_sigmas(sigmas: Tensor | Sequence[float], name: str = "sigmas") -> Tens
     Requires a 1-D, finite, strictly decreasing sequence of at least two non-negative values
     whose last entry is exactly 0 and whose other entries are positive.
     """
-    s = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
+    # a Python list is read as float64 (torch.as_tensor would round it to float32 first)
+    s = (sigmas if isinstance(sigmas, Tensor) else torch.as_tensor(sigmas, dtype=torch.float64)).detach().to("cpu", torch.float64)
     if s.ndim != 1 or s.numel() < 2:
         raise ValueError(f"{name} must be a 1-D sequence of at least 2 values, got shape {tuple(s.shape)}")
     if not torch.isfinite(s).all():

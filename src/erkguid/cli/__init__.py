@@ -22,3 +22,4 @@ from . import guidance as _guidance_cli  # noqa: E402,F401
 from . import learned as _learned_cli  # noqa: E402,F401
 from . import profile as _profile_cli  # noqa: E402,F401
 from . import reproduce as _reproduce_cli  # noqa: E402,F401
+from . import tune as _tune_cli  # noqa: E402,F401
