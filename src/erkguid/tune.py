@@ -7,9 +7,10 @@ paired bootstrap interval of the ratio of mean errors (:func:`erkguid.metrics.ra
 
 1. every registered solver that spends exactly ``nfe`` evaluations for some step count (from its ``nfe`` formula),
    on the parametric grids (EDM rho, log-SNR, VP time-uniform);
-2. ERK-Guid strength, gate and scaling (Eq. 19) on the best of those;
-3. a grid fitted to the model: the log-sigma levels themselves (below the fixed sigma_max) by coordinate descent on
-   the calibration error (in the spirit of Align Your Steps / GITS, but against the model's own ODE);
+2. a grid fitted to the model for the best solvers: the log-sigma levels themselves (below the fixed sigma_max) by
+   coordinate descent on the calibration error (in the spirit of Align Your Steps / GITS, but against the model's own
+   ODE); most of the time budget goes here;
+3. ERK-Guid strength, gate and scaling (Eq. 19) on the best configurations so far;
 4. optionally (``distill_iters``) AdaSDE coefficients distilled for the model on the winner's grid.
 
 A preset (:func:`save_preset`) holds everything needed to reproduce the winner; :func:`load_preset` turns it into the
@@ -198,7 +199,7 @@ class TuneConfig:
     heldout: int = 256
     budget_minutes: float = 5.0
     rtol: float = 1e-6
-    erk_top: int = 3
+    erk_top: int = 2
     fit_top: int = 2
     fit_evals: int = 300
     distill_iters: int = 0
@@ -244,8 +245,11 @@ def _distill(model: Model, nfe: int, iters: int, progress: bool) -> Candidate | 
 
 
 def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allow_pickle: bool = False,
-         progress: bool = True) -> dict[str, Any]:
-    """Search samplers for ``model`` at exactly ``nfe`` evaluations; return the preset dict (see module docstring)."""
+         progress: bool = True, evaluators: dict[Any, Evaluator] | None = None) -> dict[str, Any]:
+    """Search samplers for ``model`` at exactly ``nfe`` evaluations; return the preset dict (see module docstring).
+
+    ``evaluators``: a dict the caller keeps to reuse the calibration/held-out noise and reference solves across calls
+    on the same model (e.g. several NFEs)."""
     cfg = replace(config, nfe=nfe) if config is not None else TuneConfig(nfe=nfe)
     if int(nfe) != nfe or nfe < 1:
         raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
@@ -257,7 +261,15 @@ def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allo
     if set(cal_seeds) & set(held_seeds):
         raise ValueError("calibration and held-out seeds overlap; use at most 1e6 calibration samples")
     notes: list[str] = []
-    cal = Evaluator(m, cal_seeds, rtol=cfg.rtol)
+    cache = {} if evaluators is None else evaluators
+
+    def evaluator(seeds: range) -> Evaluator:
+        key = (m.name, seeds.start, seeds.stop, cfg.rtol)
+        if key not in cache:
+            cache[key] = Evaluator(m, seeds, rtol=cfg.rtol)
+        return cache[key]
+
+    cal = evaluator(cal_seeds)
     scored: list[tuple[float, Candidate]] = []
 
     def run(cands: Sequence[Candidate], desc: str) -> list[tuple[float, Candidate]]:
@@ -268,28 +280,29 @@ def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allo
     stage1 = run(_plain_candidates(m, nfe, cfg.solvers, notes), f"tune {m.name} NFE {nfe}: solvers x grids")
     if not stage1 or not math.isfinite(stage1[0][0]):
         raise ValueError(f"no registered solver spends exactly {nfe} NFE on model {m.name!r}: " + "; ".join(notes))
-    # stage 2: ERK-Guid on the best distinct (solver, grid) pairs
-    for _, c in stage1[: cfg.erk_top]:
-        if time.monotonic() < deadline:
-            run([replace(c, w_stiff=w, w_con=wc, scaling=s) for w, wc, s in ERK_GRID], f"ERK-Guid on {c.solver} [{c.grid}]")
-    # stage 3: fit the grid of the best configurations (one per solver)
+    # stage 2: fit the grid of the best plain configurations (one per solver); most of the budget goes here
+    tops: list[Candidate] = []
+    for _, c in stage1:
+        if len(tops) < cfg.fit_top and math.isfinite(_) and c.solver not in {t.solver for t in tops}:
+            tops.append(c)
     fitted: list[Candidate] = []
-    seen: set[str] = set()
-    for _, c in sorted(scored, key=lambda t: t[0]):
-        if len(fitted) >= cfg.fit_top or time.monotonic() >= deadline:
-            break
-        if c.solver in seen:
+    for k, c in enumerate(tops):
+        now = time.monotonic()
+        if now >= deadline:
+            notes.append(f"grid fit for {c.solver} skipped: the time budget was spent")
             continue
-        seen.add(c.solver)
-        share = t0 + (deadline - t0) * (0.85 if len(fitted) + 1 == cfg.fit_top else 0.6)
-        grid, _ = fit_grid(lambda s, c=c: cal.score(replace(c, sigmas=s)), c.sigmas, deadline=min(share, deadline),
-                           max_evals=cfg.fit_evals, progress=progress, desc=f"fit grid for {c.solver}")
+        until = now + (deadline - now) * 0.8 / (len(tops) - k)
+        grid, _ = fit_grid(lambda s, c=c: cal.score(replace(c, sigmas=s)), c.sigmas, deadline=until, max_evals=cfg.fit_evals,
+                           progress=progress, desc=f"fit grid for {c.solver}")
         fitted.append(replace(c, sigmas=grid, grid=f"fitted from {c.grid}"))
     run(fitted, "fitted grids")
-    for c in fitted:  # re-tune ERK-Guid on the fitted grid (strength interacts with step sizes)
+    # stage 3: ERK-Guid strength/gate/scaling on the best configurations so far (strength interacts with step sizes)
+    best_cfgs = sorted([(cal.score(c), c) for c in fitted] + stage1[: cfg.erk_top], key=lambda t: t[0])[: cfg.erk_top]
+    for _, c in best_cfgs:
         if time.monotonic() < deadline:
-            run([replace(c, w_stiff=w, w_con=wc, scaling=s) for w, wc, s in ERK_GRID]
-                + [replace(c, w_stiff=0.0, w_con=0.0, scaling="z2")], f"ERK-Guid on fitted {c.solver}")
+            run([replace(c, w_stiff=w, w_con=wc, scaling=s) for w, wc, s in ERK_GRID], f"ERK-Guid on {c.label}")
+        else:
+            notes.append(f"ERK-Guid search on {c.label} skipped: the time budget was spent")
     best_score, win = min(scored, key=lambda t: t[0])
     if cfg.distill_iters > 0:
         cand = _distill(m, nfe, cfg.distill_iters, progress)
@@ -301,7 +314,7 @@ def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allo
     search_s = time.monotonic() - t0
 
     # held-out: the winner against every plain peer on the standard grids, same seeds
-    held = Evaluator(m, held_seeds, rtol=cfg.rtol)
+    held = evaluator(held_seeds)
     err_win, nfe_win = held.errors(win)
     if nfe_win != nfe:
         raise RuntimeError(f"the winner {win.label} spent {nfe_win} NFE, not the budget {nfe} (solver nfe formula wrong?)")
