@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..feature_metrics import DigitsFeatures, FeatureReference, inception_score, kid
 from ..guidance import autoguidance, cfg
-from ..metrics import global_error, ratio_ci
+from ..metrics import global_error, paired_bootstrap, ratio_ci
 from ..noise import randn_from_seeds
 from ..reference import reference_solve
 from ..sampling import Trace, sample
@@ -190,14 +190,8 @@ class Evaluator:
 
     def _fd_delta(self, a: Run, b: Run) -> tuple[float, float, float]:
         """FD(a) - FD(b) with a paired bootstrap over seeds (same resampled seeds for both)."""
-        rng = np.random.default_rng(0)
-        n = len(a.feats)
-        deltas = []
-        for _ in range(self.num_boot):
-            idx = rng.integers(0, n, n)
-            deltas.append(self.ref.fd(a.feats[idx]) - self.ref.fd(b.feats[idx]))
-        lo, hi = np.quantile(deltas, [0.025, 0.975])
-        return self.ref.fd(a.feats) - self.ref.fd(b.feats), float(lo), float(hi)
+        lo, hi = paired_bootstrap(lambda i: self.ref.fd(a.feats[i]) - self.ref.fd(b.feats[i]), len(a.feats), self.num_boot)
+        return self.ref.fd(a.feats) - self.ref.fd(b.feats), lo, hi
 
     def row(self, table: str, solver: str, steps: int, w_stiff: float, w_con: float, guidance: str = "none",
             w_guid: float = 1.0, options: tuple[tuple[str, Any], ...] = (), tau: float | None = None,
