@@ -304,10 +304,15 @@ def test_sample_cli_preset_with_overrides_and_errors(tmp_path: Path) -> None:
         np.testing.assert_allclose(z["samples"], want.numpy(), rtol=0, atol=0)
     r = runner.invoke(main, ["sample", "--preset", str(preset), "--steps", "5", "--out", str(tmp_path / "b.npz")])
     assert r.exit_code != 0 and "--preset fixes the solver, its options and the sigma grid" in r.output
-    old = tmp_path / "old.json"
-    old.write_text(json.dumps({"target": "tree2d-exact", "solver": "heun", "steps": 3, "w_stiff": 0.5, "w_con": 0.0}))
+    old = tmp_path / "old.json"  # a preset of the former `erkguid tune TARGET`: EDM grid, model from the target
+    old.write_text(json.dumps({"target": "tree2d-exact", "solver": "heun", "steps": 4, "w_stiff": 0.5, "w_con": 0.0}))
+    r = runner.invoke(main, ["sample", "--preset", str(old), "--num-samples", "3", "--quiet", "--out", str(tmp_path / "b.npz")])
+    assert r.exit_code == 0, r.output
+    with np.load(tmp_path / "b.npz") as z:
+        np.testing.assert_allclose(z["samples"], want.numpy(), rtol=0, atol=0)
+    old.write_text(json.dumps({"solver": "heun", "steps": 4}))
     r = runner.invoke(main, ["sample", "--preset", str(old), "--out", str(tmp_path / "b.npz")])
-    assert r.exit_code != 0 and "older erkguid tune" in r.output
+    assert r.exit_code != 0 and "lacks keys ['model', 'w_con', 'w_stiff']" in r.output
     for args, msg in ((["sample"], "give --model SPEC or --preset FILE"),
                       (["sample", "--preset", str(tmp_path / "none.json")], "preset file not found"),
                       (["sample", "--model", "nosuch"], "model must be a built-in"),

@@ -128,6 +128,13 @@ class Evaluator:
         with torch.no_grad():
             self.ref = reference_solve(model.denoiser, self.x0, model.sigma_max, rtol=rtol, atol=rtol / 10, **self.extra).x
 
+    def head(self, k: int) -> Evaluator:
+        """The same evaluator restricted to its first ``k`` seeds (no new reference solves)."""
+        sub = object.__new__(Evaluator)
+        sub.model, sub.seeds, sub.x0, sub.ref = self.model, self.seeds[:k], self.x0[:k], self.ref[:k]
+        sub.extra = {n: v[:k] for n, v in self.extra.items()}
+        return sub
+
     def errors(self, cand: Candidate) -> tuple[Tensor, int]:
         """Per-sample global errors ``[B]`` and the NFE the run spent (counted)."""
         d = CountingDenoiser(self.model.denoiser)
@@ -164,30 +171,38 @@ def fit_grid(score: Callable[[list[float]], float], sigmas: Sequence[float], *, 
              step: float = 0.5, min_step: float = 0.03, progress: bool = False,
              desc: str = "fit grid") -> tuple[list[float], float]:
     """Coordinate descent on the log-sigma decrements of ``sigmas`` (sigma_max fixed, the last level free) minimising
-    ``score(grid)``; stops at ``deadline`` (``time.monotonic()``), after ``max_evals`` or when the step is below
-    ``min_step``. Returns the best grid and its score."""
+    ``score(grid)``, with a step per coordinate that grows by 1.5 on success and halves on failure (a pattern search);
+    stops at ``deadline`` (``time.monotonic()``), after ``max_evals`` or when every step is below ``min_step``.
+    Returns the best grid and its score."""
     sigma_max = float(sigmas[0])
     params = _to_params(sigmas)
+    steps, dirs = [step] * len(params), [1.0] * len(params)
     best = score(list(sigmas))
     evals = 1
     bar = tqdm(total=max_evals, disable=not progress, desc=desc, leave=False)
-    while step >= min_step and evals < max_evals and time.monotonic() < deadline and params:
-        improved = False
+
+    def budget_left() -> bool:
+        return evals < max_evals and time.monotonic() < deadline
+
+    while budget_left() and any(h >= min_step for h in steps):
         for k in range(len(params)):
-            for sgn in (1.0, -1.0):
-                if evals >= max_evals or time.monotonic() >= deadline:
+            if steps[k] < min_step:
+                continue
+            for sgn in (dirs[k], -dirs[k]):
+                if not budget_left():
                     break
                 trial = list(params)
-                trial[k] += sgn * step
+                trial[k] += sgn * steps[k]
                 val = score(_from_params(sigma_max, trial))
                 evals += 1
                 bar.update(1)
                 if val < best:
-                    best, params, improved = val, trial, True
+                    best, params, dirs[k] = val, trial, sgn
+                    steps[k] *= 1.5
                     bar.set_postfix(err=f"{best:.4g}")
                     break
-        if not improved:
-            step /= 2
+            else:
+                steps[k] /= 2
     bar.close()
     return _from_params(sigma_max, params), best
 
@@ -202,6 +217,7 @@ class TuneConfig:
     erk_top: int = 2
     fit_top: int = 2
     fit_evals: int = 300
+    screen: int = 32  # calibration seeds used to screen solvers x grid families
     distill_iters: int = 0
     curve_nfes: tuple[int, ...] = ()
     solvers: tuple[str, ...] | None = None  # None: every registered solver
@@ -277,7 +293,12 @@ def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allo
         scored.extend(res)
         return sorted(res, key=lambda t: t[0])
 
-    stage1 = run(_plain_candidates(m, nfe, cfg.solvers, notes), f"tune {m.name} NFE {nfe}: solvers x grids")
+    # stage 1: screen solvers x grid families on a few calibration seeds, re-score the best on all of them
+    plain = _plain_candidates(m, nfe, cfg.solvers, notes)
+    screen = cal.head(cfg.screen)
+    ranked = sorted(((screen.score(c), c) for c in tqdm(plain, disable=not progress, leave=False,
+                                                        desc=f"tune {m.name} NFE {nfe}: solvers x grids")), key=lambda t: t[0])
+    stage1 = run([c for _, c in ranked[: 4 * max(1, cfg.fit_top, cfg.erk_top)]], "re-score the best")
     if not stage1 or not math.isfinite(stage1[0][0]):
         raise ValueError(f"no registered solver spends exactly {nfe} NFE on model {m.name!r}: " + "; ".join(notes))
     # stage 2: fit the grid of the best plain configurations (one per solver); most of the budget goes here
@@ -409,9 +430,10 @@ def read_preset(path: str | Path) -> dict[str, Any]:
         d = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"preset {p} is not JSON: {e}") from None
+    if isinstance(d, dict) and "format" not in d:
+        d = _from_legacy(d, p)
     if not isinstance(d, dict) or d.get("format") != PRESET_FORMAT:
-        raise ValueError(f"preset {p} is not an {PRESET_FORMAT} file (written by an older erkguid tune? rerun "
-                         "erkguid tune --model SPEC --nfe N)")
+        raise ValueError(f"preset {p} is not an {PRESET_FORMAT} file (rerun erkguid tune --model SPEC --nfe N)")
     missing = [k for k in ("model", "nfe", *SAMPLE_KEYS) if k not in d]
     if missing:
         raise ValueError(f"preset {p} lacks keys {missing}")
@@ -423,6 +445,21 @@ def read_preset(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"preset {p}: solver {d['solver']} on its {len(d['sigmas']) - 1}-step grid spends {n} NFE, "
                          f"not the recorded {d['nfe']}")
     return d
+
+
+def _from_legacy(d: dict[str, Any], p: Path) -> dict[str, Any]:
+    """A preset of the former ``erkguid tune TARGET --solver S`` (solver, steps, strengths; the EDM rho=7 grid over
+    [0.002, 80] it was tuned on) in the current format."""
+    from .experiments.paper import TARGET_MODELS
+
+    model = d.get("model") or TARGET_MODELS.get(d.get("target", ""))
+    if model is None or not {"solver", "steps", "w_stiff", "w_con"} <= set(d):
+        raise ValueError(f"preset {p} lacks keys {sorted({'model', 'solver', 'steps', 'w_stiff', 'w_con'} - set(d))} "
+                         "(rerun erkguid tune --model SPEC --nfe N)")
+    sigmas = edm_sigmas(int(d["steps"])).tolist()
+    nfe = solver_nfe(get_solver(d["solver"]), len(sigmas) - 1, {})
+    return {**d, "format": PRESET_FORMAT, "model": model, "nfe": nfe, "solver_options": {}, "sigmas": sigmas,
+            "scaling": d.get("scaling", "z2"), "legacy": "converted from a preset of the former erkguid tune TARGET"}
 
 
 def options_from_json(opts: dict[str, Any]) -> dict[str, Any]:
