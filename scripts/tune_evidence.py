@@ -129,7 +129,7 @@ def main() -> None:
                     h.update(best_peer=kbest["label"], best_peer_err_mean=kbest["err_mean"], ratio_vs_best_peer=ratio,
                              ratio_ci95=[lo, hi])
                 peers += [{k: v for k, v in p.items() if k != "_err"} for p in kp]
-            row = {"model": spec if not spec.startswith("diffusers:") else "diffusers:<tiny random UNet2DModel, DDPM eps>",
+            row = {"model": spec if not spec.startswith("diffusers:") else "diffusers:(tiny random UNet2DModel, DDPM eps)",
                    "nfe": nfe, "tuned": res["chosen"]["label"], "tuned_err": h["err_mean"], "best_peer": h["best_peer"],
                    "best_peer_err": h["best_peer_err_mean"], "ratio": h["ratio_vs_best_peer"], "ratio_ci95": h["ratio_ci95"],
                    "tune_wall_s": wall, "candidates": res["chosen"]["candidates_scored"], "notes": res["chosen"]["notes"],
