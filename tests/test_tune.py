@@ -157,3 +157,39 @@ def test_sample_cli_takes_solver_options_and_adasde_coefficient_files(tmp_path: 
             np.testing.assert_array_equal(z["samples"], want.numpy())
     r = CliRunner().invoke(main, ["sample", "--model", "tree2d", "--solver-options", "{bad", "--out", str(tmp_path / "e.npz")])
     assert r.exit_code != 0 and "--solver-options" in r.output and "not JSON" in r.output
+
+
+def test_distilled_adasde_is_a_candidate_and_coefficients_travel_inline() -> None:
+    from erkguid.solvers import AdaSDECoefficients
+    from erkguid.tune import _jsonable_options, options_from_json
+
+    cfg = TuneConfig(nfe=5, calib=8, heldout=8, budget_minutes=0.02, rtol=1e-4, fit_top=0, erk_top=0, solvers=("euler",))
+    plain = tune("gauss", 5, cfg, progress=False)
+    res = tune("gauss", 5, TuneConfig(**{**cfg.__dict__, "distill_iters": 1}), progress=False)
+    assert res["chosen"]["candidates_scored"] == plain["chosen"]["candidates_scored"] + 1  # + the distilled AdaSDE
+    coef = AdaSDECoefficients.load("shipped:tree2d-nfe5")
+    stored = json.loads(json.dumps(_jsonable_options({"coefficients": coef})))  # what a preset holds: JSON, no path
+    back = options_from_json(stored)["coefficients"]
+    assert all(torch.equal(back.raw[k], coef.raw[k]) for k in coef.raw) and torch.equal(back.sigmas, coef.sigmas)
+    m = resolve_model("tree2d")
+    x0 = randn_from_seeds(range(4), m.shape, sigma=float(coef.sigmas[0]), dtype=torch.float64)
+    a = sample(m.denoiser, x0, coef.grid(), solver="adasde", solver_options={"coefficients": coef}, seeds=range(4))
+    b = sample(m.denoiser, x0, coef.grid(), solver="adasde", solver_options={"coefficients": back}, seeds=range(4))
+    assert torch.equal(a, b)
+
+
+def test_generate_preset_writes_what_sample_preset_gives(tuned, tmp_path: Path) -> None:
+    from erkguid import generate as gen
+
+    res, path = tuned
+    r = CliRunner().invoke(main, ["generate", "--preset", str(path), "--seeds", "0-2", "--out", str(tmp_path / "g"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "g" / gen.METADATA).read_text())
+    assert meta["sigmas"] == res["sigmas"] and meta["settings"]["solver"] == res["solver"]
+    s = CliRunner().invoke(main, ["sample", "--preset", str(path), "--num-samples", "3", "--quiet",
+                                  "--out", str(tmp_path / "s.npz")])
+    assert s.exit_code == 0, s.output
+    with np.load(tmp_path / "s.npz") as z:
+        for q in range(3):
+            with np.load(gen.seed_path(tmp_path / "g", q, "npz")) as f:
+                np.testing.assert_array_equal(f["x"], z["samples"][q])

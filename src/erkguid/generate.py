@@ -15,10 +15,9 @@ Design (the contract the tests check):
 * **Metadata.** ``generate.json`` records model, solver, grid, strengths and versions; a restart
   with different settings into the same directory is refused.
 
-Models come from one resolver (:func:`resolve_model`, also used by ``erkguid sample``): built-in
-exact models by name, a GMM ``.npz`` file (``gmm:PATH``), the shipped learned models
-(``learned:NAME``), a locally saved diffusers model (``diffusers:DIR``), an EDM/EDM2 network pickle
-(``edm:PICKLE::SOURCE_DIR``), and any scheme registered with :func:`register_model_loader`.
+Models come from the one resolver, :func:`erkguid.resolve.resolve_model` (built-in mixtures, ``gmm:PATH``,
+``learned:NAME``, ``diffusers:DIR``, ``edm:PICKLE::SOURCE_DIR`` with ``allow_pickle``, registered and entry-point
+schemes). A preset's grid and solver options arrive as ``Settings.sigmas`` / ``Settings.solver_options``.
 """
 
 from __future__ import annotations
