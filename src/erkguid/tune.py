@@ -61,9 +61,22 @@ def solver_nfe(spec: Solver, num_steps: int, options: dict[str, Any]) -> int:
     return int(spec.nfe(num_steps, options) if len(params) >= 2 else spec.nfe(num_steps))
 
 
+def _safe_nfe(spec: Solver, num_steps: int, options: dict[str, Any]) -> int | None:
+    try:
+        return solver_nfe(spec, num_steps, options)
+    except (ValueError, TypeError):
+        return None
+
+
 def steps_for_nfe(spec: Solver, nfe: int, options: dict[str, Any]) -> int | None:
     """The step count whose declared NFE equals ``nfe`` exactly (``None`` if there is none)."""
-    hits = [n for n in range(1, nfe + 1) if solver_nfe(spec, n, options) == nfe]
+    hits = []
+    for n in range(1, nfe + 1):
+        try:
+            if solver_nfe(spec, n, options) == nfe:
+                hits.append(n)
+        except (ValueError, TypeError):  # a formula that rejects this step count (or these options)
+            continue
     return max(hits) if hits else None
 
 
@@ -234,7 +247,7 @@ def _plain_candidates(model: Model, nfe: int, solvers: Sequence[str] | None, not
         opts = plain_options(spec)
         n = steps_for_nfe(spec, nfe, opts)
         if n is None:
-            got = sorted({solver_nfe(spec, k, opts) for k in range(1, nfe + 2)})
+            got = sorted({v for k in range(1, nfe + 2) if (v := _safe_nfe(spec, k, opts)) is not None})
             notes.append(f"{name}: no step count spends exactly {nfe} NFE (its NFE values: {got[:8]}); skipped")
             continue
         for g in grids:
