@@ -273,32 +273,9 @@ def _distill(model: Model, nfe: int, iters: int, progress: bool) -> Candidate | 
     return Candidate("adasde", {"coefficients": coef}, coef.grid().tolist(), grid="adasde-distilled (time-uniform)")
 
 
-def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allow_pickle: bool = False,
-         progress: bool = True, evaluators: dict[Any, Evaluator] | None = None) -> dict[str, Any]:
-    """Search samplers for ``model`` at exactly ``nfe`` evaluations; return the preset dict (see module docstring).
-
-    ``evaluators``: a dict the caller keeps to reuse the calibration/held-out noise and reference solves across calls
-    on the same model (e.g. several NFEs)."""
-    cfg = replace(config, nfe=nfe) if config is not None else TuneConfig(nfe=nfe)
-    if int(nfe) != nfe or nfe < 1:
-        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
-    m = model if isinstance(model, Model) else resolve_model(model, allow_pickle=allow_pickle)
-    t0 = time.monotonic()
-    deadline = t0 + 60.0 * cfg.budget_minutes
-    cal_seeds = range(CALIB_SEED, CALIB_SEED + cfg.calib)
-    held_seeds = range(HELDOUT_SEED, HELDOUT_SEED + cfg.heldout)
-    if set(cal_seeds) & set(held_seeds):
-        raise ValueError("calibration and held-out seeds overlap; use at most 1e6 calibration samples")
-    notes: list[str] = []
-    cache = {} if evaluators is None else evaluators
-
-    def evaluator(seeds: range) -> Evaluator:
-        key = (m.name, seeds.start, seeds.stop, cfg.rtol)
-        if key not in cache:
-            cache[key] = Evaluator(m, seeds, rtol=cfg.rtol)
-        return cache[key]
-
-    cal = evaluator(cal_seeds)
+def _search(m: Model, nfe: int, cal: Evaluator, cfg: TuneConfig, deadline: float, notes: list[str],
+            progress: bool) -> tuple[list[tuple[float, Candidate]], float, Candidate]:
+    """The calibration search (stages 1-4 of the module docstring): ``(all scored, best score, winner)``."""
     scored: list[tuple[float, Candidate]] = []
 
     def run(cands: Sequence[Candidate], desc: str) -> list[tuple[float, Candidate]]:
@@ -307,17 +284,17 @@ def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allo
         return sorted(res, key=lambda t: t[0])
 
     # stage 1: screen solvers x grid families on a few calibration seeds, re-score the best on all of them
-    plain = _plain_candidates(m, nfe, cfg.solvers, notes)
     screen = cal.head(cfg.screen)
-    ranked = sorted(((screen.score(c), c) for c in tqdm(plain, disable=not progress, leave=False,
-                                                        desc=f"tune {m.name} NFE {nfe}: solvers x grids")), key=lambda t: t[0])
+    plain = _plain_candidates(m, nfe, cfg.solvers, notes)
+    bar = tqdm(plain, disable=not progress, leave=False, desc=f"tune {m.name} NFE {nfe}: solvers x grids")
+    ranked = sorted(((screen.score(c), c) for c in bar), key=lambda t: t[0])
     stage1 = run([c for _, c in ranked[: 4 * max(1, cfg.fit_top, cfg.erk_top)]], "re-score the best")
     if not stage1 or not math.isfinite(stage1[0][0]):
         raise ValueError(f"no registered solver spends exactly {nfe} NFE on model {m.name!r}: " + "; ".join(notes))
     # stage 2: fit the grid of the best plain configurations (one per solver); most of the budget goes here
     tops: list[Candidate] = []
-    for _, c in stage1:
-        if len(tops) < cfg.fit_top and math.isfinite(_) and c.solver not in {t.solver for t in tops}:
+    for val, c in stage1:
+        if len(tops) < cfg.fit_top and math.isfinite(val) and c.solver not in {t.solver for t in tops}:
             tops.append(c)
     fitted: list[Candidate] = []
     for k, c in enumerate(tops):
@@ -329,44 +306,74 @@ def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allo
         grid, _ = fit_grid(lambda s, c=c: cal.score(replace(c, sigmas=s)), c.sigmas, deadline=until, max_evals=cfg.fit_evals,
                            progress=progress, desc=f"fit grid for {c.solver}")
         fitted.append(replace(c, sigmas=grid, grid=f"fitted from {c.grid}"))
-    run(fitted, "fitted grids")
+    stage2 = run(fitted, "fitted grids")
     # stage 3: ERK-Guid strength/gate/scaling on the best configurations so far (strength interacts with step sizes)
-    best_cfgs = sorted([(cal.score(c), c) for c in fitted] + stage1[: cfg.erk_top], key=lambda t: t[0])[: cfg.erk_top]
-    for _, c in best_cfgs:
+    for _, c in sorted(stage2 + stage1[: cfg.erk_top], key=lambda t: t[0])[: cfg.erk_top]:
         if time.monotonic() < deadline:
             run([replace(c, w_stiff=w, w_con=wc, scaling=s) for w, wc, s in ERK_GRID], f"ERK-Guid on {c.label}")
         else:
             notes.append(f"ERK-Guid search on {c.label} skipped: the time budget was spent")
-    best_score, win = min(scored, key=lambda t: t[0])
+    # stage 4 (optional): AdaSDE coefficients distilled for the model
     if cfg.distill_iters > 0:
         cand = _distill(m, nfe, cfg.distill_iters, progress)
         if cand is None:
             notes.append(f"distill: AdaSDE with its analytic first step spends an odd NFE >= 3, not {nfe}; skipped")
         else:
             run([cand], "distilled AdaSDE")
-            best_score, win = min(scored, key=lambda t: t[0])
-    search_s = time.monotonic() - t0
+    best_score, win = min(scored, key=lambda t: t[0])
+    return scored, best_score, win
 
+
+def _peer_errors(m: Model, held: Evaluator, nfe: int, solvers: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Held-out errors of every plain solver on the standard grids at ``nfe`` (``_err``: per sample)."""
+    peers = []
+    for c in _plain_candidates(m, nfe, solvers, [], grids=STANDARD_GRIDS):
+        try:
+            e, used = held.errors(c)
+        except (ValueError, NonFiniteError, RuntimeError):
+            continue
+        peers.append({"label": c.label, "solver": c.solver, "grid": c.grid, "nfe": used, "err_mean": float(e.mean()), "_err": e})
+    return peers
+
+
+def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allow_pickle: bool = False,
+         progress: bool = True, evaluators: dict[Any, Evaluator] | None = None) -> dict[str, Any]:
+    """Search samplers for ``model`` at exactly ``nfe`` evaluations; return the preset dict (see module docstring).
+
+    ``evaluators``: a dict the caller keeps to reuse the calibration/held-out noise and reference solves across calls
+    on the same model (e.g. several NFEs)."""
+    if int(nfe) != nfe or nfe < 1:
+        raise ValueError(f"nfe must be a positive integer, got {nfe!r}")
+    cfg = replace(config, nfe=nfe) if config is not None else TuneConfig(nfe=nfe)
+    m = model if isinstance(model, Model) else resolve_model(model, allow_pickle=allow_pickle)
+    t0 = time.monotonic()
+    cal_seeds = range(CALIB_SEED, CALIB_SEED + cfg.calib)
+    held_seeds = range(HELDOUT_SEED, HELDOUT_SEED + cfg.heldout)
+    if set(cal_seeds) & set(held_seeds):
+        raise ValueError("calibration and held-out seeds overlap; use at most 1e6 calibration samples")
+    cache = {} if evaluators is None else evaluators
+
+    def evaluator(seeds: range) -> Evaluator:
+        key = (m.name, seeds.start, seeds.stop, cfg.rtol)
+        if key not in cache:
+            cache[key] = Evaluator(m, seeds, rtol=cfg.rtol)
+        return cache[key]
+
+    notes: list[str] = []
+    scored, best_score, win = _search(m, nfe, evaluator(cal_seeds), cfg, t0 + 60.0 * cfg.budget_minutes, notes, progress)
+    search_s = time.monotonic() - t0
     # held-out: the winner against every plain peer on the standard grids, same seeds
     held = evaluator(held_seeds)
     err_win, nfe_win = held.errors(win)
     if nfe_win != nfe:
         raise RuntimeError(f"the winner {win.label} spent {nfe_win} NFE, not the budget {nfe} (solver nfe formula wrong?)")
-    peers = []
-    for c in _plain_candidates(m, nfe, cfg.solvers, [], grids=STANDARD_GRIDS):
-        try:
-            e, n_used = held.errors(c)
-        except (ValueError, NonFiniteError, RuntimeError):
-            continue
-        peers.append({"label": c.label, "solver": c.solver, "grid": c.grid, "nfe": n_used, "err_mean": float(e.mean()),
-                      "_err": e})
+    peers = _peer_errors(m, held, nfe, cfg.solvers)
     if not peers:
         raise ValueError(f"no plain peer runs at NFE {nfe} on the standard grids for model {m.name!r}")
     best_peer = min(peers, key=lambda p: p["err_mean"])
     ratio, lo, hi = ratio_ci(err_win, best_peer["_err"])
     for p in peers:
         p["ratio_tuned_over_peer"] = float(err_win.mean()) / p["err_mean"] if p["err_mean"] > 0 else math.nan
-    curve = error_curve(m, held, cfg.curve_nfes, cfg.solvers) if cfg.curve_nfes else []
     return {
         "format": PRESET_FORMAT,
         "model": m.name,
@@ -379,7 +386,7 @@ def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allo
         "scaling": win.scaling,
         "chosen": {
             "how": "min mean global error vs the model's reference solve (rtol "
-                   f"{cfg.rtol:g}) on calibration seeds over solvers x grid families, ERK-Guid settings, fitted grids"
+                   f"{cfg.rtol:g}) on calibration seeds over solvers x grid families, fitted grids, ERK-Guid settings"
                    + (", distilled AdaSDE" if cfg.distill_iters else ""),
             "grid": win.grid, "label": win.label, "calibration_err_mean": best_score,
             "calibration_seeds": [cal_seeds.start, cal_seeds.stop], "candidates_scored": len(scored),
@@ -393,22 +400,15 @@ def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allo
             "reference_rtol": cfg.rtol, "reference_atol": cfg.rtol / 10,
             "conditioning": "class labels from each seed" if m.num_classes else "none",
         },
-        "curve": curve,
+        "curve": error_curve(m, held, cfg.curve_nfes, cfg.solvers),
         "wall_seconds": time.monotonic() - t0,
     }
 
 
 def error_curve(model: Model, held: Evaluator, nfes: Sequence[int], solvers: Sequence[str] | None) -> list[dict[str, Any]]:
     """Held-out mean error of every plain peer on the standard grids at each NFE (the table/plot beside the winner)."""
-    rows = []
-    for n in nfes:
-        for c in _plain_candidates(model, n, solvers, [], grids=STANDARD_GRIDS):
-            try:
-                e, used = held.errors(c)
-            except (ValueError, NonFiniteError, RuntimeError):
-                continue
-            rows.append({"nfe": used, "label": c.label, "err_mean": float(e.mean())})
-    return rows
+    return [{"nfe": p["nfe"], "label": p["label"], "err_mean": p["err_mean"]} for n in nfes
+            for p in _peer_errors(model, held, n, solvers)]
 
 
 def _jsonable_options(opts: dict[str, Any]) -> dict[str, Any]:
