@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -155,7 +155,8 @@ def _builtin(name: str) -> Model:
     if name not in MODELS:
         raise ValueError(f"model must be a built-in ({builtin_names()}) or SCHEME:ARG with a scheme in {known_schemes()}, "
                          f"got {name!r}")
-    return _gmm_model(MODELS[name](), name, {"builtin": name})
+    build = cast(Callable[[], Any], MODELS[name])
+    return _gmm_model(build(), name, {"builtin": name})
 
 
 def _gmm_file(path: str) -> Model:
@@ -204,11 +205,12 @@ def _learned(arg: str, allow_pickle: bool = False, device: str | torch.device = 
 
 
 def _learned_from_entry(net_state: dict[str, Tensor], entry: dict[str, Any], name: str, spec: str) -> Model:
-    from .learned import LearnedDenoiser, build_net
+    from .learned import DenoiserMLP, LearnedDenoiser, build_net
 
     if entry.get("arch", {}).get("kind") != "mlp" or "sigma_data" not in entry:
         raise ValueError(f"model {spec!r}: entry {name!r} is not a denoiser (arch kind {entry.get('arch', {}).get('kind')!r})")
     net = build_net(entry["arch"])
+    assert isinstance(net, DenoiserMLP)  # arch kind "mlp", checked above
     try:
         net.load_state_dict(net_state)
     except RuntimeError as e:
@@ -265,7 +267,7 @@ def _diffusers(model_dir: str, device: str | torch.device = "cpu") -> Model:
     if not model_dir:
         raise ValueError("model diffusers:DIR needs the directory of a saved diffusers model")
     loaded = load_diffusers(model_dir, device=device)
-    cfg = loaded.model.config
+    cfg: dict[str, Any] = dict(cast(Mapping[str, Any], loaded.model.config))
     if cfg.get("cross_attention_dim") is not None and cfg.get("_class_name", "").endswith("ConditionModel"):
         raise ValueError(f"model diffusers:{model_dir} ({cfg.get('_class_name')}) needs encoder_hidden_states (text "
                          "embeddings); the resolver serves unconditional / class-conditional models only; use "

@@ -57,8 +57,9 @@ ERK_GRID = tuple((w, c, s) for s in ("z2", "abs") for w in (0.25, 0.5, 1.0, 2.0)
 
 def solver_nfe(spec: Solver, num_steps: int, options: dict[str, Any]) -> int:
     """The solver's declared NFE for ``num_steps`` steps (``nfe(n, options)`` where the formula takes options)."""
-    params = [p for p in inspect.signature(spec.nfe).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    return int(spec.nfe(num_steps, options) if len(params) >= 2 else spec.nfe(num_steps))
+    nfe: Callable[..., int] = spec.nfe
+    params = [p for p in inspect.signature(nfe).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    return int(nfe(num_steps, options) if len(params) >= 2 else nfe(num_steps))
 
 
 def _safe_nfe(spec: Solver, num_steps: int, options: dict[str, Any]) -> int | None:
@@ -303,8 +304,11 @@ def _search(m: Model, nfe: int, cal: Evaluator, cfg: TuneConfig, deadline: float
             notes.append(f"grid fit for {c.solver} skipped: the time budget was spent")
             continue
         until = now + (deadline - now) * 0.8 / (len(tops) - k)
-        grid, _ = fit_grid(lambda s, c=c: cal.score(replace(c, sigmas=s)), c.sigmas, deadline=until, max_evals=cfg.fit_evals,
-                           progress=progress, desc=f"fit grid for {c.solver}")
+        def score_grid(sigmas: list[float], c: Candidate = c) -> float:
+            return cal.score(replace(c, sigmas=sigmas))
+
+        grid, _ = fit_grid(score_grid, c.sigmas, deadline=until, max_evals=cfg.fit_evals, progress=progress,
+                           desc=f"fit grid for {c.solver}")
         fitted.append(replace(c, sigmas=grid, grid=f"fitted from {c.grid}"))
     stage2 = run(fitted, "fitted grids")
     # stage 3: ERK-Guid strength/gate/scaling on the best configurations so far (strength interacts with step sizes)
