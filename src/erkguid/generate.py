@@ -15,15 +15,13 @@ Design (the contract the tests check):
 * **Metadata.** ``generate.json`` records model, solver, grid, strengths and versions; a restart
   with different settings into the same directory is refused.
 
-Models come from one resolver (:func:`resolve_model`, also used by ``erkguid sample``): built-in
-exact models by name, a GMM ``.npz`` file (``gmm:PATH``), the shipped learned models
-(``learned:NAME``), a locally saved diffusers model (``diffusers:DIR``), an EDM/EDM2 network pickle
-(``edm:PICKLE::SOURCE_DIR``), and any scheme registered with :func:`register_model_loader`.
+Models come from the one resolver, :func:`erkguid.resolve.resolve_model` (built-in mixtures, ``gmm:PATH``,
+``learned:NAME``, ``diffusers:DIR``, ``edm:PICKLE::SOURCE_DIR`` with ``allow_pickle``, registered and entry-point
+schemes). A preset's grid and solver options arrive as ``Settings.sigmas`` / ``Settings.solver_options``.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import math
@@ -32,7 +30,7 @@ import platform
 import time
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .noise import randn_from_seeds
+from .resolve import SCHEMES, Model, register_scheme
+from .resolve import resolve_model as _resolve
 from .sampling import sample
 from .schedules import check_sigmas, get_sigmas
 from .solvers import get_solver
@@ -95,150 +95,15 @@ def solver_seed(seed: int) -> int:
 
 
 # --------------------------------------------------------------------------- models
-@dataclass
-class GenModel:
-    """What ``generate`` needs from a model.
-
-    Attributes:
-        name: the spec it was resolved from.
-        denoiser: ``D(x, sigma, class_labels=None)`` returning x0 (EDM convention, sigma ``[B]``).
-        shape: per-sample state shape; 3-D ``(C, H, W)`` with C in {1, 3} is written as PNG.
-        sigma_min, sigma_max: default grid range.
-        num_classes: number of classes for class-conditional models, else ``None``.
-        info: JSON-able description stored in the metadata.
-        value_range: data range mapped to [0, 255] for PNG output.
-    """
-
-    name: str
-    denoiser: Callable[..., Tensor]
-    shape: tuple[int, ...]
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    num_classes: int | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-    value_range: tuple[float, float] = (-1.0, 1.0)
+# One resolver for every command (:mod:`erkguid.resolve`); these names stay for existing callers.
+GenModel = Model
+LOADERS = SCHEMES
+register_model_loader = register_scheme
 
 
-ModelLoader = Callable[[str], GenModel]
-LOADERS: dict[str, ModelLoader] = {}
-
-
-def register_model_loader(scheme: str, loader: ModelLoader) -> ModelLoader:
-    """Make ``resolve_model("<scheme>:<arg>")`` call ``loader(arg)``; e.g. ``diffusers``, ``edm``, ``learned``."""
-    if not scheme.isidentifier():
-        raise ValueError(f"scheme must be an identifier, got {scheme!r}")
-    LOADERS[scheme] = loader
-    return loader
-
-
-def _gmm_model(gmm: Any, spec: str, info: dict[str, Any]) -> GenModel:
-    return GenModel(
-        name=spec, denoiser=gmm.denoise, shape=tuple(gmm.shape), num_classes=gmm.num_classes if gmm.labels is not None else None,
-        info={"kind": "gaussian_mixture", "components": gmm.num_components, "dim": gmm.dim, **info},
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def _builtin(name: str) -> GenModel:
-    from .models import MODELS, digits_64d
-
-    if name == "digits64-image":
-        return _gmm_model(digits_64d(image_shape=True), name, {"builtin": name})
-    if name not in MODELS:
-        raise ValueError(f"model must be a built-in ({sorted([*MODELS, 'digits64-image'])}) or SCHEME:ARG with a scheme "
-                         f"in {sorted(LOADERS)}, got {name!r}")
-    return _gmm_model(MODELS[name](), name, {"builtin": name})
-
-
-def _gmm_file(path: str) -> GenModel:
-    from .models import GaussianMixture
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"model file not found: {p} (gmm:PATH wants an .npz with weights, means, covs[, labels, shape])")
-    with np.load(p, allow_pickle=False) as z:
-        missing = {"weights", "means", "covs"} - set(z.files)
-        if missing:
-            raise ValueError(f"model file {p} lacks arrays {sorted(missing)}")
-        lab = torch.tensor(z["labels"]) if "labels" in z.files else None
-        shape = tuple(int(s) for s in z["shape"]) if "shape" in z.files else None
-        gmm = GaussianMixture(torch.tensor(z["weights"]), torch.tensor(z["means"]).double(), torch.tensor(z["covs"]).double(),
-                              labels=lab, shape=shape, name=p.stem)
-    return _gmm_model(gmm, f"gmm:{p}", {"file": str(p)})
-
-
-def _learned(name: str) -> GenModel:
-    """``learned:NAME``: a shipped learned denoiser (:func:`erkguid.load_learned`)."""
-    from .learned import load_learned, read_manifest
-
-    manifest = read_manifest()
-    names = sorted(n for n, e in manifest.items() if e["arch"]["kind"] != "classifier")
-    if name not in names:
-        raise ValueError(f"model learned:{name}: NAME must be one of the shipped denoisers {names}")
-    d = load_learned(name)
-    e = manifest[name]
-    return GenModel(name=f"learned:{name}", denoiser=d, shape=d.shape, num_classes=d.num_classes or None,
-                    info={"kind": "learned", "learned": name, "data": e.get("data"), "arch": e.get("arch")})
-
-
-def _diffusers(model_dir: str) -> GenModel:
-    """``diffusers:DIR``: a model saved with ``save_pretrained`` (:func:`erkguid.loading.load_diffusers`;
-    the scheduler config is looked up next to it). Grid range: the model's trained sigma range within
-    [0.002, 80]; class-conditional when the config has ``num_class_embeds``."""
-    from .loading import load_diffusers
-
-    if not model_dir:
-        raise ValueError("model diffusers:DIR needs the directory of a saved diffusers model")
-    loaded = load_diffusers(model_dir)
-    cfg: Any = loaded.model.config
-    if cfg.get("cross_attention_dim") is not None and cfg.get("_class_name", "").endswith("ConditionModel"):
-        raise ValueError(f"model diffusers:{model_dir} ({cfg.get('_class_name')}) needs encoder_hidden_states (text "
-                         "embeddings); generate serves unconditional / class-conditional models only; use "
-                         "erkguid.loading.load_diffusers + erkguid.sample from Python")
-    lo, hi = loaded.sigma_range
-    n_cls = cfg.get("num_class_embeds")
-    return GenModel(name=f"diffusers:{model_dir}", denoiser=loaded.denoiser, shape=tuple(loaded.sample_shape),
-                    sigma_min=max(0.002, float(lo)), sigma_max=min(80.0, float(hi)), num_classes=int(n_cls) if n_cls else None,
-                    info={"kind": "diffusers", "dir": str(model_dir), "class": cfg.get("_class_name"), "prediction": loaded.kind})
-
-
-EDM_SEP = "::"
-
-
-def _edm(arg: str) -> GenModel:
-    """``edm:PICKLE::SOURCE_DIR``: an EDM/EDM2 network pickle unpickled with the modules of the EDM/EDM2
-    source checkout ``SOURCE_DIR`` (:func:`erkguid.loading.load_edm_pickle`, network key ``ema``)."""
-    from .loading import load_edm_pickle
-
-    pkl, sep, src = arg.partition(EDM_SEP)
-    if not sep or not pkl or not src:
-        raise ValueError(f"model edm:{arg} must be edm:PICKLE{EDM_SEP}SOURCE_DIR (the network pickle and the root of "
-                         "the EDM/EDM2 source checkout that provides torch_utils/ and dnnlib/)")
-    loaded = load_edm_pickle(pkl, src)
-    label_dim = loaded.denoiser.label_dim
-    return GenModel(name=f"edm:{arg}", denoiser=loaded.denoiser, shape=loaded.sample_shape,
-                    num_classes=label_dim or None, info={"kind": "edm_pickle", "pickle": pkl, "source_dir": src})
-
-
-register_model_loader("builtin", _builtin)
-register_model_loader("gmm", _gmm_file)
-register_model_loader("learned", _learned)
-register_model_loader("diffusers", _diffusers)
-register_model_loader("edm", _edm)
-
-
-def resolve_model(spec: str) -> GenModel:
-    """A :class:`GenModel` from ``NAME`` (built-in) or ``SCHEME:ARG`` (a registered loader)."""
-    scheme, sep, arg = spec.partition(":")
-    if sep and scheme in LOADERS:
-        return LOADERS[scheme](arg)
-    if sep or any(spec.endswith(e) for e in (".npz", ".pt", ".pth", ".safetensors", ".pkl")):
-        if sep and len(scheme) > 1:
-            raise ValueError(f"model: unknown scheme {scheme!r} in {spec!r}; registered: {sorted(LOADERS)}")
-        raise FileNotFoundError(f"model file not found or has no loader: {spec!r} (use gmm:PATH or a registered scheme)"
-                                if not Path(spec).exists() else f"model: {spec!r} is a file; prefix it with its loader, "
-                                f"one of {sorted(LOADERS)}")
-    return _builtin(spec)
+def resolve_model(spec: str, *, allow_pickle: bool = False) -> Model:
+    """A :class:`~erkguid.resolve.Model` from ``NAME`` or ``SCHEME:ARG`` (:func:`erkguid.resolve.resolve_model`)."""
+    return _resolve(spec, allow_pickle=allow_pickle)
 
 
 # --------------------------------------------------------------------------- files
@@ -369,6 +234,9 @@ class Settings:
     dtype: str = "float32"
     batch_size: int = 64
     format: str = "auto"
+    solver_options: dict[str, Any] | None = None
+    sigmas: list[float] | None = None  # an explicit grid (from a tune preset); overrides steps/schedule/sigma range
+    trust: float | None = None  # ERK-Guid's trust bound (erkguid.sample); None: the paper's correction
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -379,7 +247,7 @@ def _metadata(s: Settings, model: GenModel, sigmas: Tensor, fmt: str) -> dict[st
         "settings": {**s.as_dict(), "format": fmt},
         "model": {"spec": model.name, "shape": list(model.shape), "num_classes": model.num_classes, **model.info},
         "sigmas": [float(v) for v in sigmas],
-        "nfe_per_sample": get_solver(s.solver).nfe(len(sigmas) - 1),
+        "nfe_per_sample": get_solver(s.solver).nfe(len(sigmas) - 1, _options(s)),
         "seeds": "one file per seed: <out>/<seed - seed % 1000:06d>/<seed:06d>.<ext>; "
                  "class label and solver noise derived from the seed (erkguid.generate)",
         "versions": versions(),
@@ -402,19 +270,28 @@ def _check_or_write_metadata(out: Path, meta: dict[str, Any]) -> None:
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def prepare(s: Settings) -> tuple[GenModel, Tensor, torch.dtype]:
+def prepare(s: Settings, *, allow_pickle: bool = False) -> tuple[GenModel, Tensor, torch.dtype]:
     """Check ``s`` and resolve it: ``(model, sigma grid, dtype)`` (grid range defaults to the model's)."""
     get_solver(s.solver)
     dtype = DTYPES.get(s.dtype)
     if dtype is None:
         raise ValueError(f"dtype must be float32 or float64, got {s.dtype!r}")
-    model = resolve_model(s.model)
+    model = resolve_model(s.model, allow_pickle=allow_pickle)
     if s.class_label is not None and (model.num_classes is None or not 0 <= s.class_label < model.num_classes):
         raise ValueError(f"class_label {s.class_label} is not a class of model {model.name!r} "
                          f"(classes: {model.num_classes or 'none, unconditional'})")
+    if s.sigmas is not None:
+        return model, check_sigmas(s.sigmas), dtype
     kw = {"sigma_min": model.sigma_min if s.sigma_min is None else s.sigma_min,
           "sigma_max": model.sigma_max if s.sigma_max is None else s.sigma_max}
     return model, check_sigmas(get_sigmas(s.schedule, s.steps, **kw)), dtype
+
+
+def _options(s: Settings) -> dict[str, Any]:
+    """The run's solver options (a preset's inline AdaSDE coefficients as objects)."""
+    from .tune import options_from_json
+
+    return options_from_json(s.solver_options or {})
 
 
 def sample_seeds(model: GenModel, s: Settings, sigmas: Tensor, seeds: Sequence[int], *, dtype: torch.dtype = torch.float32,
@@ -433,8 +310,9 @@ def sample_seeds(model: GenModel, s: Settings, sigmas: Tensor, seeds: Sequence[i
                                for q in seeds], device=device)
         extra["class_labels"] = labels
     with torch.no_grad():
-        y = sample(model.denoiser, x, sigmas, solver=s.solver, w_stiff=s.w_stiff, w_con=s.w_con, scaling=s.scaling,
-                   seeds=[solver_seed(q) for q in seeds], callback=callback, progress=progress, **extra)
+        y = sample(model.denoiser, x, sigmas, solver=s.solver, w_stiff=s.w_stiff, w_con=s.w_con, scaling=s.scaling, trust=s.trust,
+                   solver_options=_options(s), seeds=[solver_seed(q) for q in seeds],
+                   callback=callback, progress=progress, **extra)
     return y, labels
 
 
@@ -445,6 +323,7 @@ def generate(
     *,
     progress: bool = True,
     device: str | None = None,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Generate one file per seed into ``out``; returns counts and timing for this rank.
 
@@ -454,7 +333,7 @@ def generate(
     s = settings
     if int(s.batch_size) != s.batch_size or s.batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {s.batch_size!r}")
-    model, sigmas, dtype = prepare(s)
+    model, sigmas, dtype = prepare(s, allow_pickle=allow_pickle)
     fmt = auto_format(model.shape) if s.format == "auto" else s.format
     if fmt not in ("png", "npz"):
         raise ValueError(f"format must be auto, png or npz, got {s.format!r}")

@@ -126,7 +126,8 @@ def check_sigmas(sigmas: Tensor | Sequence[float], name: str = "sigmas", *, allo
     whose last entry is exactly 0 (or, with ``allow_positive_end``, any level >= 0: a run that stops
     at sigma_min > 0, k-diffusion semantics) and whose other entries are positive.
     """
-    s = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
+    # a Python list is read as float64 (torch.as_tensor would round it to float32 first)
+    s = (sigmas if isinstance(sigmas, Tensor) else torch.as_tensor(sigmas, dtype=torch.float64)).detach().to("cpu", torch.float64)
     if s.ndim != 1 or s.numel() < 2:
         raise ValueError(f"{name} must be a 1-D sequence of at least 2 values, got shape {tuple(s.shape)}")
     if not torch.isfinite(s).all():
