@@ -69,6 +69,39 @@ def kdiff_peers(kd, model, res, held) -> list[dict]:
     return rows
 
 
+def replay(evidence: dict, models: list[str]) -> None:
+    """Re-measure recorded held-out errors with the current code: the winner (from its stored preset and grid) and every
+    erkguid plain peer; prints the relative change of the winner (0: bit for bit) and every peer that moved."""
+    from erkguid.resolve import resolve_model
+    from erkguid.tune import HELDOUT_SEED, STANDARD_GRIDS, Candidate, Evaluator, _plain_candidates, options_from_json
+
+    torch.set_num_threads(1)
+    for spec in models:
+        rows = [r for r in evidence["rows"] if r["model"] == spec]
+        if not rows:
+            print(f"{spec}: no rows")
+            continue
+        m = resolve_model(spec)
+        held = Evaluator(m, range(HELDOUT_SEED, HELDOUT_SEED + rows[0]["heldout"]), rtol=rows[0]["reference_rtol"])
+        for r in rows:
+            p = r["preset"]
+            win = Candidate(p["solver"], options_from_json(p["solver_options"]), r["sigmas"], p["w_stiff"], p["w_con"],
+                            p["scaling"], trust=p.get("trust"))
+            err = float(held.errors(win)[0].mean())
+            recorded = {q["label"]: q["err_mean"] for q in r["peers"]}
+            now = dict(recorded)  # k-diffusion peers keep their recorded errors
+            moved = []
+            for c in _plain_candidates(m, r["nfe"], None, [], grids=STANDARD_GRIDS):
+                if c.label in recorded:
+                    now[c.label] = e = float(held.errors(c)[0].mean())
+                    if e != recorded[c.label]:
+                        moved.append(f"{c.label} {recorded[c.label]:.4g} -> {e:.4g} ({e / recorded[c.label] - 1:+.1e})")
+            best = min(now, key=lambda k: now[k])
+            change = "" if best == r["best_peer"] else f"; best peer now {best} {now[best]:.4g}: ratio {err / now[best]:.3f}"
+            print(f"{spec} NFE {r['nfe']}: winner {r['tuned']}: {r['tuned_err']:.6g} -> {err:.6g} "
+                  f"(relative {err / r['tuned_err'] - 1:+.1e}); peers moved: {'; '.join(moved) or 'none'}{change}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "tune")
@@ -81,7 +114,13 @@ def main() -> None:
     ap.add_argument("--rtol", type=float, default=1e-6)
     ap.add_argument("--name", default="evidence", help="Output name (NAME.json/.md/.png).")
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="Merge these result JSONs into --out/--name instead.")
+    ap.add_argument("--replay", type=Path, default=None,
+                    help="Instead: replay the winners and erkguid peers of this evidence JSON (rows of --models) with the "
+                         "current code on the same held-out seeds, and print how far each error moved.")
     args = ap.parse_args()
+    if args.replay:
+        replay(json.loads(args.replay.read_text()), args.models.split(","))
+        return
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
         write(args.out, {"commands": [p["command"] for p in parts], "rows": [r for p in parts for r in p["rows"]],
@@ -119,7 +158,7 @@ def main() -> None:
                 held = cache[(model.name, *h["seeds"], rtol)]
                 kp = kdiff_peers(kd, model, res, held)
                 win = Candidate(res["solver"], options_from_json(res["solver_options"]), res["sigmas"], res["w_stiff"],
-                                res["w_con"], res["scaling"])
+                                res["w_con"], res["scaling"], trust=res.get("trust"))
                 err_win, _ = held.errors(win)
                 assert float(err_win.mean()) == h["err_mean"]
                 best = min(peers, key=lambda p: p["err_mean"])
@@ -135,7 +174,8 @@ def main() -> None:
                    "tune_wall_s": wall, "candidates": res["chosen"]["candidates_scored"], "notes": res["chosen"]["notes"],
                    "peers": sorted(peers, key=lambda p: p["err_mean"]), "sigmas": res["sigmas"], "calib": calib,
                    "heldout": heldout, "reference_rtol": rtol, "preset": {k: res[k] for k in ("solver", "solver_options",
-                                                                                             "w_stiff", "w_con", "scaling")}}
+                                                                                             "w_stiff", "w_con", "scaling",
+                                                                                             "trust") if k in res}}
             rows.append(row)
             lo, hi = row["ratio_ci95"]
             print(f"{row['model']:28s} NFE {nfe:2d}: tuned {row['tuned_err']:.4g} ({row['tuned']}) vs {row['best_peer']} "
