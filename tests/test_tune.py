@@ -257,3 +257,19 @@ def test_a_preset_trust_is_stored_loaded_and_used_by_sample_and_generate(tuned, 
     save_preset({**res, "trust": -1.0}, tmp_path / "bad.json")
     with pytest.raises(ValueError, match="trust must be null or a finite number > 0"):
         load_preset(tmp_path / "bad.json")
+
+
+def test_every_registered_solver_is_searched_at_its_exact_nfe() -> None:
+    from erkguid import SOLVERS
+    from erkguid.tune import _plain_candidates
+
+    m = resolve_model("gauss")
+    notes: list[str] = []
+    cands = _plain_candidates(m, 7, None, notes, grids=("logsnr",))
+    assert {c.solver for c in cands} == set(SOLVERS) - {"adasde"} and any(n.startswith("adasde:") for n in notes)
+    assert {"dpmpp_3m", "lms", "unipc", "deis"} <= {c.solver for c in cands}
+    x0 = randn_from_seeds(range(3), m.shape, sigma=m.sigma_max, dtype=torch.float64)
+    for c in cands:
+        counted = CountingDenoiser(m.denoiser)
+        sample(counted, x0, **c.kwargs())
+        assert counted.calls == 7 == get_solver(c.solver).nfe(len(c.sigmas) - 1, c.solver_options), c.label
