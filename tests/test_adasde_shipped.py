@@ -107,5 +107,5 @@ def test_adasde_eval_on_a_learned_model_measures_against_the_true_distribution()
     _, _, true_model = resolve_model_spec("learned:digits-main")
     assert true_model.name == "digits64" and row["floor_fd"] < row["arms"]["adasde"]["fd"][0]
     assert "FD (digits feat.)" in format_tables(res)
-    with pytest.raises(ValueError, match="learned NAME must be one of"):
+    with pytest.raises(ValueError, match="NAME must be one of the shipped denoisers"):
         resolve_model_spec("learned:digits-classifier")

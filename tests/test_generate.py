@@ -234,6 +234,8 @@ def test_learned_loader_generates_what_sample_gives(tmp_path: Path) -> None:
 
 def test_edm_loader_resolves_and_names_its_errors(edm_checkout, tmp_path: Path) -> None:
     src, pkl, net = edm_checkout
+    with pytest.raises(ValueError, match="allow_pickle=True"):
+        gen.resolve_model(f"edm:{pkl}::{src}")
     m = gen.resolve_model(f"edm:{pkl}::{src}", allow_pickle=True)
     assert (m.shape, m.num_classes, m.sigma_max) == ((1, 4, 4), 3, 80.0)
     x = torch.randn(2, 1, 4, 4)
@@ -294,18 +296,30 @@ def test_sample_cli_matches_generate_and_previews(tmp_path: Path) -> None:
 
 def test_sample_cli_preset_with_overrides_and_errors(tmp_path: Path) -> None:
     runner = CliRunner()
-    preset = tmp_path / "p.json"
-    preset.write_text(json.dumps({"target": "tree2d-exact", "solver": "heun", "steps": 3, "w_stiff": 0.5, "w_con": 0.0,
-                                  "scaling": "z2"}))  # an older preset: the model comes from the target
-    r = runner.invoke(main, ["sample", "--preset", str(preset), "--steps", "4", "--num-samples", "3", "--quiet",
-                             "--out", str(tmp_path / "a.npz")])
-    assert r.exit_code == 0, r.output
-    assert "of tree2d (2,) with heun, 4 steps" in r.output and "w_stiff=0.5, w_con=0" in r.output
     s = gen.Settings(model="tree2d", steps=4, w_stiff=0.5)
     model, sigmas, _ = gen.prepare(s)
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"format": "erkguid.preset/1", "model": "tree2d", "nfe": 7, "solver": "heun",
+                                  "solver_options": {}, "sigmas": sigmas.tolist(), "w_stiff": 0.25, "w_con": 0.0,
+                                  "scaling": "z2"}))
+    r = runner.invoke(main, ["sample", "--preset", str(preset), "--w-stiff", "0.5", "--num-samples", "3", "--quiet",
+                             "--out", str(tmp_path / "a.npz")])
+    assert r.exit_code == 0, r.output
+    assert "of tree2d (2,) with heun, 4 steps (preset grid" in r.output and "w_stiff=0.5, w_con=0" in r.output
     want, _ = gen.sample_seeds(model, s, sigmas, [0, 1, 2])
     with np.load(tmp_path / "a.npz") as z:
         np.testing.assert_allclose(z["samples"], want.numpy(), rtol=0, atol=0)
+    r = runner.invoke(main, ["sample", "--preset", str(preset), "--steps", "5", "--out", str(tmp_path / "b.npz")])
+    assert r.exit_code != 0 and "--preset fixes the solver, its options and the sigma grid" in r.output
+    old = tmp_path / "old.json"  # a preset of the former `erkguid tune TARGET`: EDM grid, model from the target
+    old.write_text(json.dumps({"target": "tree2d-exact", "solver": "heun", "steps": 4, "w_stiff": 0.5, "w_con": 0.0}))
+    r = runner.invoke(main, ["sample", "--preset", str(old), "--num-samples", "3", "--quiet", "--out", str(tmp_path / "b.npz")])
+    assert r.exit_code == 0, r.output
+    with np.load(tmp_path / "b.npz") as z:
+        np.testing.assert_allclose(z["samples"], want.numpy(), rtol=0, atol=0)
+    old.write_text(json.dumps({"solver": "heun", "steps": 4}))
+    r = runner.invoke(main, ["sample", "--preset", str(old), "--out", str(tmp_path / "b.npz")])
+    assert r.exit_code != 0 and "lacks keys ['model', 'w_con', 'w_stiff']" in r.output
     for args, msg in ((["sample"], "give --model SPEC or --preset FILE"),
                       (["sample", "--preset", str(tmp_path / "none.json")], "preset file not found"),
                       (["sample", "--model", "nosuch"], "model must be a built-in"),

@@ -2,14 +2,12 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from erkguid.cli import main
 from erkguid.experiments.paper import Evaluator, SuiteConfig, make_target, run_paper_suite, table4_solvers
-from erkguid.experiments.tune import load_preset, tune
 from erkguid.feature_metrics import frechet_distance
 
 
@@ -55,30 +53,6 @@ def test_evaluator_metrics_match_direct_computation():
         t.guided("bogus", 1.0)
     with pytest.raises(ValueError, match="target must be one of"):
         make_target("nope")
-
-
-def test_tune_preset_and_sample_cli(tmp_path):
-    p = tune("tree2d-learned", "heun", 11, objective="error", calib=24, heldout=24, w_grid=(0.5, 2.0), wcon_grid=(0.0, 0.5),
-             rtol=1e-3, progress=False)
-    scores = {(g["w_stiff"], g["w_con"]): g["score"] for g in p["calibration"]["grid"]}
-    assert len(scores) == 5 and scores[(p["w_stiff"], p["w_con"])] == min(scores.values())
-    assert p["steps"] == 6 and p["nfe"] == 11
-    lo, hi = p["heldout"]["err_ratio_ci"]
-    assert lo <= p["heldout"]["err_ratio"] <= hi
-    path = tmp_path / "preset.json"
-    path.write_text(json.dumps(p))
-    assert load_preset(path)["w_stiff"] == p["w_stiff"]
-    out = tmp_path / "s.npz"
-    r = CliRunner().invoke(main, ["sample", "--preset", str(path), "--num-samples", "10", "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    z = np.load(out)
-    assert z["samples"].shape == (10, 2) and list(z["seeds"]) == list(range(10))
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"solver": "heun"}))
-    with pytest.raises(ValueError, match="lacks keys"):
-        load_preset(bad)
-    with pytest.raises(ValueError, match="objective"):
-        tune("tree2d-learned", objective="fid")
 
 
 def test_cli_errors():

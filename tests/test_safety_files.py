@@ -385,9 +385,9 @@ def test_cli_range_errors_name_the_option(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--repeats" in r.output
     r = _invoke("adasde-eval", "--nfes", "4", "--out", tmp_path / "e", "--quiet")
     assert r.exit_code == 2 and "--nfes" in r.output and "odd" in r.output
-    r = _invoke("tune", "tree2d-exact", "--solver", "bogus", "--quiet")
-    assert r.exit_code == 2 and "--solver" in r.output and "unknown solver 'bogus'" in r.output
-    r = _invoke("tune", "tree2d-exact", "--solver", "heun", "--nfe", "2", "--quiet")
+    r = _invoke("tune", "--model", "tree2d", "--nfe", "7", "--solvers", "bogus", "--quiet")
+    assert r.exit_code == 2 and "--solvers" in r.output and "unknown solvers ['bogus']" in r.output
+    r = _invoke("tune", "--model", "tree2d", "--solvers", "heun", "--nfe", "2", "--quiet")
     assert r.exit_code == 2 and "--nfe" in r.output and "too small" in r.output
     assert not (tmp_path / "b").exists() and not (tmp_path / "e").exists()
 

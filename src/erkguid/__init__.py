@@ -15,6 +15,7 @@ from .models import ConditionalMixture, GaussianMixture, digits_64d, get_model, 
 from .noise import PerSampleNoise, randn_from_seeds
 from .recommend import recommended
 from .reference import ReferenceResult, check_reference, reference_solve
+from .resolve import Model, resolve_model
 from .sampling import NonFiniteError, Trace, sample, sample_erk_proj
 from .schedules import check_sigmas, edm_sigmas, get_sigmas, logsnr_sigmas, vp_time_uniform_sigmas
 from .solvers import (
@@ -28,6 +29,7 @@ from .solvers import (
     get_solver,
     register,
 )
+from .tune import load_preset
 
 __all__ = [
     "CHECK_FINITE",
@@ -50,6 +52,7 @@ __all__ = [
     "GaussianMixture",
     "Guided",
     "LearnedDenoiser",
+    "Model",
     "NonFiniteError",
     "PerSampleNoise",
     "ReferenceResult",
@@ -72,11 +75,13 @@ __all__ = [
     "get_solver",
     "isotropic_gaussian",
     "learned_names",
+    "load_preset",
     "load_learned",
     "logsnr_sigmas",
     "randn_from_seeds",
     "recommended",
     "reference_solve",
+    "resolve_model",
     "register",
     "sample",
     "sample_erk_proj",

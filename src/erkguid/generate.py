@@ -21,17 +21,14 @@ Design (the contract the tests check):
   and written (atomically) under the lock. A restart with different settings is refused, and so is
   a folder that holds seed folders but no ``generate.json``.
 
-Models come from one resolver (:func:`resolve_model`, also used by ``erkguid sample``): built-in
-exact models by name, a GMM ``.npz`` file (``gmm:PATH``), the shipped learned models
-(``learned:NAME``), a locally saved diffusers model (``diffusers:DIR``), an EDM/EDM2 network pickle
-(``edm:PICKLE::SOURCE_DIR``), and any scheme registered with :func:`register_model_loader`.
+Models come from the one resolver, :func:`erkguid.resolve.resolve_model` (built-in mixtures, ``gmm:PATH``,
+``learned:NAME``, ``diffusers:DIR``, ``edm:PICKLE::SOURCE_DIR`` with ``allow_pickle``, registered and entry-point
+schemes). A preset's grid and solver options arrive as ``Settings.sigmas`` / ``Settings.solver_options``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import io
 import math
 import os
@@ -40,7 +37,7 @@ import re
 import time
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +49,8 @@ from tqdm.auto import tqdm
 from . import _io
 from .correction import SCALINGS
 from .noise import randn_from_seeds
+from .resolve import SCHEMES, Model, register_scheme
+from .resolve import resolve_model as _resolve
 from .sampling import sample
 from .schedules import check_sigmas, get_sigmas
 from .solvers import get_solver
@@ -60,7 +59,6 @@ METADATA = "generate.json"
 LOCK = ".generate.lock"
 MAX_SEED = 2**63 - 1
 MAX_SEEDS = 10_000_000  # one file per seed: more in one call is a typo, and the seed list alone would take GBs
-MAX_GMM_BYTES = 256 * 2**20  # gmm:PATH arrays, summed as declared in the .npy headers
 SEED_DIR = re.compile(r"^\d{6,}$")
 
 
@@ -113,194 +111,15 @@ def solver_seed(seed: int) -> int:
 
 
 # --------------------------------------------------------------------------- models
-@dataclass
-class GenModel:
-    """What ``generate`` needs from a model.
-
-    Attributes:
-        name: the spec it was resolved from.
-        denoiser: ``D(x, sigma, class_labels=None)`` returning x0 (EDM convention, sigma ``[B]``).
-        shape: per-sample state shape; 3-D ``(C, H, W)`` with C in {1, 3} is written as PNG.
-        sigma_min, sigma_max: default grid range.
-        num_classes: number of classes for class-conditional models, else ``None``.
-        info: JSON-able description stored in the metadata.
-        value_range: data range mapped to [0, 255] for PNG output.
-    """
-
-    name: str
-    denoiser: Callable[..., Tensor]
-    shape: tuple[int, ...]
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    num_classes: int | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-    value_range: tuple[float, float] = (-1.0, 1.0)
+# One resolver for every command (:mod:`erkguid.resolve`); these names stay for existing callers.
+GenModel = Model
+LOADERS = SCHEMES
+register_model_loader = register_scheme
 
 
-ModelLoader = Callable[..., GenModel]  # loader(arg) or loader(arg, *, allow_pickle=False)
-LOADERS: dict[str, ModelLoader] = {}
-
-
-def register_model_loader(scheme: str, loader: ModelLoader) -> ModelLoader:
-    """Make ``resolve_model("<scheme>:<arg>")`` call ``loader(arg)``; e.g. ``diffusers``, ``edm``, ``learned``."""
-    if not scheme.isidentifier():
-        raise ValueError(f"scheme must be an identifier, got {scheme!r}")
-    LOADERS[scheme] = loader
-    return loader
-
-
-def _gmm_model(gmm: Any, spec: str, info: dict[str, Any]) -> GenModel:
-    return GenModel(
-        name=spec, denoiser=gmm.denoise, shape=tuple(gmm.shape), num_classes=gmm.num_classes if gmm.labels is not None else None,
-        info={"kind": "gaussian_mixture", "components": gmm.num_components, "dim": gmm.dim, **info},
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def _builtin(name: str) -> GenModel:
-    from .models import MODELS, digits_64d
-
-    if name == "digits64-image":
-        return _gmm_model(digits_64d(image_shape=True), name, {"builtin": name})
-    if name not in MODELS:
-        raise ValueError(f"model must be a built-in ({sorted([*MODELS, 'digits64-image'])}) or SCHEME:ARG with a scheme "
-                         f"in {sorted(LOADERS)}, got {name!r}")
-    return _gmm_model(MODELS[name](), name, {"builtin": name})
-
-
-def npz_headers(path: Path, max_bytes: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shapes and dtypes of the arrays of an ``.npz``, read from the ``.npy`` headers without loading data.
-
-    Refuses (ValueError naming ``path``) a file that is not an npz, object arrays, and arrays whose
-    declared sizes sum to more than ``max_bytes`` (a small compressed file can declare gigabytes).
-    """
-    out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
-                with zf.open(info) as fh:
-                    version = np.lib.format.read_magic(fh)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    shape, _, dtype = read(fh)
-                out[info.filename[:-4]] = (tuple(shape), dtype)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise ValueError(f"model file {path} is not a readable .npz: {e}") from None
-    for name, (_, dtype) in out.items():
-        if dtype.hasobject:
-            raise ValueError(f"model file {path}: array {name!r} holds Python objects; only numeric arrays are read")
-    total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in out.values())
-    if total > max_bytes:
-        raise ValueError(f"model file {path} declares {total} bytes of arrays "
-                         f"({', '.join(f'{k} {list(v[0])}' for k, v in out.items())}); the limit is {max_bytes} bytes")
-    return out
-
-
-def _gmm_file(path: str) -> GenModel:
-    from .models import GaussianMixture
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"model file not found: {p} (gmm:PATH wants an .npz with weights, means, covs[, labels, shape])")
-    heads = npz_headers(p, MAX_GMM_BYTES)
-    missing = {"weights", "means", "covs"} - set(heads)
-    if missing:
-        raise ValueError(f"model file {p} lacks arrays {sorted(missing)}")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in heads}
-        lab = torch.tensor(arrays["labels"]) if "labels" in arrays else None
-        shape = tuple(int(s) for s in arrays["shape"]) if "shape" in arrays else None
-        gmm = GaussianMixture(torch.tensor(arrays["weights"]), torch.tensor(arrays["means"]).double(),
-                              torch.tensor(arrays["covs"]).double(), labels=lab, shape=shape, name=p.stem)
-    except (ValueError, TypeError, RuntimeError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"model file {p}: {e}") from None
-    return _gmm_model(gmm, f"gmm:{p}", {"file": str(p)})
-
-
-def _learned(name: str) -> GenModel:
-    """``learned:NAME``: a shipped learned denoiser (:func:`erkguid.load_learned`)."""
-    from .learned import load_learned, read_manifest
-
-    manifest = read_manifest()
-    names = sorted(n for n, e in manifest.items() if e["arch"]["kind"] != "classifier")
-    if name not in names:
-        raise ValueError(f"model learned:{name}: NAME must be one of the shipped denoisers {names}")
-    d = load_learned(name)
-    e = manifest[name]
-    return GenModel(name=f"learned:{name}", denoiser=d, shape=d.shape, num_classes=d.num_classes or None,
-                    info={"kind": "learned", "learned": name, "data": e.get("data"), "arch": e.get("arch")})
-
-
-def _diffusers(model_dir: str) -> GenModel:
-    """``diffusers:DIR``: a model saved with ``save_pretrained`` (:func:`erkguid.loading.load_diffusers`;
-    the scheduler config is looked up next to it). Grid range: the model's trained sigma range within
-    [0.002, 80]; class-conditional when the config has ``num_class_embeds``."""
-    from .loading import load_diffusers
-
-    if not model_dir:
-        raise ValueError("model diffusers:DIR needs the directory of a saved diffusers model")
-    loaded = load_diffusers(model_dir)
-    cfg: Any = loaded.model.config
-    if cfg.get("cross_attention_dim") is not None and cfg.get("_class_name", "").endswith("ConditionModel"):
-        raise ValueError(f"model diffusers:{model_dir} ({cfg.get('_class_name')}) needs encoder_hidden_states (text "
-                         "embeddings); generate serves unconditional / class-conditional models only; use "
-                         "erkguid.loading.load_diffusers + erkguid.sample from Python")
-    lo, hi = loaded.sigma_range
-    n_cls = cfg.get("num_class_embeds")
-    return GenModel(name=f"diffusers:{model_dir}", denoiser=loaded.denoiser, shape=tuple(loaded.sample_shape),
-                    sigma_min=max(0.002, float(lo)), sigma_max=min(80.0, float(hi)), num_classes=int(n_cls) if n_cls else None,
-                    info={"kind": "diffusers", "dir": str(model_dir), "class": cfg.get("_class_name"), "prediction": loaded.kind})
-
-
-EDM_SEP = "::"
-
-
-def _edm(arg: str, *, allow_pickle: bool = False) -> GenModel:
-    """``edm:PICKLE::SOURCE_DIR``: an EDM/EDM2 network pickle unpickled with the modules of the EDM/EDM2
-    source checkout ``SOURCE_DIR`` (:func:`erkguid.loading.load_edm_pickle`, network key ``ema``).
-    Unpickling runs code from the file: only with ``allow_pickle=True`` (``--allow-pickle``)."""
-    from .loading import load_edm_pickle
-
-    pkl, sep, src = arg.partition(EDM_SEP)
-    if not sep or not pkl or not src:
-        raise ValueError(f"model edm:{arg} must be edm:PICKLE{EDM_SEP}SOURCE_DIR (the network pickle and the root of "
-                         "the EDM/EDM2 source checkout that provides torch_utils/ and dnnlib/)")
-    loaded = load_edm_pickle(pkl, src, allow_pickle=allow_pickle)
-    label_dim = loaded.denoiser.label_dim
-    return GenModel(name=f"edm:{arg}", denoiser=loaded.denoiser, shape=loaded.sample_shape,
-                    num_classes=label_dim or None, info={"kind": "edm_pickle", "pickle": pkl, "source_dir": src})
-
-
-register_model_loader("builtin", _builtin)
-register_model_loader("gmm", _gmm_file)
-register_model_loader("learned", _learned)
-register_model_loader("diffusers", _diffusers)
-register_model_loader("edm", _edm)
-
-
-def resolve_model(spec: str, *, allow_pickle: bool = False) -> GenModel:
-    """A :class:`GenModel` from ``NAME`` (built-in) or ``SCHEME:ARG`` (a registered loader).
-
-    ``allow_pickle`` is passed to loaders that take it (``edm:``): unpickling a file runs code from it,
-    so only the person running the command may allow it, never a preset or metadata file.
-    """
-    if not isinstance(spec, str):
-        raise TypeError(f"model must be a string spec, got {type(spec).__name__}")
-    scheme, sep, arg = spec.partition(":")
-    if sep and scheme in LOADERS:
-        loader = LOADERS[scheme]
-        if "allow_pickle" in inspect.signature(loader).parameters:
-            return loader(arg, allow_pickle=allow_pickle)
-        return loader(arg)
-    if sep or any(spec.endswith(e) for e in (".npz", ".pt", ".pth", ".safetensors", ".pkl")):
-        if sep and len(scheme) > 1:
-            raise ValueError(f"model: unknown scheme {scheme!r} in {spec!r}; registered: {sorted(LOADERS)}")
-        raise FileNotFoundError(f"model file not found or has no loader: {spec!r} (use gmm:PATH or a registered scheme)"
-                                if not Path(spec).exists() else f"model: {spec!r} is a file; prefix it with its loader, "
-                                f"one of {sorted(LOADERS)}")
-    return _builtin(spec)
+def resolve_model(spec: str, *, allow_pickle: bool = False) -> Model:
+    """A :class:`~erkguid.resolve.Model` from ``NAME`` or ``SCHEME:ARG`` (:func:`erkguid.resolve.resolve_model`)."""
+    return _resolve(spec, allow_pickle=allow_pickle)
 
 
 # --------------------------------------------------------------------------- files
@@ -437,6 +256,9 @@ class Settings:
     dtype: str = "float32"
     batch_size: int = 64
     format: str = "auto"
+    solver_options: dict[str, Any] | None = None
+    sigmas: list[float] | None = None  # an explicit grid (from a tune preset); overrides steps/schedule/sigma range
+    trust: float | None = None  # ERK-Guid's trust bound (erkguid.sample); None: the paper's correction
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -449,9 +271,13 @@ class Settings:
             _check_int("class_label", self.class_label, 0)
         for name in ("w_stiff", "w_con"):
             _check_real(name, getattr(self, name), lo=0.0)
-        for name in ("sigma_min", "sigma_max"):
+        for name in ("sigma_min", "sigma_max", "trust"):
             if getattr(self, name) is not None:
                 _check_real(name, getattr(self, name), lo=0.0, lo_open=True)
+        if self.solver_options is not None and not isinstance(self.solver_options, dict):
+            raise TypeError(f"solver_options must be a dict, got {type(self.solver_options).__name__}")
+        if self.sigmas is not None:
+            check_sigmas(self.sigmas)
         for name, allowed in (("solver", None), ("schedule", None), ("scaling", SCALINGS), ("dtype", tuple(DTYPES)),
                               ("format", ("auto", "png", "npz")), ("model", None)):
             v = getattr(self, name)
@@ -501,7 +327,7 @@ def _metadata(s: Settings, model: GenModel, sigmas: Tensor, fmt: str) -> dict[st
         "settings": {**s.as_dict(), "format": fmt},
         "model": {"spec": model.name, "shape": list(model.shape), "num_classes": model.num_classes, **model.info},
         "sigmas": [float(v) for v in sigmas],
-        "nfe_per_sample": get_solver(s.solver).nfe(len(sigmas) - 1),
+        "nfe_per_sample": get_solver(s.solver).nfe(len(sigmas) - 1, _options(s)),
         "seeds": "one file per seed: <out>/<seed - seed % 1000:06d>/<seed:06d>.<ext>; "
                  "class label and solver noise derived from the seed (erkguid.generate)",
         "versions": versions(),
@@ -547,9 +373,18 @@ def prepare(s: Settings, *, allow_pickle: bool = False) -> tuple[GenModel, Tenso
     if s.class_label is not None and (model.num_classes is None or not 0 <= s.class_label < model.num_classes):
         raise ValueError(f"class_label {s.class_label} is not a class of model {model.name!r} "
                          f"(classes: {model.num_classes or 'none, unconditional'})")
+    if s.sigmas is not None:
+        return model, check_sigmas(s.sigmas), dtype
     kw = {"sigma_min": model.sigma_min if s.sigma_min is None else s.sigma_min,
           "sigma_max": model.sigma_max if s.sigma_max is None else s.sigma_max}
     return model, check_sigmas(get_sigmas(s.schedule, s.steps, **kw)), dtype
+
+
+def _options(s: Settings) -> dict[str, Any]:
+    """The run's solver options (a preset's inline AdaSDE coefficients as objects)."""
+    from .tune import options_from_json
+
+    return options_from_json(s.solver_options or {})
 
 
 def sample_seeds(model: GenModel, s: Settings, sigmas: Tensor, seeds: Sequence[int], *, dtype: torch.dtype = torch.float32,
@@ -568,8 +403,9 @@ def sample_seeds(model: GenModel, s: Settings, sigmas: Tensor, seeds: Sequence[i
                                for q in seeds], device=device)
         extra["class_labels"] = labels
     with torch.no_grad():
-        y = sample(model.denoiser, x, sigmas, solver=s.solver, w_stiff=s.w_stiff, w_con=s.w_con, scaling=s.scaling,
-                   seeds=[solver_seed(q) for q in seeds], callback=callback, progress=progress, **extra)
+        y = sample(model.denoiser, x, sigmas, solver=s.solver, w_stiff=s.w_stiff, w_con=s.w_con, scaling=s.scaling, trust=s.trust,
+                   solver_options=_options(s), seeds=[solver_seed(q) for q in seeds],
+                   callback=callback, progress=progress, **extra)
     return y, labels
 
 

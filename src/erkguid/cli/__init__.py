@@ -23,3 +23,4 @@ from . import learned as _learned_cli  # noqa: E402,F401
 from . import profile as _profile_cli  # noqa: E402,F401
 from . import reproduce as _reproduce_cli  # noqa: E402,F401
 from . import safe as _safe_cli  # noqa: E402,F401
+from . import tune as _tune_cli  # noqa: E402,F401

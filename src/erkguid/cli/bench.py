@@ -29,7 +29,8 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option("--num-samples", type=click.IntRange(min=16), default=None, help="Override the preset's sample count.")
 @click.option("--solvers", default=None, help="suite solvers: comma-separated solver names (override).")
 @click.option("--problems", default=None,
-              help="suite solvers: comma-separated problems: tree2d, digits64, gauss, patches16, patches32 (override).")
+              help="suite solvers: comma-separated model specs (tree2d, digits64, gauss, patches16, patches32, learned:NAME, "
+                   "gmm:FILE, ...).")
 @click.option("--nfe", default=None, help="suite solvers: comma-separated NFE targets (override).")
 @click.option("--targets", default=None, help="suite paper: comma-separated subset of the targets (default: the preset's).")
 @click.option("--tables", default=None, help="suite paper: comma-separated subset of table2,table3,table4,fig4,table10,table11.")

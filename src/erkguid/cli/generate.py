@@ -3,6 +3,7 @@ one .npz + a preview); both resolve models with :func:`erkguid.generate.resolve_
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,25 +11,111 @@ import click
 
 from . import main
 
-ALLOW_PICKLE_HELP = ("Allow an edm:PICKLE model to be unpickled. Unpickling runs any code the file holds: use it only "
-                     "for pickles you trust as much as a program you would run. A preset or metadata file cannot set it.")
+ALLOW_PICKLE_HELP = ("Allow a pickled model (edm:PICKLE, learned:FILE.pt) to be unpickled. Unpickling runs any code the file "
+                     "holds: use it only for files you trust as much as a program you would run. A preset or metadata "
+                     "file cannot set it.")
+
+SAMPLE_DEFAULTS: dict[str, Any] = {"solver": "heun", "steps": 18, "schedule": "edm", "w_stiff": 0.0, "w_con": 0.0,
+                                   "scaling": "z2"}
+
+
+def _common_options(f):
+    """Options shared by ``generate`` and ``sample``: model, preset, solver, grid, ERK-Guid, solver options."""
+    opts = [
+        click.option("--model", "model_spec", default=None,
+                     help="Model spec: built-in (tree2d, digits64, digits64-image, gauss), gmm:FILE.npz, learned:NAME|FILE, "
+                          "diffusers:DIR, edm:PICKLE::SOURCE_DIR (needs --allow-pickle), or an entry-point scheme "
+                          "[default: the preset's].",),
+        click.option("--preset", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="A preset from `erkguid tune` (model, solver, options, sigmas, strengths); it fixes the NFE."),
+        click.option("--allow-pickle", is_flag=True, help=ALLOW_PICKLE_HELP),
+        click.option("--solver", default=None, help="Registered solver [preset or heun]."),
+        click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampling steps [18]; not with --preset."),
+        click.option("--schedule", default=None, help="Sigma grid: edm, logsnr, time_uniform [edm]; not with --preset."),
+        click.option("--sigma-min", type=float, default=None, help="Default: the model's."),
+        click.option("--sigma-max", type=float, default=None, help="Default: the model's."),
+        click.option("--solver-options", default=None, help='Solver options as JSON, e.g. \'{"order": 3}\'.'),
+        click.option("--adasde-coefficients", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="AdaSDE coefficients file (.json/.safetensors): solver adasde on the file's own grid."),
+        click.option("--w-stiff", type=float, default=None,
+                     help="ERK-Guid strength (Eq. 19); 0 = the plain solver [preset, else erkguid.recommended(solver, NFE)]."),
+        click.option("--w-con", type=float, default=None, help="Stiffness threshold of the gate [preset or recommended]."),
+        click.option("--scaling", default=None, help="z2, abs, alpha (App. B.3) or sat [preset or recommended]."),
+        click.option("--trust", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Bound each ERK-Guid correction by TRUST x the pair's distance [preset or none: the paper's]."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _settings(model_spec, preset, solver, steps, schedule, sigma_min, sigma_max, solver_options, adasde_coefficients, w_stiff,
+              w_con, scaling, trust, **rest):
+    """A :class:`erkguid.generate.Settings` from the command line and an optional preset (explicit strengths win; a
+    preset's grid, solver and NFE cannot be changed)."""
+    from ..generate import Settings
+
+    cfg: dict[str, Any] = {"model": model_spec, "solver": solver, "steps": steps, "schedule": schedule or "edm",
+                           "sigma_min": sigma_min, "sigma_max": sigma_max, "solver_options": None, "sigmas": None,
+                           "w_stiff": w_stiff, "w_con": w_con, "scaling": scaling, "trust": trust}
+    if solver_options is not None:
+        try:
+            cfg["solver_options"] = json.loads(solver_options)
+        except json.JSONDecodeError as e:
+            raise click.BadParameter(f"not JSON: {e}", param_hint="--solver-options") from None
+        if not isinstance(cfg["solver_options"], dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--solver-options")
+    if adasde_coefficients is not None:
+        from ..solvers import AdaSDECoefficients
+
+        if solver not in (None, "adasde"):
+            raise click.BadParameter(f"AdaSDE coefficients need solver adasde, not {solver!r}", param_hint="--solver")
+        try:
+            coef = AdaSDECoefficients.load(str(adasde_coefficients))
+        except (OSError, ValueError, KeyError) as e:
+            raise click.BadParameter(str(e), param_hint="--adasde-coefficients") from None
+        cfg.update(solver="adasde", sigmas=coef.grid().tolist(),
+                   solver_options={**(cfg["solver_options"] or {}), "coefficients": str(adasde_coefficients)})
+    if preset is not None:
+        from ..tune import read_preset
+
+        clash = [n for n, v in (("--solver", solver), ("--steps", steps), ("--schedule", schedule), ("--sigma-min", sigma_min),
+                                ("--sigma-max", sigma_max), ("--solver-options", solver_options),
+                                ("--adasde-coefficients", adasde_coefficients)) if v is not None]
+        if clash:
+            raise click.UsageError(f"--preset fixes the solver, its options and the sigma grid (its NFE); drop "
+                                   f"{', '.join(clash)} or run erkguid tune for another budget")
+        try:
+            p = read_preset(preset)
+        except (OSError, ValueError) as e:
+            raise click.BadParameter(str(e), param_hint="--preset") from None
+        if model_spec is not None and model_spec != p["model"]:
+            click.echo(f"warning: preset {preset} was tuned for model {p['model']!r}, not {model_spec!r}", err=True)
+        cfg.update(model=model_spec or p["model"], solver=p["solver"], solver_options=p["solver_options"], sigmas=p["sigmas"],
+                   **{k: p.get(k) if cfg[k] is None else cfg[k] for k in ("w_stiff", "w_con", "scaling", "trust")})
+    if cfg["model"] is None:
+        raise click.UsageError("give --model SPEC or --preset FILE")
+    steps_n = len(cfg["sigmas"]) - 1 if cfg["sigmas"] is not None else (cfg["steps"] or SAMPLE_DEFAULTS["steps"])
+    if all(cfg[k] is None for k in ("w_stiff", "w_con", "scaling", "trust")):  # nothing chosen: the evidence-backed default
+        from ..recommend import recommended
+        from ..solvers import get_solver
+
+        name = cfg["solver"] or SAMPLE_DEFAULTS["solver"]
+        try:
+            nfe = get_solver(name).nfe(int(steps_n), cfg["solver_options"])
+        except (ValueError, TypeError) as e:
+            raise click.BadParameter(str(e), param_hint="--solver") from None
+        cfg.update(recommended(name, nfe))
+    return Settings(model=cfg["model"], solver=cfg["solver"] or SAMPLE_DEFAULTS["solver"], steps=int(steps_n),
+                    schedule=cfg["schedule"], sigma_min=sigma_min, sigma_max=sigma_max,
+                    w_stiff=float(cfg["w_stiff"] or 0.0), w_con=float(cfg["w_con"] or 0.0), scaling=cfg["scaling"] or "z2",
+                    solver_options=cfg["solver_options"], sigmas=cfg["sigmas"], trust=cfg["trust"], **rest)
 
 
 @main.command()
-@click.option("--model", "model_spec", required=True,
-              help="Built-in name (tree2d, digits64, digits64-image, gauss, patches16, patches32) or SCHEME:ARG: gmm:PATH.npz, "
-                   "learned:NAME (shipped models, e.g. learned:patches16-unet), diffusers:DIR (save_pretrained dir), "
-                   "edm:PICKLE::SOURCE_DIR, or a registered scheme.")
+@_common_options
 @click.option("--seeds", required=True, help="Seeds, e.g. 0-49999 or 0,5,10-19 (inclusive); one output file per seed.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-@click.option("--solver", default="heun", show_default=True, help="Registered solver (erkguid solvers).")
-@click.option("--steps", type=int, default=18, show_default=True, help="Number of sampling steps.")
-@click.option("--schedule", default="edm", show_default=True, help="Sigma grid: edm, logsnr, time_uniform.")
-@click.option("--sigma-min", type=float, default=None, help="Default: the model's.")
-@click.option("--sigma-max", type=float, default=None, help="Default: the model's.")
-@click.option("--w-stiff", type=float, default=0.0, show_default=True, help="ERK-Guid strength (Eq. 19); 0 = plain solver.")
-@click.option("--w-con", type=float, default=0.0, show_default=True, help="Stiffness threshold of the gate.")
-@click.option("--scaling", default="z2", show_default=True, help="z2, abs or alpha (App. B.3).")
 @click.option("--class", "class_label", type=int, default=None, help="Fixed class label (default: drawn from each seed).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--batch", "batch_size", type=int, default=64, show_default=True,
@@ -36,11 +123,9 @@ ALLOW_PICKLE_HELP = ("Allow an edm:PICKLE model to be unpickled. Unpickling runs
 @click.option("--format", "fmt", type=click.Choice(["auto", "png", "npz"]), default="auto", show_default=True,
               help="auto: PNG for image-shaped states (C,H,W), else .npz.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda:LOCAL_RANK when available).")
-@click.option("--allow-pickle", is_flag=True, help=ALLOW_PICKLE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def generate(model_spec: str, seeds: str, out: Path, solver: str, steps: int, schedule: str, sigma_min: float | None,
-             sigma_max: float | None, w_stiff: float, w_con: float, scaling: str, class_label: int | None, dtype: str,
-             batch_size: int, fmt: str, device: str | None, allow_pickle: bool, quiet: bool) -> None:
+def generate(seeds: str, out: Path, class_label: int | None, dtype: str, batch_size: int, fmt: str, device: str | None,
+             quiet: bool, allow_pickle: bool, **common) -> None:
     """Generate one PNG/.npz per seed (resumable; run under torchrun to shard seeds over ranks).
 
     Every setting is checked before OUT is touched. One run per folder: a second run into the same OUT
@@ -48,12 +133,9 @@ def generate(model_spec: str, seeds: str, out: Path, solver: str, steps: int, sc
     deleted or overwritten; a folder with seed folders but no generate.json is refused.
     """
     from .._io import to_json
-    from ..generate import Settings
     from ..generate import generate as run
 
-    settings = Settings(model=model_spec, solver=solver, steps=steps, schedule=schedule, sigma_min=sigma_min,
-                        sigma_max=sigma_max, w_stiff=w_stiff, w_con=w_con, scaling=scaling, class_label=class_label,
-                        dtype=dtype, batch_size=batch_size, format=fmt)
+    settings = _settings(**common, class_label=class_label, dtype=dtype, batch_size=batch_size, format=fmt)
     try:
         res = run(out, settings, seeds, progress=not quiet, device=device, allow_pickle=allow_pickle)
     except (ValueError, TypeError, OSError, ImportError) as e:
@@ -89,36 +171,17 @@ def generate_bench(out: Path, batch: int, size: int, steps: int, repeats: int, s
         click.echo(f"wrote {f}")
 
 
-SAMPLE_DEFAULTS = {"solver": "heun", "steps": 18, "schedule": "edm", "w_stiff": 0.0, "w_con": 0.0, "scaling": "z2"}
-
-
 @main.command("sample")
-@click.option("--model", "model_spec", default=None,
-              help="Model spec as for `erkguid generate` (tree2d, patches16, learned:patches16-unet, diffusers:DIR, "
-                   "edm:PKL::SRC, ...); "
-                   "default: the preset's.")
-@click.option("--preset", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A preset from `erkguid tune` (model, solver, steps, w_stiff, w_con, scaling); explicit options win.")
-@click.option("--solver", default=None, help=f"Registered solver [preset or {SAMPLE_DEFAULTS['solver']}].")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help=f"Sampling steps [preset or {SAMPLE_DEFAULTS['steps']}].")
-@click.option("--schedule", default=None, help="Sigma grid: edm, logsnr, time_uniform [edm].")
-@click.option("--sigma-min", type=float, default=None, help="Default: the model's.")
-@click.option("--sigma-max", type=float, default=None, help="Default: the model's.")
-@click.option("--w-stiff", type=float, default=None, help="ERK-Guid strength (Eq. 19) [preset or 0 = plain solver].")
-@click.option("--w-con", type=float, default=None, help="Stiffness threshold of the gate [preset or 0].")
-@click.option("--scaling", default=None, help="z2, abs or alpha (App. B.3) [preset or z2].")
+@_common_options
 @click.option("--class", "class_label", type=int, default=None, help="Fixed class label (default: drawn from each seed).")
 @click.option("--num-samples", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="First per-sample seed.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("runs/sample.npz"), show_default=True,
               help="The .npz (samples, seeds, labels), written at exactly this path; a PNG preview goes next to it.")
-@click.option("--allow-pickle", is_flag=True, help=ALLOW_PICKLE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def sample_cmd(model_spec: str | None, preset: Path | None, solver: str | None, steps: int | None, schedule: str | None,
-               sigma_min: float | None, sigma_max: float | None, w_stiff: float | None, w_con: float | None,
-               scaling: str | None, class_label: int | None, num_samples: int, seed: int, dtype: str, out: Path,
-               allow_pickle: bool, quiet: bool) -> None:
+def sample_cmd(class_label: int | None, num_samples: int, seed: int, dtype: str, out: Path, quiet: bool, allow_pickle: bool,
+               **common) -> None:
     """Sample any supported model in memory: .npz + PNG preview (image grid, or scatter for 2-D) + a summary.
 
     Sample i uses seed SEED + i exactly as `erkguid generate` does (same noise, label and solver noise),
@@ -129,22 +192,11 @@ def sample_cmd(model_spec: str | None, preset: Path | None, solver: str | None, 
     import numpy as np
 
     from .._io import atomic_write_bytes
-    from ..experiments.tune import load_preset
-    from ..generate import Settings, npz_bytes, prepare, sample_seeds
+    from ..generate import npz_bytes, prepare, sample_seeds
     from ..sampling import Trace
 
-    given = {"model": model_spec, "solver": solver, "steps": steps, "schedule": schedule, "w_stiff": w_stiff,
-             "w_con": w_con, "scaling": scaling}
-    try:
-        p = load_preset(preset) if preset is not None else {}
-    except (OSError, ValueError) as e:
-        raise click.BadParameter(str(e), param_hint="--preset") from None
-    cfg: dict[str, Any] = {k: v if v is not None else p.get(k, SAMPLE_DEFAULTS.get(k)) for k, v in given.items()}
-    if cfg["model"] is None:
-        raise click.UsageError("give --model SPEC or --preset FILE")
-    settings = Settings(model=cfg["model"], solver=cfg["solver"], steps=cfg["steps"], schedule=cfg["schedule"],
-                        sigma_min=sigma_min, sigma_max=sigma_max, w_stiff=cfg["w_stiff"], w_con=cfg["w_con"],
-                        scaling=cfg["scaling"], class_label=class_label, dtype=dtype)
+    preset = common["preset"]
+    settings = _settings(**common, class_label=class_label, dtype=dtype)
     seeds = list(range(seed, seed + num_samples))
     tr = Trace()
     t0 = time.perf_counter()
@@ -166,9 +218,11 @@ def sample_cmd(model_spec: str | None, preset: Path | None, solver: str | None, 
         raise click.ClickException(f"--out {out}: {e.strerror or e}") from None
     beta = tr.beta[~tr.beta.isnan()]
     gated = float((beta != 0).double().mean()) if beta.numel() and settings.w_stiff > 0 else 0.0
+    grid = "preset grid" if preset is not None else "custom grid" if settings.sigmas is not None else settings.schedule
     click.echo(f"{num_samples} samples of {model.name} {tuple(model.shape)} with {settings.solver}, {settings.steps} steps "
-               f"({settings.schedule}, sigma {float(sigmas[0]):g} -> {float(sigmas[-2]):g}), NFE {tr.nfe}, "
+               f"({grid}, sigma {float(sigmas[0]):g} -> {float(sigmas[-2]):g}), NFE {tr.nfe}, "
                f"w_stiff={settings.w_stiff:g}, w_con={settings.w_con:g}, scaling {settings.scaling}"
+               + (f", trust {settings.trust:g}" if settings.trust is not None else "")
                + (f" (preset {preset})" if preset is not None else ""))
     xf = x.double()
     click.echo(f"seeds {seeds[0]}..{seeds[-1]}; sample mean {float(xf.mean()):.4f}, std {float(xf.std()):.4f}; "

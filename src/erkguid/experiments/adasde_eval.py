@@ -15,7 +15,6 @@ Paired differences across distillation seeds come with a t-interval (95 %).
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
-from ..metrics import energy_distance, global_error, sliced_wasserstein
+from ..metrics import energy_distance, global_error, paired_t, sliced_wasserstein
 from ..noise import randn_from_seeds
 from ..sampling import sample
 from ..schedules import edm_sigmas
@@ -40,7 +39,6 @@ from ..training.adasde import (
 )
 from ._output import pyplot, write_results
 
-T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
 METRICS = ("sliced_w2", "energy", "loglik", "to_teacher")
 FEATURE_METRICS = ("fd", "kid_x1e3")
 LABELS = {"sliced_w2": "sliced W2 ↓", "energy": "energy ↓", "loglik": "log-lik ↑", "to_teacher": "dist. to teacher ↓",
@@ -77,16 +75,6 @@ def _metrics(true_model: Any, x: torch.Tensor, truth: torch.Tensor, teacher: tor
     if features is not None:
         out.update(features(x))
     return out
-
-
-def paired(a: list[float], b: list[float]) -> dict[str, float]:
-    """Mean paired difference a - b over seeds with a 95 % t-interval and the count of a < b."""
-    d = np.asarray(a) - np.asarray(b)
-    n = len(d)
-    sd = float(d.std(ddof=1)) if n > 1 else float("nan")
-    half = T975.get(n, 1.96) * sd / math.sqrt(n) if n > 1 else float("nan")
-    mu = float(d.mean())
-    return {"mean": mu, "lo": mu - half, "hi": mu + half, "a_lower": int((d < 0).sum()), "n": n}
 
 
 def run_adasde_eval(
@@ -169,8 +157,8 @@ def run_adasde_eval(
         a, t = row["arms"]["adasde"], row["arms"]["twin (gamma=0)"]
         e = row["arms"][f"adasde + ERK-Guid (w={w_stiff:g})"]
         row["paired"] = {
-            "adasde - twin": {k: paired(a[k], t[k]) for k in metrics},
-            "erk - adasde": {k: paired(e[k], a[k]) for k in metrics},
+            "adasde - twin": {k: paired_t(a[k], t[k]) for k in metrics},
+            "erk - adasde": {k: paired_t(e[k], a[k]) for k in metrics},
         }
         results.append(row)
     res = {"settings": {"models": models, "nfes": nfes, "seeds": seeds, "iters": iters, "batch": batch,

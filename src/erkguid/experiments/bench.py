@@ -27,9 +27,10 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
 from ..metrics import energy_distance, global_error, ratio_ci, sliced_wasserstein
-from ..models import GaussianMixture, LowRankMixture, get_model, isotropic_gaussian
+from ..models import GaussianMixture, LowRankMixture
 from ..noise import randn_from_seeds
 from ..reference import reference_solve
+from ..resolve import Model, resolve_model
 from ..sampling import Trace, sample
 from ..schedules import edm_sigmas
 from ..solvers import SOLVERS, adaptive_heun, get_solver, shipped_for
@@ -76,6 +77,20 @@ class Problem:
             name or model.name, model, tuple(model.shape), ref,
             truth=lambda n, seed: model.sample(n, seed=seed, dtype=torch.float64), log_prob=model.log_prob, sigma_max=smax,
         )
+
+
+    @classmethod
+    def from_model(cls, model: Model, rtol: float = 1e-7) -> Problem:
+        """Any resolved model: reference by :func:`~erkguid.reference_solve`; truth and log-density from its exact
+        distribution when it has one (e.g. the mixture a shipped learned model was trained on)."""
+        t = model.truth
+
+        def ref(x0: Tensor) -> Tensor:
+            return reference_solve(model.denoiser, x0, model.sigma_max, rtol=rtol, atol=rtol / 10).x
+
+        truth = None if t is None else (lambda n, seed: t.sample(n, seed=seed, dtype=torch.float64))
+        return cls(model.name, model.denoiser, tuple(model.shape), ref, truth=truth, log_prob=None if t is None else t.log_prob,
+                   sigma_max=model.sigma_max, sigma_min=model.sigma_min)
 
 
 @dataclass(frozen=True)
@@ -139,11 +154,13 @@ def steps_for(solver: str, nfe: int) -> int:
 
 
 def _problem(p: str | Problem) -> Problem:
+    """A problem from any model spec (:func:`erkguid.resolve.resolve_model`); exact mixtures keep their closed forms."""
     if isinstance(p, Problem):
         return p
-    if p == "gauss":
-        return Problem.from_gmm(isotropic_gaussian(dim=16, std=0.5), name="gauss16")
-    return Problem.from_gmm(get_model(p))
+    m = resolve_model(p)
+    if m.truth is not None and m.denoiser == m.truth.denoise:
+        return Problem.from_gmm(m.truth)
+    return Problem.from_model(m)
 
 
 def _metrics(prob: Problem, x: Tensor, ref: Tensor, truth: Tensor | None) -> dict[str, float]:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .._io import atomic_savefig
 from ..feature_metrics import DigitsFeatures, FeatureReference, inception_score, kid
 from ..guidance import autoguidance, cfg
-from ..metrics import global_error, ratio_ci
+from ..metrics import global_error, paired_bootstrap, ratio_ci
 from ..noise import randn_from_seeds
 from ..reference import reference_solve
 from ..sampling import Trace, sample
@@ -77,22 +77,20 @@ class Target:
 
 
 def make_target(name: str, num_ref: int = 2048) -> Target:
-    """Build one of :data:`TARGETS`."""
-    from ..learned import load_learned
-    from ..models import digits_64d, digits_data, tree_2d
+    """Build one of :data:`TARGETS` from its model spec (:func:`erkguid.resolve.resolve_model`)."""
+    from ..models import digits_data
+    from ..resolve import resolve_model
 
-    if name == "tree2d-learned":
-        data = tree_2d().sample(num_ref, seed=777)
-        return Target(name, load_learned("tree2d-main"), load_learned("tree2d-weak"), (2,), 2, "raw", data)
-    if name == "digits-learned":
-        return Target(name, load_learned("digits-main"), load_learned("digits-weak"), (64,), 10, "digits", digits_data()[0])
-    if name == "tree2d-exact":
-        m = tree_2d()
-        return Target(name, m.denoise, m.broadened(4.0).denoise, (2,), 2, "raw", m.sample(num_ref, seed=777))
-    if name == "digits-exact":
-        m = digits_64d()
-        return Target(name, m.denoise, m.broadened(1.5).denoise, (64,), 10, "digits", digits_data()[0])
-    raise ValueError(f"target must be one of {TARGETS}, got {name!r}")
+    if name not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {name!r}")
+    m = resolve_model(TARGET_MODELS[name])
+    tree = name.startswith("tree2d")
+    if name.endswith("-learned"):
+        weak = resolve_model(TARGET_MODELS[name].replace("-main", "-weak")).denoiser
+    else:
+        weak = m.truth.broadened(4.0 if tree else 1.5).denoise
+    data = m.truth.sample(num_ref, seed=777) if tree else digits_data()[0]
+    return Target(name, m.denoiser, weak, tuple(m.shape), int(m.num_classes or 0), "raw" if tree else "digits", data)
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -194,14 +192,8 @@ class Evaluator:
 
     def _fd_delta(self, a: Run, b: Run) -> tuple[float, float, float]:
         """FD(a) - FD(b) with a paired bootstrap over seeds (same resampled seeds for both)."""
-        rng = np.random.default_rng(0)
-        n = len(a.feats)
-        deltas = []
-        for _ in range(self.num_boot):
-            idx = rng.integers(0, n, n)
-            deltas.append(self.ref.fd(a.feats[idx]) - self.ref.fd(b.feats[idx]))
-        lo, hi = np.quantile(deltas, [0.025, 0.975])
-        return self.ref.fd(a.feats) - self.ref.fd(b.feats), float(lo), float(hi)
+        lo, hi = paired_bootstrap(lambda i: self.ref.fd(a.feats[i]) - self.ref.fd(b.feats[i]), len(a.feats), self.num_boot)
+        return self.ref.fd(a.feats) - self.ref.fd(b.feats), lo, hi
 
     def row(self, table: str, solver: str, steps: int, w_stiff: float, w_con: float, guidance: str = "none",
             w_guid: float = 1.0, options: tuple[tuple[str, Any], ...] = (), tau: float | None = None,
