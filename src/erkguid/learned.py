@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._batch import acc_dtype, sigma_vector
+from ._batch import acc_dtype, on_host, sigma_vector
 from .denoisers.edm import edm_scalings
 
 MODELS_PACKAGE = "erkguid.data.models"
@@ -110,11 +110,13 @@ class LearnedDenoiser:
         b = x.shape[0]
         s = sigma_vector(sigma, x, dtype=dtype)
         if class_labels is not None:
-            class_labels = torch.as_tensor(class_labels, device=x.device).reshape(-1).long()
+            class_labels = torch.as_tensor(class_labels).reshape(-1).long()
             if self.num_classes == 0:
                 raise ValueError(f"class_labels given but learned model {self.name!r} is unconditional")
-            if class_labels.numel() != b or (class_labels < 0).any() or (class_labels > self.num_classes).any():
+            if class_labels.numel() != b or (on_host(class_labels) and not bool(
+                    ((class_labels >= 0) & (class_labels <= self.num_classes)).all())):  # values read only where free
                 raise ValueError(f"class_labels must hold {b} labels in [0, {self.num_classes}] ({self.num_classes} = null)")
+            class_labels = class_labels.to(x.device)
         c_skip, c_out, c_in, c_noise = edm_scalings(s, self.sigma_data)
         xf = x.reshape(b, -1).to(dtype)
         f = self._net(dtype, x.device)(xf * c_in[:, None], c_noise, class_labels)
