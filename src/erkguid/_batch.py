@@ -78,9 +78,15 @@ def bnorm(x: Tensor) -> Tensor:
 
 
 def bsafe_div(num: Tensor, den: Tensor) -> Tensor:
-    """``num / den`` where ``den > 0`` and exactly 0 elsewhere (no epsilon is added)."""
+    """``num / den`` where ``den > 0`` and exactly 0 elsewhere (no epsilon is added).
+
+    Three ops; when a gradient is tracked, the masked-out lanes divide by 1 instead of 0 so that
+    the backward pass sees no 0/0 (same values either way).
+    """
     ok = den > 0
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+    if torch.is_grad_enabled() and (num.requires_grad or den.requires_grad):
+        return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+    return torch.where(ok, num / den, 0.0)
 
 
 def take_rows(extra: dict[str, Any], idx: Tensor, batch: int) -> dict[str, Any]:

@@ -52,8 +52,12 @@ class Estimate:
 
 
 def _drift_difference(pair: ErkPair) -> tuple[Tensor, Tensor, Tensor]:
-    """(df, ||df||, rho): the ERK drift difference (a fresh tensor), its norm and Eq. 17."""
-    ndx = bnorm(pair.x - pair.x_alt)  # the difference is freed at once
+    """(df, ||df||, rho): the ERK drift difference (a fresh tensor), its norm and Eq. 17.
+
+    Three passes over state-sized tensors (dx is reduced and freed at once, df is kept for the
+    update); everything after is arithmetic on ``[B]`` vectors.
+    """
+    ndx = bnorm(pair.x - pair.x_alt)
     df = pair.f - pair.f_alt
     ndf = bnorm(df)
     return df, ndf, bsafe_div(ndf, ndx)
@@ -124,9 +128,9 @@ def erk_guid(
     """
     df, ndf, rho = _drift_difference(pair)
     h = float(pair.h)
-    gate = (rho > w_con).to(rho.dtype)
-    z = w_stiff * h * rho
+    gate = rho > w_con
     inv = bsafe_div(torch.ones_like(ndf), ndf)  # v = df / ||df|| is never materialised
-    coef = pair.sign * h * gate * scale_z(z, scaling) * bdot(pair.f, df) * inv  # [B]: Eq. 19's scalar
+    # [B]: Eq. 19's scalar sign * h * beta * s(z) * <f, v>; beta = 0 lanes are exactly 0
+    coef = torch.where(gate, (pair.sign * h) * scale_z(rho * (w_stiff * h), scaling) * bdot(pair.f, df) * inv, 0.0)
     x_hat = torch.addcmul(x_next.to(ndf.dtype), append_dims(coef * inv, df.ndim), df.to(ndf.dtype), value=-1.0)
-    return Correction(x=x_hat.to(x_next.dtype), rho=rho, beta=pair.sign * gate, norm=coef.abs())
+    return Correction(x=x_hat.to(x_next.dtype), rho=rho, beta=gate.to(rho.dtype) * pair.sign, norm=coef.abs())

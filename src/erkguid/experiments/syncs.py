@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,8 +43,9 @@ _lock = threading.RLock()
 
 
 @contextmanager
-def count_host_reads() -> Iterator[HostReads]:
-    """Within the block, count every read of a tensor's values by the host (outermost call only)."""
+def count_host_reads(ignore: Callable[[torch.Tensor], bool] | None = None) -> Iterator[HostReads]:
+    """Within the block, count every read of a tensor's values by the host (outermost call only);
+    reads of tensors for which ``ignore(tensor)`` is true are not counted."""
     reads = HostReads()
     depth = threading.local()
     originals = {name: getattr(torch.Tensor, name) for name in READS}
@@ -52,7 +53,7 @@ def count_host_reads() -> Iterator[HostReads]:
     def wrap(name: str, fn: Any) -> Any:
         def counted(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             outer = getattr(depth, "n", 0) == 0
-            if outer:
+            if outer and not (ignore is not None and ignore(self)):
                 reads.by_kind[(name, self.device.type)] += 1
             depth.n = getattr(depth, "n", 0) + 1
             try:

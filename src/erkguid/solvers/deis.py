@@ -66,7 +66,7 @@ def deis_step(ctx: StepContext, i: int, x: Tensor, carry: DeisCarry | None = Non
     c = coefs[i]
     fs = (f,) if hist is None else (f, *hist.fs)
     x_next = x + sum(float(cj) * fj for cj, fj in zip(c, fs))
-    return StepOut(x_next, denoised, DeisCarry(coefs, push(hist, x, f, max(order - 1, 1))), pair)
+    return StepOut(x_next, denoised, DeisCarry(coefs, push(hist, x if ctx.want_pair else None, f, max(order - 1, 1))), pair)
 
 
 DEIS = register(

@@ -26,8 +26,8 @@ def dpmpp_2m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
     """
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     denoised = ctx.denoise(x, sigma)
-    f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.sigmas, i, x, f, carry)
+    f = to_d(x, sigma, denoised) if ctx.want_pair else None  # only the pair reads the drift
+    pair = None if f is None else previous_pair(ctx.sigmas, i, x, f, carry)
     if sigma_next == 0:
         return StepOut(denoised, denoised, None, pair)
     h = math.log(sigma) - math.log(sigma_next)
@@ -38,7 +38,7 @@ def dpmpp_2m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
         r = h_last / h
         d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * carry.denoised[0]
     x_next = (sigma_next / sigma) * x - math.expm1(-h) * d
-    return StepOut(x_next, denoised, push(carry, x, f, 1, denoised), pair)
+    return StepOut(x_next, denoised, push(carry, x if ctx.want_pair else None, f, 1, denoised), pair)
 
 
 DPMPP_2M = register(

@@ -40,7 +40,7 @@ def ipndm_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = None
     w = AB_WEIGHTS[min(order, len(fs))]
     d = sum(wj * fj for wj, fj in zip(w, fs))
     x_next = x + (sigma_next - sigma) * d
-    return StepOut(x_next, denoised, push(carry, x, f, max(order - 1, 1)), pair)
+    return StepOut(x_next, denoised, push(carry, x if ctx.want_pair else None, f, max(order - 1, 1)), pair)
 
 
 IPNDM = register(

@@ -35,11 +35,14 @@ def previous_pair(ctx_sigmas: Tensor, i: int, x: Tensor, f: Tensor, hist: Histor
     return ErkPair(x, f, hist.xs[0], hist.fs[0], h, -1.0)
 
 
-def push(hist: History | None, x: Tensor, f: Tensor, keep: int, denoised: Tensor | None = None) -> History:
+def push(hist: History | None, x: Tensor | None, f: Tensor | None, keep: int, denoised: Tensor | None = None) -> History:
     """Prepend the newest evaluated point and keep the newest ``keep`` points.
 
-    ``denoised`` is kept only when given: a solver that never reads it does not hold it alive.
+    ``x``, ``f`` and ``denoised`` are kept only when given: a solver that never reads one (a plain
+    solver's ``x`` is read only by the ERK pair, ``ctx.want_pair``) does not hold it alive.
     """
     old = History((), (), ()) if hist is None else hist
+    xs = () if x is None else (x, *old.xs)[:keep]
+    fs = () if f is None else (f, *old.fs)[:keep]
     ds = () if denoised is None else (denoised, *old.denoised)[:keep]
-    return History((x, *old.xs)[:keep], (f, *old.fs)[:keep], ds)
+    return History(xs, fs, ds)

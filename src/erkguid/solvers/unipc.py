@@ -31,8 +31,8 @@ from .base import Solver, StepContext, StepOut, register, to_d
 class UniPCCarry(NamedTuple):
     x_start: Tensor  # x_{i-1}^c: the state the previous interval started from
     x_pred: Tensor  # x_i^p exactly as the previous step returned it (before any correction)
-    x_eval: Tensor  # x_{i-1}^p: where m_{i-1} was evaluated
-    f_eval: Tensor  # drift there
+    x_eval: Tensor | None  # x_{i-1}^p: where m_{i-1} was evaluated (kept only when the pair is wanted)
+    f_eval: Tensor | None  # drift there (likewise)
     m: tuple[Tensor, ...]  # (m_{i-1}, m_{i-2}) newest first
 
 
@@ -79,12 +79,13 @@ def unipc_step(ctx: StepContext, i: int, x: Tensor, carry: UniPCCarry | None = N
     """
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     m = ctx.denoise(x, sigma)
-    f = to_d(x, sigma, m)
+    f = to_d(x, sigma, m) if ctx.want_pair else None  # only the pair reads the drift
     pair = None
     x_c = x
     m_prev = sigma_prev = None
     if carry is not None:
-        pair = ErkPair(x, f, carry.x_eval, carry.f_eval, ctx.sigma(i - 1) - sigma, -1.0)
+        if f is not None and carry.x_eval is not None and carry.f_eval is not None:
+            pair = ErkPair(x, f, carry.x_eval, carry.f_eval, ctx.sigma(i - 1) - sigma, -1.0)
         m_pp = carry.m[1] if len(carry.m) > 1 else None
         s_pp = ctx.sigma(i - 2) if m_pp is not None else None
         x_c = _uni_update(carry.x_start, ctx.sigma(i - 1), sigma, carry.m[0], m_pp, s_pp, m) + (x - carry.x_pred)
@@ -93,7 +94,7 @@ def unipc_step(ctx: StepContext, i: int, x: Tensor, carry: UniPCCarry | None = N
         return StepOut(m, m, None, pair)
     x_next = _uni_update(x_c, sigma, sigma_next, m, m_prev, sigma_prev, None)
     ms = (m,) if carry is None else (m, carry.m[0])
-    return StepOut(x_next, m, UniPCCarry(x_c, x_next, x, f, ms), pair)
+    return StepOut(x_next, m, UniPCCarry(x_c, x_next, x if f is not None else None, f, ms), pair)
 
 
 UNIPC = register(
