@@ -132,5 +132,9 @@ def erk_guid(
     inv = bsafe_div(torch.ones_like(ndf), ndf)  # v = df / ||df|| is never materialised
     # [B]: Eq. 19's scalar sign * h * beta * s(z) * <f, v>; beta = 0 lanes are exactly 0
     coef = torch.where(gate, (pair.sign * h) * scale_z(rho * (w_stiff * h), scaling) * bdot(pair.f, df) * inv, 0.0)
-    x_hat = torch.addcmul(x_next.to(ndf.dtype), append_dims(coef * inv, df.ndim), df.to(ndf.dtype), value=-1.0)
+    scale = append_dims(coef * inv, df.ndim)
+    if df.dtype == ndf.dtype and df.shape == x_next.shape:  # df is ours: write x_hat over it (one state tensor less)
+        x_hat = torch.addcmul(x_next.to(ndf.dtype), scale, df, value=-1.0, out=df)
+    else:
+        x_hat = torch.addcmul(x_next.to(ndf.dtype), scale, df.to(ndf.dtype), value=-1.0)
     return Correction(x=x_hat.to(x_next.dtype), rho=rho, beta=gate.to(rho.dtype) * pair.sign, norm=coef.abs())

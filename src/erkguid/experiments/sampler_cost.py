@@ -3,25 +3,25 @@
 With a near-free elementwise denoiser ``D(x; sigma) = x / 2`` on a ``[64, 16384]`` float32 state,
 everything measured is the sampler itself: erkguid Heun vs k-diffusion's ``sample_heun``, ERK-Guid
 on vs off, kernel-like aten ops and host reads per step, per-sample seeded noise vs one batched
-``randn``, and peak memory (each configuration in a fresh subprocess) in units of one state tensor.
+``randn``, and peak allocated memory (tracked per aten op) in units of one state tensor.
 Timings interleave the variants round by round and report medians (the machine may be shared).
 k-diffusion is a test-only dependency: without it the k-diffusion columns are ``None``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
+import weakref
 from collections.abc import Callable
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from ..correction import ErkPair, erk_guid
 from ..noise import PerSampleNoise
@@ -174,54 +174,75 @@ def noise_cost(device: torch.device, rounds: int = 15) -> list[dict[str, Any]]:
     return rows
 
 
-_MEM_SNIPPET = """
-import json, resource, sys, torch
-import erkguid as eg
-from erkguid.experiments.sampler_cost import near_free
-torch.set_num_threads(1)
-impl, solver, w = sys.argv[1], sys.argv[2], float(sys.argv[3])
-x = torch.randn(8, 4, 512, 512) * 80
-sig = eg.edm_sigmas(6)
-run = lambda x: eg.sample(near_free, x, sig, solver=solver, w_stiff=w, w_con=0.0)
-if impl == "kdiff":
-    from erkguid.experiments._kdiff import load_kdiff_sampling
-    kd = getattr(load_kdiff_sampling(), "sample_" + solver)
-    run = lambda x: kd(near_free, x, sig.float(), disable=True)
-with torch.inference_mode():
-    run(x[:1].clone())  # warm-up on one sample: first-call allocations are not charged to the run
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    run(x)
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base))
-"""
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the storages that aten ops allocate while active, and the peak of their live total.
+
+    A storage is counted from the op that first returns it until the last tensor returned on it
+    dies (CPython frees at refcount zero, so the count is exact and deterministic)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, list[int]] = {}
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, Tensor):
+                st = t.untyped_storage()
+                key = st.data_ptr()
+                if key == 0:
+                    continue
+                entry = self.live.get(key)
+                if entry is None:
+                    entry = self.live[key] = [st.nbytes(), 0]
+                    self.current += entry[0]
+                    self.peak = max(self.peak, self.current)
+                entry[1] += 1
+                weakref.finalize(t, self._release, key)
+        return out
+
+    def _release(self, key: int) -> None:
+        entry = self.live.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self.current -= entry[0]
+                del self.live[key]
+
 
 MEM_CONFIGS = (("erkguid", "heun", 0.0), ("erkguid", "heun", 1.0), ("kdiff", "heun", 0.0),
                ("erkguid", "dpmpp_2m", 0.0), ("erkguid", "dpmpp_2m", 1.0), ("kdiff", "dpmpp_2m", 0.0))
 
 
-def peak_memory(repeats: int = 3) -> dict[str, Any]:
-    """Peak RSS increase of one run on an [8, 4, 512, 512] float32 state (32 MiB per state tensor),
-    each configuration in a fresh subprocess, configurations interleaved; median over ``repeats``."""
-    path = os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
-    have_kd = _kdiff() is not None
-    configs = [c for c in MEM_CONFIGS if have_kd or c[0] != "kdiff"]
-    kib: dict[str, list[int]] = {f"{i}:{s}:{w:g}": [] for i, s, w in configs}
-    for _ in range(repeats):
-        for impl, solver, w in configs:
-            out = subprocess.run([sys.executable, "-c", _MEM_SNIPPET, impl, solver, str(w)], capture_output=True,
-                                 text=True, env=env, check=True)
-            kib[f"{impl}:{solver}:{w:g}"].append(int(json.loads(out.stdout.strip().splitlines()[-1])))
-    state_kib = 8 * 4 * 512 * 512 * 4 / 1024
-    med = {k: statistics.median(v) / state_kib for k, v in kib.items()}
+def peak_memory(shape: tuple[int, ...] = (8, 4, 64, 64), steps: int = 6) -> dict[str, Any]:
+    """Peak of the memory a run allocates beyond its input, in units of one state tensor (tracked
+    allocations of every aten op, deterministic), for erkguid plain / ERK-Guid and k-diffusion."""
+    kd = _kdiff()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 80
+    sig = edm_sigmas(steps)
+    peaks: dict[str, float] = {}
+    for impl, solver, w in MEM_CONFIGS:
+        if impl == "kdiff":
+            if kd is None:
+                continue
+            fn = getattr(kd, f"sample_{solver}")
+            run = partial(fn, near_free, x, sig.float(), disable=True)
+        else:
+            run = partial(sample, near_free, x, sig, solver=solver, w_stiff=w, w_con=0.0)
+        with torch.inference_mode():
+            tracker = _LiveBytes()
+            with tracker:
+                run()
+        peaks[f"{impl}:{solver}:{w:g}"] = tracker.peak / (x.numel() * x.element_size())
 
     def diff(a: str, b: str) -> float | None:
-        return med[a] - med[b] if a in med and b in med else None
+        return peaks[a] - peaks[b] if a in peaks and b in peaks else None
 
     return {
-        "state_shape": [8, 4, 512, 512],
-        "state_tensor_MiB": state_kib / 1024,
-        "repeats": repeats,
-        "peak_rss_increase_state_tensors": med,
+        "state_shape": list(shape),
+        "steps": steps,
+        "peak_allocated_state_tensors": peaks,
         "heun_erk_extra_state_tensors": diff("erkguid:heun:1", "erkguid:heun:0"),
         "heun_plain_minus_kdiff_state_tensors": diff("erkguid:heun:0", "kdiff:heun:0"),
         "dpmpp_2m_erk_extra_state_tensors": diff("erkguid:dpmpp_2m:1", "erkguid:dpmpp_2m:0"),
@@ -234,23 +255,23 @@ def devices() -> list[torch.device]:
     return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 
 
-def run_sampler_cost(rounds: int = 15, memory_repeats: int = 3) -> dict[str, Any]:
+def run_sampler_cost(rounds: int = 15) -> dict[str, Any]:
     """Everything above, on the CPU (one torch thread; restored after) and (if present) CUDA."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.random.fork_rng(devices=[]):
-            return _run(rounds, memory_repeats)
+            return _run(rounds)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(rounds: int, memory_repeats: int) -> dict[str, Any]:
+def _run(rounds: int) -> dict[str, Any]:
     res: dict[str, Any] = {"timing": [], "ops_and_reads": [], "noise": [], "loadavg_before": os.getloadavg(), "threads": 1}
     for dev in devices():
         res["timing"].append(time_runs(dev, rounds=rounds))
         res["ops_and_reads"].append({"device": str(dev), **ops_and_reads(dev)})
         res["noise"].extend(noise_cost(dev, rounds=rounds))
-    res["memory"] = peak_memory(memory_repeats)
+    res["memory"] = peak_memory()
     res["loadavg_after"] = os.getloadavg()
     return res

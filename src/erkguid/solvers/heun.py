@@ -33,7 +33,7 @@ def heun_step(ctx: StepContext, i: int, x: Tensor, carry: HeunCarry | None = Non
     if sigma_next == 0:  # final step: Euler (Alg. 1, line 22)
         return StepOut(x_euler, denoised, None, pair)
     f_euler = to_d(x_euler, sigma_next, ctx.denoise(x_euler, sigma_next))  # line 17
-    x_heun = x - h * (0.5 * f + 0.5 * f_euler)  # line 18
+    x_heun = x - (f + f_euler).mul_(0.5 * h)  # line 18: x - h (f + f_euler) / 2, in 3 passes
     return StepOut(x_heun, denoised, HeunCarry(x_euler, f_euler) if ctx.want_pair else None, pair)
 
 
