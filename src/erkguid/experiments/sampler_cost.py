@@ -134,14 +134,10 @@ def _kernel_ops(fn: Callable[[], Any]) -> int:
     return n
 
 
-def _is_grid(t: Tensor) -> bool:
-    """erkguid's sigma grid: a float64 CPU vector read on the host by design (never a device sync)."""
-    return t.device.type == "cpu" and t.dtype == torch.float64 and t.ndim <= 1
-
-
 def ops_and_reads(device: torch.device, shape: tuple[int, ...] = (64, 1024), steps: int = 10) -> dict[str, Any]:
-    """Kernel-like aten ops per step and host reads of tensors per step (the float64 CPU sigma grid,
-    host-side by design, excluded), plus the ops of one ERK-Guid correction on its own."""
+    """Kernel-like aten ops per step on ``device``; host reads per step of tensors on the state's
+    device (the syncs of a GPU run), counted with the state on "meta" (see :mod:`.syncs`); and
+    the ops of one ERK-Guid correction on its own."""
     kd = _kdiff()
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device) * 80
     sig = edm_sigmas(steps)
@@ -151,9 +147,10 @@ def ops_and_reads(device: torch.device, shape: tuple[int, ...] = (64, 1024), ste
         for k, fn in runs.items():
             fn()
             out["ops_per_step"][k] = _kernel_ops(fn) / steps
-            with count_host_reads(ignore=_is_grid) as reads:
+        for k, fn in _variants(x.to("meta"), sig, kd).items():
+            with count_host_reads(dummy_meta=True) as reads:
                 fn()
-            out["host_reads_per_step"][k] = reads.on(device.type) / steps
+            out["host_reads_per_step"][k] = reads.on("meta") / steps
         g = torch.Generator().manual_seed(1)
         xs = [torch.randn(shape, generator=g).to(device) for _ in range(5)]
         pair = ErkPair(xs[0], xs[1], xs[2], xs[3], h=0.3)
@@ -275,3 +272,39 @@ def _run(rounds: int) -> dict[str, Any]:
     res["memory"] = peak_memory()
     res["loadavg_after"] = os.getloadavg()
     return res
+
+
+def _f(v: float | None, spec: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def format_sampler_cost(s: dict[str, Any]) -> str:
+    """The sampler-cost section of `erkguid overhead` as text (ratios against k-diffusion)."""
+    lines = []
+    for t, o in zip(s["timing"], s["ops_and_reads"]):
+        lines.append(f"sampler cost on {t['device']} ({t['clock']}, {t['rounds']} interleaved rounds, medians), near-free "
+                     f"denoiser D = x/2, state {t['state_shape']} float32, {t['steps']} steps"
+                     + ("" if t["k_diffusion"] else "; k-diffusion not installed (test-only dependency): no k-diffusion ratios"))
+        lines.append(f"  erkguid heun / k-diffusion sample_heun: {_f(t['heun_over_kdiff'])}   "
+                     f"erkguid dpmpp_2m / k-diffusion sample_dpmpp_2m: {_f(t['dpmpp_2m_over_kdiff'])}   "
+                     f"heun ERK-Guid on / off: {_f(t['erk_on_over_off'])}")
+        ms = ", ".join(f"{k} {v:.2f}" for k, v in t["median_run_ms"].items())
+        lines.append(f"  run ms: {ms}")
+        ops = ", ".join(f"{k} {v:.1f}" for k, v in o["ops_per_step"].items())
+        reads = ", ".join(f"{k} {v:.1f}" for k, v in o["host_reads_per_step"].items())
+        lines.append(f"  kernel-like aten ops per step ({o['state_shape']}): {ops}; "
+                     f"one ERK-Guid correction: {o['ops_one_correction']}")
+        lines.append(f"  host reads of state-device tensors per step (syncs on a GPU): {reads}")
+    for r in s["noise"]:
+        lines.append(f"per-sample noise ({r['device']}, {r['shape']}): {r['median_ms']['per_sample']:.2f} ms vs batched randn "
+                     f"{r['median_ms']['batched_randn']:.2f} ms -> {r['per_sample_over_batched']:.2f}x")
+    m = s["memory"]
+    peaks = ", ".join(f"{k} {v:.2f}" for k, v in m["peak_allocated_state_tensors"].items())
+    lines.append(f"peak allocated memory in state tensors ({m['state_shape']}, {m['steps']} steps, "
+                 f"tracked aten allocations): {peaks}")
+    lines.append(f"  ERK-Guid extra: heun {_f(m['heun_erk_extra_state_tensors'], '.2f')}, "
+                 f"dpmpp_2m {_f(m['dpmpp_2m_erk_extra_state_tensors'], '.2f')}; plain minus k-diffusion: "
+                 f"heun {_f(m['heun_plain_minus_kdiff_state_tensors'], '.2f')}, "
+                 f"dpmpp_2m {_f(m['dpmpp_2m_plain_minus_kdiff_state_tensors'], '.2f')}")
+    lines.append(f"load average before/after: {s['loadavg_before'][0]:.2f} / {s['loadavg_after'][0]:.2f}")
+    return "\n".join(lines)
