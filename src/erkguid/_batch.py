@@ -36,8 +36,8 @@ def sigma_vector(sigma: Tensor | float, x: Tensor, *, dtype: torch.dtype | None 
     ``dtype=None`` keeps a floating tensor's dtype (Python floats become torch's default dtype).
     Checks the count and that sigma is finite and >= 0 (> 0 with ``positive=True``), naming ``sigma``.
     The value check runs where it costs no device sync: on Python numbers and CPU tensors. A sigma
-    already on an accelerator is not read back (one sync per evaluation); the sampling loop checks
-    its whole grid once, before the first step.
+    already on an accelerator is not read back (one sync per evaluation), nor while ``torch.compile``
+    traces the caller; the sampling loop checks its whole grid once, before the first step.
     """
     if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
         if not (math.isfinite(sigma) and (sigma > 0 if positive else sigma >= 0)):
@@ -52,7 +52,7 @@ def sigma_vector(sigma: Tensor | float, x: Tensor, *, dtype: torch.dtype | None 
         s = s.expand(x.shape[0])
     if s.numel() != x.shape[0]:
         raise ValueError(f"sigma must be a scalar or have one value per sample ({x.shape[0]}), got {s.numel()}")
-    if on_host(s):
+    if on_host(s) and not torch.compiler.is_compiling():  # a traced graph carries no host read
         v = s.detach()
         if not bool(((v > 0 if positive else v >= 0) & (v < math.inf)).all()):  # NaN fails both comparisons
             raise ValueError(f"sigma must be finite and {'> 0' if positive else '>= 0'}, got {v.tolist()[:8]}")

@@ -92,6 +92,8 @@ class LearnedDenoiser:
         self.shape = tuple(shape) if shape is not None else (net.dim,)
         self.num_classes = net.num_classes
         self._copies: dict[tuple[torch.dtype, torch.device], DenoiserMLP] = {}  # frozen copies; the caller's net is untouched
+        # the float32 copy is made now, so torch.compile traces a lookup, not a deepcopy (other keys: on first eager call)
+        self._net(torch.float32, next(net.parameters()).device)
 
     def __repr__(self) -> str:
         return f"LearnedDenoiser({self.name!r}, shape={self.shape}, num_classes={self.num_classes}, sigma_data={self.sigma_data})"
