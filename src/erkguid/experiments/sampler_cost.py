@@ -36,6 +36,7 @@ _NO_KERNEL = {
     "aten::slice", "aten::alias", "aten::t", "aten::transpose", "aten::resolve_conj", "aten::resolve_neg",
     "aten::lift_fresh", "aten::to", "aten::result_type", "aten::_unsafe_view", "aten::permute", "detach_",
     "aten::detach_", "aten::contiguous", "aten::flatten", "aten::unflatten", "aten::item", "aten::_local_scalar_dense",
+    "aten::scalar_tensor", "aten::_to_copy", "aten::clone",
 }
 
 
@@ -120,18 +121,17 @@ def time_runs(device: torch.device, shape: tuple[int, ...] = (64, 16384), steps:
 
 
 def _kernel_ops(fn: Callable[[], Any]) -> int:
-    """Leaf aten ops that do work (no views, allocations or host reads) executed by ``fn()``."""
+    """Aten ops that do work (no views, allocations, wrappers or host reads) and call no other such op,
+    executed by ``fn()``: roughly the kernels a GPU would launch."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    n = 0
-    for e in prof.events():
-        if e.name.startswith("aten::") and e.name not in _NO_KERNEL and not any(
-            c.name.startswith("aten::") for c in e.cpu_children
-        ):
-            n += 1
-    return n
+
+    def work(e: Any) -> bool:
+        return e.name.startswith("aten::") and e.name not in _NO_KERNEL
+
+    return sum(1 for e in prof.events() if work(e) and not any(work(c) for c in e.cpu_children))
 
 
 def ops_and_reads(device: torch.device, shape: tuple[int, ...] = (64, 1024), steps: int = 10) -> dict[str, Any]:
