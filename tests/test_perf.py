@@ -151,3 +151,24 @@ def test_sampling_with_a_compiled_denoiser(which):
     x = eg.randn_from_seeds(range(4), (64,), sigma=80.0)
     sig = eg.edm_sigmas(4)
     assert torch.equal(eg.sample(compiled, x, sig, w_stiff=1.0), eg.sample(den, x, sig, w_stiff=1.0))
+
+
+@pytest.mark.parametrize("solver", ["heun", "dpmpp_2m", "deis", "ipndm", "dpm2"])
+def test_erk_guid_extra_peak_memory_is_at_most_one_state_tensor(solver):
+    """Tracked allocations (every aten op, deterministic): ERK-Guid's peak over the plain solver's is
+    <= 1 state tensor, and folding the pair at once (no callback) changes no bit of the result."""
+    from erkguid.experiments.sampler_cost import _LiveBytes, near_free
+
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 80
+    sig = eg.edm_sigmas(6)
+    peak = {}
+    for w in (0.0, 0.8):
+        with torch.inference_mode():
+            tracker = _LiveBytes()
+            with tracker:
+                out = eg.sample(near_free, x, sig, solver=solver, w_stiff=w)
+        peak[w] = tracker.peak / (x.numel() * x.element_size())
+    per_sample_scalars = 32 * x.shape[0] * 8 / (x.numel() * x.element_size())  # slack: up to 32 [B] float64 vectors
+    assert peak[0.8] - peak[0.0] <= 1.0 + per_sample_scalars, peak
+    with_callback = eg.sample(near_free, x, sig, solver=solver, w_stiff=0.8, callback=lambda info: None)  # full pairs
+    assert torch.equal(out, with_callback)

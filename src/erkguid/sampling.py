@@ -124,7 +124,8 @@ def sample(
     x = x.to(torch.promote_types(x.dtype, torch.float32))  # the state never lives in fp16/bf16
     counter = {"nfe": 0, "step": 0}
     guide = w_stiff > 0
-    ctx = StepContext(make_denoise(denoiser, x, extra, counter), grid, noise, want_pair=guide or callback is not None)
+    ctx = StepContext(make_denoise(denoiser, x, extra, counter), grid, noise, want_pair=guide or callback is not None,
+                      reduce_pair=guide and callback is None)  # only ERK-Guid reads the pair: fold it at once
     carry: Any = None
     n = grid.numel() - 1
     for i in tqdm(range(n), disable=not progress, desc=f"{spec.name}{' +ERK' if guide else ''}", leave=False):

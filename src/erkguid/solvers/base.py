@@ -38,12 +38,15 @@ class StepContext:
         want_pair: whether anything consumes the embedded pair (ERK-Guid, a callback); a step
             may then skip buffering states that only the pair needs (plain Heun keeps no
             Euler point), so the plain solver carries no extra memory.
+        reduce_pair: only ERK-Guid reads the pair (no callback): a step may return
+            :meth:`ErkPair.reduce` and release its partner at once (same correction, less memory).
     """
 
     denoise: Denoise
     sigmas: Tensor
     noise: Callable[[Tensor], Tensor] | None = None
     want_pair: bool = True
+    reduce_pair: bool = False
 
     def sigma(self, i: int) -> float:
         return float(self.sigmas[i])

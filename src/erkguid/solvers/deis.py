@@ -62,7 +62,7 @@ def deis_step(ctx: StepContext, i: int, x: Tensor, carry: DeisCarry | None = Non
     sigma = ctx.sigma(i)
     denoised = ctx.denoise(x, sigma)
     f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.sigmas, i, x, f, hist)
+    pair = previous_pair(ctx.sigmas, i, x, f, hist, reduce=ctx.reduce_pair)
     c = coefs[i]
     fs = (f,) if hist is None else (f, *hist.fs)
     x_next = x + sum(float(cj) * fj for cj, fj in zip(c, fs))
