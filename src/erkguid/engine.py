@@ -63,7 +63,8 @@ class State:
         solver: the solver's name; a continuation must use the same solver.
         carry: the solver's carry (ERK partner, history) for the next step.
         nfe: network evaluations per sample so far.
-        noise: the per-sample noise source (its generators advance: resume a State once).
+        noise: the per-sample noise source (its draw counter advances: resume a State once; an ERK-Guid
+            run with reduced pairs also releases the carry's partner when it takes the next step).
         estimate: the last pair's stiffness estimate, for guidance layers (ERK-Proj).
         evals: a guidance layer's evaluations of the last step ``(x, plain drift)``, for the next pair.
         dtype: the dtype of the run's input, which ``sample`` returns.
@@ -200,7 +201,9 @@ class Run:
         sigmas: strictly decreasing grid ending in 0 or at a positive level.
         solver, w_stiff, w_con, scaling, trust, solver_options, seeds: as :func:`erkguid.sample`.
         want_pair: keep and report the embedded pairs even without ERK-Guid (callbacks, traces).
-            ``None``: when ERK-Guid is on or the grid ends above 0 (so the run can be continued).
+            ``None``: when ERK-Guid is on or the grid ends above 0 (so the run can be continued); with
+            ERK-Guid on, the steps then report reduced pairs (:meth:`~erkguid.correction.ErkPair.reduce`:
+            norms and drift difference only, the partner state released at once). ``True`` keeps full pairs.
         check_finite: ``"step"`` (one sync per step), ``"end"`` (one per run) or ``"off"``.
         progress: show a tqdm progress bar.
         extra_args: keyword conditioning for the denoiser (k-diffusion's name; see :func:`conditioning`).
@@ -264,7 +267,11 @@ class Run:
         self._noise = noise
         if self.spec.prepare is not None:
             options = self.spec.prepare(options, grid)
-        self.ctx = StepContext(self._den, grid, noise, want_pair=self.want_pair, plan=self.spec.plan(grid, options))
+        # only ERK-Guid reads the pairs (nobody asked for them, no guidance layer): steps may fold each pair at
+        # once (ErkPair.reduce) and release its partner, so ERK-Guid costs at most one extra state tensor
+        self.reduce_pair = self.guide and want_pair is None and not layer
+        self.ctx = StepContext(self._den, grid, noise, want_pair=self.want_pair, reduce_pair=self.reduce_pair,
+                               plan=self.spec.plan(grid, options))
         self.options = options
         self.start = start
         self._state = State(x0, grid[: start + 1], self.spec.name, None if prev is None else prev.carry,
@@ -314,7 +321,8 @@ class Run:
                 if den.flag is not None:
                     code = code + den.flag.to(torch.int64) * _MODEL
                 if self.check == "step":
-                    self._raise(int(code), i)  # the one device-to-host sync of the step
+                    if not bool(code == 0):  # the one device-to-host sync of the step (read as "all finite")
+                        self._raise(int(code), i)
                 else:
                     tagged = torch.where(code > 0, code + 4 * i, torch.zeros_like(code))
                     pending = tagged if pending is None else torch.where(pending > 0, pending, tagged)
@@ -329,10 +337,10 @@ class Run:
             del out, corr  # the consumer holds the step; nothing else keeps the pair alive
             x = x_next
             yield step
-        if pending is not None:
-            tag = int(pending)  # the one sync of the "end" policy
-            if tag:
-                self._raise(tag % 4, tag // 4)
+            del step  # the next step runs without this one's pair: the consumer decides what it keeps
+        if pending is not None and not bool(pending == 0):  # the one sync of the "end" policy
+            tag = int(pending)
+            self._raise(tag % 4, tag // 4)
 
     def _raise(self, code: int, i: int) -> None:
         if not code:

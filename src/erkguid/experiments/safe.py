@@ -130,7 +130,8 @@ def _run_cell(p: SafeProblem, x0: Tensor, grid: Tensor, solver: str, kw: dict[st
 
 
 def run_safe(problem_names: Sequence[str] | None = None,
-             solvers: Sequence[str] = ("heun", "dpm2", "dpmpp_2m", "dpmpp_3m", "deis", "lms", "ipndm", "unipc"), nfes: Sequence[int] = (5, 7, 11, 15, 23, 31), num_samples: int = 256,
+             solvers: Sequence[str] = ("heun", "dpm2", "dpmpp_2m", "dpmpp_3m", "deis", "lms", "ipndm", "unipc"),
+             nfes: Sequence[int] = (5, 7, 11, 15, 23, 31), num_samples: int = 256,
              variants: Callable[[str], list[Variant]] = candidates, progress: bool = True) -> dict[str, Any]:
     """Every (problem, solver, NFE, variant) against the plain solver; returns rows for JSON."""
     rows: list[dict[str, Any]] = []
