@@ -195,3 +195,21 @@ def test_engine_reduces_pairs_only_when_nothing_else_reads_them(solver):
         reduced[0].full()
     with pytest.raises(TypeError, match="unless it is reduced"):
         eg.ErkPair(x, None, None, None, 0.1)
+
+
+def test_all_finite_agrees_with_the_elementwise_check():
+    """The engine's one-pass finiteness flag equals isfinite(t).all() for NaN, +-Inf, extreme finite values,
+    reduced dtypes and empty tensors (aminmax propagates NaN)."""
+    from erkguid._batch import all_finite
+
+    g = torch.Generator().manual_seed(0)
+    big = torch.finfo(torch.float32).max
+    cases = [torch.randn(5, 7, generator=g), torch.tensor([big, -big, 0.0]), torch.empty(3, 0)]
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for pos in (0, 17, 34):
+            t = torch.randn(5, 7, generator=g)
+            t.view(-1)[pos] = bad
+            cases.append(t)
+    cases += [c.to(dt) for c in cases[:5] for dt in (torch.float16, torch.bfloat16, torch.float64)]
+    for t in cases:
+        assert bool(all_finite(t)) == bool(torch.isfinite(t).all()), t

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._batch import acc_dtype
+from ._batch import acc_dtype, all_finite
 from .correction import SCALINGS, Correction, ErkPair, Estimate, check_strengths, erk_guid, estimate
 from .noise import PerSampleNoise
 from .schedules import check_sigmas
@@ -154,7 +154,7 @@ class _Denoise:
                 "it must return D(x; sigma) with the shape of x"
             )
         if self.check:
-            bad = torch.isfinite(out).all().logical_not()
+            bad = all_finite(out).logical_not()
             self.flag = bad if self.flag is None else self.flag.logical_or(bad)
         return out.to(x.dtype)
 
@@ -317,7 +317,7 @@ class Run:
                 if self.guide:
                     x_next = corr.x
             if self.check != "off":
-                code = torch.isfinite(x_next).all().logical_not().to(torch.int64) * _STATE
+                code = all_finite(x_next).logical_not().to(torch.int64) * _STATE
                 if den.flag is not None:
                     code = code + den.flag.to(torch.int64) * _MODEL
                 if self.check == "step":
