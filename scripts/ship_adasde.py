@@ -4,7 +4,8 @@ Each file is ``<model>-nfe<k>.json`` (``learned:NAME`` becomes ``learned-NAME``)
 command, the settings, the losses and the check statistic that ``tests/test_adasde_shipped.py`` reproduces.
 Usage: ``PYTHONPATH=src python scripts/ship_adasde.py [--models tree2d,...] [--nfes 3,5,7]`` (about 5 min on 2 cores).
 ``--recheck`` keeps the shipped coefficients and recomputes only each file's ``meta.check`` statistic (needed when the
-way exact reference samples are drawn changes; about 1 min).
+way exact reference samples are drawn or the sampler's per-step noise stream changes; about 1 min). It is the one way
+to re-record the shipped checks.
 """
 
 from __future__ import annotations

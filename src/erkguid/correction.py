@@ -33,14 +33,36 @@ class ErkPair:
         f_alt: the drift at ``x_alt``.
         h: the step size that scales ``z`` and the correction (Table 9 column ``h``).
         sign: +1 for beta in {0, 1}; -1 for beta in {0, -1} (DEIS).
+        reduced: ``(||x - x_alt||, f - f_alt, <f, f - f_alt>)`` when the pair was folded at once by
+            :meth:`reduce` (then ``f``, ``x_alt`` and ``f_alt`` are ``None``); ``None`` otherwise.
     """
 
     x: Tensor
-    f: Tensor
-    x_alt: Tensor
-    f_alt: Tensor
+    f: Tensor | None
+    x_alt: Tensor | None
+    f_alt: Tensor | None
     h: float
     sign: float = 1.0
+    reduced: tuple[Tensor, Tensor, Tensor] | None = None
+
+    @classmethod
+    def reduce(cls, x: Tensor, f: Tensor, x_alt: Tensor, f_alt: Tensor, h: float, sign: float = 1.0) -> ErkPair:
+        """The pair with everything ERK-Guid reads from it computed now (Eq. 17's norms and Eq. 19's
+        inner product), so a step can free its partner (and the drift) before its own peak: it then
+        holds one state tensor, ``f - f_alt``, instead of three. :func:`erk_guid` gives the same result
+        bit for bit; only for runs where nothing else reads the pair (no callback)."""
+        df = f - f_alt
+        return cls(x, None, None, None, h, sign, (bnorm(x - x_alt), df, bdot(f, df)))
+
+    def __post_init__(self) -> None:
+        if self.reduced is None and (self.f is None or self.x_alt is None or self.f_alt is None):
+            raise TypeError("ErkPair needs f, x_alt and f_alt unless it is reduced (ErkPair.reduce)")
+
+    def full(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(f, x_alt, f_alt)`` of a pair that is not reduced (a TypeError names a reduced one)."""
+        if self.f is None or self.x_alt is None or self.f_alt is None:
+            raise TypeError("this ErkPair was reduced (ErkPair.reduce): its f, x_alt and f_alt were released")
+        return self.f, self.x_alt, self.f_alt
 
 
 @dataclass(frozen=True)
@@ -52,9 +74,18 @@ class Estimate:
 
 
 def _drift_difference(pair: ErkPair) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(df, ||df||, ||dx||, rho): the ERK drift difference (a fresh tensor), the two norms and Eq. 17."""
-    ndx = bnorm(pair.x - pair.x_alt)  # the difference is freed at once
-    df = pair.f - pair.f_alt
+    """(df, ||df||, ||dx||, rho): the ERK drift difference, the two norms and Eq. 17.
+
+    Three passes over state-sized tensors (dx is reduced and freed at once, df is kept for the
+    update); everything after is arithmetic on ``[B]`` vectors. ``df`` is a fresh tensor unless
+    the pair is :meth:`~ErkPair.reduce`-d (then it is the pair's own and must not be written to).
+    """
+    if pair.reduced is not None:
+        ndx, df, _ = pair.reduced
+    else:
+        f, x_alt, f_alt = pair.full()
+        ndx = bnorm(pair.x - x_alt)
+        df = f - f_alt
     ndf = bnorm(df)
     return df, ndf, ndx, bsafe_div(ndf, ndx)
 
@@ -65,7 +96,8 @@ def estimate(pair: ErkPair) -> Estimate:
     A sample whose ``dx`` is zero gets ``rho = 0``; a sample whose ``df`` is zero gets ``v = 0``.
     """
     df, ndf, _, rho = _drift_difference(pair)
-    v = df.to(ndf.dtype).mul_(append_dims(bsafe_div(torch.ones_like(ndf), ndf), df.ndim))  # in place: df is ours
+    inv = append_dims(bsafe_div(torch.ones_like(ndf), ndf), df.ndim)
+    v = df.to(ndf.dtype) * inv if pair.reduced is not None else df.to(ndf.dtype).mul_(inv)  # in place when df is ours
     return Estimate(rho=rho, v=v)
 
 
@@ -138,11 +170,16 @@ def erk_guid(
     """
     df, ndf, ndx, rho = _drift_difference(pair)
     h = float(pair.h)
-    gate = (rho > w_con).to(rho.dtype)
-    z = w_stiff * h * rho
+    gate = rho > w_con
     inv = bsafe_div(torch.ones_like(ndf), ndf)  # v = df / ||df|| is never materialised
-    coef = pair.sign * h * gate * scale_z(z, scaling) * bdot(pair.f, df) * inv  # [B]: Eq. 19's scalar
+    # [B]: Eq. 19's scalar sign * h * beta * s(z) * <f, v>; beta = 0 lanes are exactly 0
+    dot = pair.reduced[2] if pair.reduced is not None else bdot(pair.full()[0], df)
+    coef = torch.where(gate, (pair.sign * h) * scale_z(rho * (w_stiff * h), scaling) * dot * inv, 0.0)
     if trust is not None:  # |coef| is the correction's norm (v has unit norm)
         coef = coef.clamp(-trust * ndx, trust * ndx)
-    x_hat = torch.addcmul(x_next.to(ndf.dtype), append_dims(coef * inv, df.ndim), df.to(ndf.dtype), value=-1.0)
-    return Correction(x=x_hat.to(x_next.dtype), rho=rho, beta=pair.sign * gate, norm=coef.abs())
+    scale = append_dims(coef * inv, df.ndim)
+    if pair.reduced is None and df.dtype == ndf.dtype and df.shape == x_next.shape:  # df is ours: x_hat over it
+        x_hat = torch.addcmul(x_next.to(ndf.dtype), scale, df, value=-1.0, out=df)
+    else:
+        x_hat = torch.addcmul(x_next.to(ndf.dtype), scale, df.to(ndf.dtype), value=-1.0)
+    return Correction(x=x_hat.to(x_next.dtype), rho=rho, beta=gate.to(rho.dtype) * pair.sign, norm=coef.abs())

@@ -39,7 +39,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import _validate
-from ._batch import acc_dtype
+from ._batch import acc_dtype, all_finite
 from ._validate import NonFiniteError, RunGuard
 from .correction import SCALINGS, Correction, ErkPair, Estimate, check_strengths, erk_guid, estimate
 from .noise import PerSampleNoise
@@ -61,7 +61,8 @@ class State:
         solver: the solver's name; a continuation must use the same solver.
         carry: the solver's carry (ERK partner, history) for the next step.
         nfe: network evaluations per sample so far.
-        noise: the per-sample noise source (its generators advance: resume a State once).
+        noise: the per-sample noise source (its draw counter advances: resume a State once; an ERK-Guid
+            run with reduced pairs also releases the carry's partner when it takes the next step).
         estimate: the last pair's stiffness estimate, for guidance layers (ERK-Proj).
         evals: a guidance layer's evaluations of the last step ``(x, plain drift)``, for the next pair.
         dtype: the dtype of the run's input, which ``sample`` returns.
@@ -146,8 +147,8 @@ class _Denoise:
         self.calls += 1
         _validate.check_denoised_type(out, x, sigma, self.step)
         if self.check:  # device-side: NaN/Inf out of the model (code _MODEL), and whether its input held some (_INPUT)
-            bad = torch.isfinite(out).all().logical_not().to(torch.int64)
-            bad = bad * (_MODEL + _INPUT * torch.isfinite(x).all().logical_not().to(torch.int64))
+            bad = all_finite(out).logical_not().to(torch.int64)
+            bad = bad * (_MODEL + _INPUT * all_finite(x).logical_not().to(torch.int64))
             self.flag = bad if self.flag is None else torch.maximum(self.flag, bad)
         result: Tensor = out.to(x.dtype)
         return result
@@ -195,7 +196,9 @@ class Run:
         sigmas: strictly decreasing grid ending in 0 or at a positive level.
         solver, w_stiff, w_con, scaling, trust, solver_options, seeds: as :func:`erkguid.sample`.
         want_pair: keep and report the embedded pairs even without ERK-Guid (callbacks, traces).
-            ``None``: when ERK-Guid is on or the grid ends above 0 (so the run can be continued).
+            ``None``: when ERK-Guid is on or the grid ends above 0 (so the run can be continued); with
+            ERK-Guid on, the steps then report reduced pairs (:meth:`~erkguid.correction.ErkPair.reduce`:
+            norms and drift difference only, the partner state released at once). ``True`` keeps full pairs.
         check_finite: ``"step"`` (one sync per step), ``"end"`` (one per run) or ``"off"``.
         check_divergence: with ``check_finite="step"``, raise :class:`~erkguid.DivergenceError` when the ERK-Guid
             correction, or the state it moved, grows far beyond what sigma allows (docs/validation.md), read in the
@@ -264,7 +267,11 @@ class Run:
         self._noise = noise
         if self.spec.prepare is not None:
             options = self.spec.prepare(options, grid)
-        self.ctx = StepContext(self._den, grid, noise, want_pair=self.want_pair, plan=self.spec.plan(grid, options))
+        # only ERK-Guid reads the pairs (nobody asked for them, no guidance layer): steps may fold each pair at
+        # once (ErkPair.reduce) and release its partner, so ERK-Guid costs at most one extra state tensor
+        self.reduce_pair = self.guide and want_pair is None and not layer
+        self.ctx = StepContext(self._den, grid, noise, want_pair=self.want_pair, reduce_pair=self.reduce_pair,
+                               plan=self.spec.plan(grid, options))
         self.options = options
         self.start = start
         self.warn_stacklevel = 4  # ErkGuidWarning points at the code iterating the run (sample() adds one level)
@@ -314,13 +321,14 @@ class Run:
                 if self.guide:
                     x_next = corr.x
             if self.check != "off":
-                code = torch.isfinite(x_next).all().logical_not().to(torch.int64) * _STATE
+                code = all_finite(x_next).logical_not().to(torch.int64) * _STATE
                 if den.flag is not None:
                     code = code + den.flag
                 if self.check == "step":
                     applied = corr if self.guide else None
                     if self._guard is None:
-                        self._raise(int(code), i)  # the one device-to-host sync of the step
+                        if not bool(code == 0):  # the one device-to-host sync of the step (read as "all finite")
+                            self._raise(int(code), i)
                     else:
                         gv = self._guard.values(i, x_next, out.denoised, applied)
                         vals = torch.cat([code.reshape(1).to(gv.dtype), gv]).tolist()  # the step's one sync
@@ -341,10 +349,10 @@ class Run:
             del out, corr  # the consumer holds the step; nothing else keeps the pair alive
             x = x_next
             yield step
-        if pending is not None:
-            tag = int(pending)  # the one sync of the "end" policy
-            if tag:
-                self._raise(tag % 8, tag // 8)
+            del step  # the next step runs without this one's pair: the consumer decides what it keeps
+        if pending is not None and not bool(pending == 0):  # the one sync of the "end" policy
+            tag = int(pending)
+            self._raise(tag % 8, tag // 8)
         if self._guard is not None:
             self._guard.finish(self.warn_stacklevel)  # ERK-Guid warnings: no pair at any step, or a gate that never opened
 

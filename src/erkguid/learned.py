@@ -19,7 +19,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from ._batch import acc_dtype, sigma_vector
+from ._batch import acc_dtype, on_host, sigma_vector
 from .denoisers.edm import edm_scalings
 
 MODELS_PACKAGE = "erkguid.data.models"
@@ -176,6 +176,8 @@ class LearnedDenoiser:
         self.shape = tuple(shape) if shape is not None else tuple(getattr(net, "image_shape", (net.dim,)))
         self.num_classes = net.num_classes
         self._copies: dict[tuple[torch.dtype, torch.device], DenoiserMLP] = {}  # frozen copies; the caller's net is untouched
+        # the float32 copy is made now, so torch.compile traces a lookup, not a deepcopy (other keys: on first eager call)
+        self._net(torch.float32, next(net.parameters()).device)
 
     def __repr__(self) -> str:
         return f"LearnedDenoiser({self.name!r}, shape={self.shape}, num_classes={self.num_classes}, sigma_data={self.sigma_data})"
@@ -194,11 +196,13 @@ class LearnedDenoiser:
         b = x.shape[0]
         s = sigma_vector(sigma, x, dtype=dtype)
         if class_labels is not None:
-            class_labels = torch.as_tensor(class_labels, device=x.device).reshape(-1).long()
+            class_labels = torch.as_tensor(class_labels).reshape(-1).long()
             if self.num_classes == 0:
                 raise ValueError(f"class_labels given but learned model {self.name!r} is unconditional")
-            if class_labels.numel() != b or (class_labels < 0).any() or (class_labels > self.num_classes).any():
+            if class_labels.numel() != b or (on_host(class_labels) and not bool(
+                    ((class_labels >= 0) & (class_labels <= self.num_classes)).all())):  # values read only where free
                 raise ValueError(f"class_labels must hold {b} labels in [0, {self.num_classes}] ({self.num_classes} = null)")
+            class_labels = class_labels.to(x.device)
         c_skip, c_out, c_in, c_noise = edm_scalings(s, self.sigma_data)
         xf = x.reshape(b, -1).to(dtype)
         f = self._net(dtype, x.device)(xf * c_in[:, None], c_noise, class_labels)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._batch import on_host
 from ._io import read_json_object
 from .denoisers import DiscreteVPSchedule, FlowDenoiser, VPDenoiser
 from .denoisers._common import check_output, sigma_vector
@@ -53,7 +54,7 @@ class EDMNetDenoiser:
         if labels is not None and self.label_dim > 0 and not labels.is_floating_point():
             if labels.ndim != 1 or labels.numel() != x.shape[0]:
                 raise ValueError(f"class_labels must be [B] integers or [B, {self.label_dim}] one-hot, got {tuple(labels.shape)}")
-            if (labels < 0).any() or (labels >= self.label_dim).any():
+            if on_host(labels) and not bool(((labels >= 0) & (labels < self.label_dim)).all()):  # no device sync
                 raise ValueError(f"class_labels must lie in [0, {self.label_dim}), got {labels.tolist()[:8]}")
             labels = torch.nn.functional.one_hot(labels.long(), self.label_dim).to(torch.float32)
         with torch.no_grad():

@@ -90,6 +90,7 @@ def sample(
     for step in run:
         if callback is not None:
             callback(step.info())
+        del step  # the next step runs without this one's pair (ERK-Guid's memory bound)
     final = run.state
     return final.x.to(final.dtype)
 

@@ -45,22 +45,24 @@ def solvers() -> None:
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/overhead"), show_default=True)
 @click.option("--repeats", type=click.IntRange(min=3), default=15, show_default=True)
-def overhead(out: Path, repeats: int) -> None:
-    """Wall-time cost of the ERK-Guid correction relative to one denoiser evaluation, and its memory."""
+@click.option("--rounds", type=click.IntRange(min=3), default=15, show_default=True,
+              help="Interleaved rounds of the sampler-cost timings (medians).")
+@click.option("--sampler-only", is_flag=True, help="Only the sampler cost against k-diffusion (skip the two model cases).")
+def overhead(out: Path, repeats: int, rounds: int, sampler_only: bool) -> None:
+    """Cost of ERK-Guid relative to one denoiser evaluation, and the sampler's own cost against k-diffusion."""
     from ..experiments.overhead import run_overhead
+    from ..experiments.sampler_cost import format_sampler_cost
 
-    res = run_overhead(out, repeats)
-    click.echo("| state | denoiser eval (ms) | correction (ms) | correction / eval | (ERK - Heun) per corrected step / eval |")
-    click.echo("|---|---|---|---|---|")
-    for c in res["cases"]:
-        click.echo(
-            f"| {c['case']} | {c['denoiser_eval_ms']:.3f} | {c['correction_ms']:.3f} | {c['correction_over_denoiser']:.4f} | "
-            f"{c['run_overhead_per_corrected_step_over_denoiser']:.4f} |"
-        )
-    m = res["memory"]
-    click.echo(
-        f"peak RSS increase on a {m['state_shape']} state ({m['state_tensor_MiB']:.0f} MiB per state tensor): "
-        f"Heun {m['heun_peak_rss_increase_MiB']:.0f} MiB, ERK-Guid {m['erk_peak_rss_increase_MiB']:.0f} MiB "
-        f"-> {m['extra_state_tensors']:.2f} extra state tensors"
-    )
+    res = run_overhead(out, repeats, rounds=rounds, sampler_only=sampler_only)
+    if res["cases"]:
+        click.echo("| state | denoiser eval (ms) | correction (ms) | correction / eval "
+                   "| (ERK - Heun) per corrected step / eval |")
+        click.echo("|---|---|---|---|---|")
+        for c in res["cases"]:
+            click.echo(
+                f"| {c['case']} | {c['denoiser_eval_ms']:.3f} | {c['correction_ms']:.3f} | {c['correction_over_denoiser']:.4f} | "
+                f"{c['run_overhead_per_corrected_step_over_denoiser']:.4f} |"
+            )
+    click.echo(format_sampler_cost(res["sampler"]))
     click.echo(f"torch threads {res['threads']}, load average {res['loadavg'][0]:.2f}; wrote {out / 'overhead.json'}")
+

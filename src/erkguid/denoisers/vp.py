@@ -45,6 +45,13 @@ class DiscreteVPSchedule:
         self.sigmas = ((1 - a) / a).sqrt()
         self.log_sigmas = self.sigmas.log()
         self.quantize = quantize
+        self._tables: dict[torch.device, Tensor] = {}
+
+    def _log_sigmas(self, device: torch.device) -> Tensor:
+        """``log_sigmas`` on ``device``, copied there once (no host-to-device copy per evaluation)."""
+        if device not in self._tables:
+            self._tables[device] = self.log_sigmas.to(device)
+        return self._tables[device]
 
     @classmethod
     def from_betas(
@@ -84,7 +91,7 @@ class DiscreteVPSchedule:
 
     def sigma_to_t(self, sigma: Tensor) -> Tensor:
         ls = sigma.to(torch.float64).clamp_min(1e-300).log()
-        table = self.log_sigmas.to(ls.device)
+        table = self._log_sigmas(ls.device)
         hi = torch.searchsorted(table, ls).clamp(1, table.numel() - 1)
         lo = hi - 1
         w = ((ls - table[lo]) / (table[hi] - table[lo])).clamp(0, 1)
@@ -94,7 +101,7 @@ class DiscreteVPSchedule:
     def t_to_sigma(self, t: Tensor) -> Tensor:
         """Inverse of :meth:`sigma_to_t` on [0, T-1]: log sigma interpolated linearly in t."""
         t = t.to(torch.float64).clamp(0, self.log_sigmas.numel() - 1)
-        table = self.log_sigmas.to(t.device)
+        table = self._log_sigmas(t.device)
         lo = t.floor().long().clamp(max=table.numel() - 2)
         w = t - lo
         return ((1 - w) * table[lo] + w * table[lo + 1]).exp()

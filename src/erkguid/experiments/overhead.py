@@ -4,16 +4,15 @@ Two states (issue 2): the 64-D digits mixture at batch 1024 (exact denoiser) and
 image-shaped state [8, 4, 64, 64] with a small convolutional stand-in network. For each, the
 median wall time of one denoiser evaluation, of one ERK-Guid correction (estimate + Eq. 19 on a
 real pair taken from a Heun run) and of a whole Heun run with and without ERK-Guid, measured
-in one process. Peak memory: maximum resident set size of Heun vs ERK-Guid runs, each in a
-fresh subprocess, on a large state with an elementwise denoiser, in units of one state tensor.
+in one process. Then the sampler's own cost against k-diffusion (:mod:`.sampler_cost`): run-time
+ratios, ops and host reads per step, per-sample noise vs batched ``randn`` and peak allocated
+memory in state tensors, on the CPU and on CUDA when present.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from ..noise import randn_from_seeds
 from ..sampling import sample
 from ..schedules import edm_sigmas
 from ._output import write_results
+from .sampler_cost import run_sampler_cost
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -98,26 +98,9 @@ def _case(name: str, denoiser: Callable[..., torch.Tensor], x: torch.Tensor, ste
     }
 
 
-_MEM_SNIPPET = """
-import resource, sys, torch, erkguid as eg
-torch.set_num_threads(1)
-shape = (8, 4, 512, 512)
-x = torch.randn(shape) * 80
-den = lambda x, s: torch.tanh(x) * 0.5
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-eg.sample(den, x, eg.edm_sigmas(6), w_stiff=float(sys.argv[1]), w_con=0.0)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
-"""
-
-
-def _peak_rss_kib(w_stiff: float) -> int:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    out = subprocess.run([sys.executable, "-c", _MEM_SNIPPET, str(w_stiff)], capture_output=True, text=True, env=env, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
-
-
-def run_overhead(out_dir: str | Path | None = "runs/overhead", repeats: int = 15) -> dict[str, Any]:
-    """Measure both cases and the memory comparison; write ``overhead.json``.
+def run_overhead(out_dir: str | Path | None = "runs/overhead", repeats: int = 15, rounds: int = 15,
+                 sampler_only: bool = False) -> dict[str, Any]:
+    """Measure both cases (unless ``sampler_only``) and the sampler cost; write ``overhead.json``.
 
     Timings run single-threaded (``torch.set_num_threads(1)``) so that they measure the work
     itself rather than thread contention on a shared machine; the previous setting is restored.
@@ -126,32 +109,26 @@ def run_overhead(out_dir: str | Path | None = "runs/overhead", repeats: int = 15
     torch.set_num_threads(1)
     try:
         with torch.random.fork_rng(devices=[]):  # the seeded net init leaves the caller's global RNG alone
-            return _run_overhead(out_dir, repeats)
+            return _run_overhead(out_dir, repeats, rounds, sampler_only)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_overhead(out_dir: str | Path | None, repeats: int) -> dict[str, Any]:
+def _run_overhead(out_dir: str | Path | None, repeats: int, rounds: int, sampler_only: bool) -> dict[str, Any]:
     torch.manual_seed(0)
-    gmm = digits_64d()
-    x64 = randn_from_seeds(range(1024), (64,), sigma=80.0)
-    conv = ConvDenoiser().eval()
-    ximg = randn_from_seeds(range(8), (4, 64, 64), sigma=80.0)
-    cases = [
-        _case("digits64 mixture, batch 1024", gmm, x64, 16, repeats),
-        _case("conv net, [8, 4, 64, 64]", conv, ximg, 16, repeats),
-    ]
-    heun_kib, erk_kib = _peak_rss_kib(0.0), _peak_rss_kib(1.0)
-    state_kib = 8 * 4 * 512 * 512 * 4 / 1024
+    cases = []
+    if not sampler_only:
+        gmm = digits_64d()
+        x64 = randn_from_seeds(range(1024), (64,), sigma=80.0)
+        conv = ConvDenoiser().eval()
+        ximg = randn_from_seeds(range(8), (4, 64, 64), sigma=80.0)
+        cases = [
+            _case("digits64 mixture, batch 1024", gmm, x64, 16, repeats),
+            _case("conv net, [8, 4, 64, 64]", conv, ximg, 16, repeats),
+        ]
     result = {
         "cases": cases,
-        "memory": {
-            "state_shape": [8, 4, 512, 512],
-            "state_tensor_MiB": state_kib / 1024,
-            "heun_peak_rss_increase_MiB": heun_kib / 1024,
-            "erk_peak_rss_increase_MiB": erk_kib / 1024,
-            "extra_state_tensors": (erk_kib - heun_kib) / state_kib,
-        },
+        "sampler": run_sampler_cost(rounds),
         "threads": torch.get_num_threads(),
         "loadavg": os.getloadavg(),
     }

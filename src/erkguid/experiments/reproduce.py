@@ -241,6 +241,7 @@ def collect(
         i, s, sn = out.i, out.sigma, out.sigma_next
         if out.pair is not None:
             p = out.pair
+            pf, px_alt, pf_alt = p.full()  # want_pair=True: full pairs
             sp = dg.exact_spectrum(model, x, s, **extra)
             v1 = sp.vector(0, model.shape)
             ref = dg.substep_reference(model, x, s, sn, substeps=substeps, **extra)
@@ -250,11 +251,11 @@ def collect(
             dirs = {
                 "lte": ref - out.x,
                 "sol_diff_step": out.x - run.state.carry.x_euler,
-                "drift_diff": p.f - p.f_alt,
-                "sol_diff_pair": p.x - p.x_alt,
-                "erk": -append_dims(bdot(p.f, est.v), x.ndim) * est.v,
-                "cfg": p.f - f_uncond,
-                "ag": p.f - f_weak,
+                "drift_diff": pf - pf_alt,
+                "sol_diff_pair": p.x - px_alt,
+                "erk": -append_dims(bdot(pf, est.v), x.ndim) * est.v,
+                "cfg": pf - f_uncond,
+                "ag": pf - f_weak,
             }
             vals = {"stiffness": sp.stiffness, "rho_hat": est.rho, "step": torch.full_like(est.rho, i),
                     "z": (s - sn) * sp.stiffness}

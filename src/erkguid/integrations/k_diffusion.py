@@ -159,6 +159,7 @@ def sample_erk(
             callback({"x": prev, "i": j, "sigma": sig_in[j], "sigma_hat": sig_in[j], "denoised": step.denoised,
                       "rho": info["rho"], "beta": info["beta"], "correction_norm": info["correction_norm"]})
         prev = step.x
+        del step  # the next step runs without this one's pair
     out = run.state.x.to(run.state.dtype)
     return (out, run.state) if return_state else out
 

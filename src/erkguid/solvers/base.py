@@ -45,6 +45,8 @@ class StepContext:
         want_pair: whether anything consumes the embedded pair (ERK-Guid, a callback, a
             continuation); a step may then skip buffering states that only the pair needs (plain
             Heun keeps no Euler point), so the plain solver carries no extra memory.
+        reduce_pair: only ERK-Guid reads the pair (no callback, no continuation): a step may return
+            :meth:`ErkPair.reduce` and release its partner at once (same correction, less memory).
         plan: what the solver's ``setup`` returned for this run (``None`` without a setup hook).
     """
 
@@ -52,6 +54,7 @@ class StepContext:
     sigmas: Tensor
     noise: Callable[[Tensor], Tensor] | None = None
     want_pair: bool = True
+    reduce_pair: bool = False
     plan: Any = None
     levels: tuple[float, ...] = ()
 

@@ -127,10 +127,10 @@ def deis_step(
     sigma = ctx.sigma(i)
     denoised = ctx.denoise(x, sigma)
     f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.levels, i, x, f, carry)
+    pair = previous_pair(ctx.levels, i, x, f, carry, reduce=ctx.reduce_pair)
     fs = (f,) if carry is None else (f, *carry.fs)
     x_next = x + sum(cj * fj for cj, fj in zip(ctx.plan[i], fs))
-    return StepOut(x_next, denoised, push(carry, x, f, max(order - 1, 1)), pair)
+    return StepOut(x_next, denoised, push(carry, x if ctx.want_pair else None, f, max(order - 1, 1)), pair)
 
 
 DEIS = register(

@@ -45,7 +45,8 @@ def dpm2_step(ctx: StepContext, i: int, x: Tensor, carry: Any = None, *, r: floa
     else:
         w = 1.0 / (2.0 * r)
         x_next = x + ((1.0 - w) * d + w * d_mid) * dt
-    return StepOut(x_next, denoised, None, ErkPair(x, d, x_mid, d_mid, sigma - sigma_next, 1.0))
+    make = ErkPair.reduce if ctx.reduce_pair else ErkPair  # reduced: x_mid, d_mid are freed on return
+    return StepOut(x_next, denoised, None, make(x, d, x_mid, d_mid, sigma - sigma_next, 1.0))
 
 
 DPM2 = register(

@@ -26,8 +26,14 @@ def dpmpp_2m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
     """
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     denoised = ctx.denoise(x, sigma)
-    f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.levels, i, x, f, carry)
+    f = to_d(x, sigma, denoised) if ctx.want_pair else None  # only the pair reads the drift
+    pair = None
+    if f is not None and carry is not None and carry.xs:  # f_{i-1} from the kept x_{i-1}, D_{i-1}: bit for bit
+        f_prev = to_d(carry.xs[0], ctx.sigma(i - 1), carry.denoised[0])
+        pair = previous_pair(ctx.levels, i, x, f, carry, f_prev, reduce=ctx.reduce_pair)
+        del f_prev
+        if ctx.reduce_pair:
+            f = None
     if sigma_next == 0:
         return StepOut(denoised, denoised, None, pair)
     h = math.log(sigma) - math.log(sigma_next)
@@ -38,7 +44,7 @@ def dpmpp_2m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
         r = h_last / h
         d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * carry.denoised[0]
     x_next = (sigma_next / sigma) * x - math.expm1(-h) * d
-    return StepOut(x_next, denoised, push(carry, x, f, 1, denoised), pair)
+    return StepOut(x_next, denoised, push(carry, x if ctx.want_pair else None, None, 1, denoised), pair)
 
 
 DPMPP_2M = register(

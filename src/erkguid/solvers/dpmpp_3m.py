@@ -28,8 +28,14 @@ def dpmpp_3m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
     """
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     denoised = ctx.denoise(x, sigma)
-    f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.levels, i, x, f, carry)
+    f = to_d(x, sigma, denoised) if ctx.want_pair else None  # only the pair reads the drift
+    pair = None
+    if f is not None and carry is not None and carry.xs:  # f_{i-1} from the kept x_{i-1}, D_{i-1}: bit for bit
+        f_prev = to_d(carry.xs[0], ctx.sigma(i - 1), carry.denoised[0])
+        pair = previous_pair(ctx.levels, i, x, f, carry, f_prev, reduce=ctx.reduce_pair)
+        del f_prev
+        if ctx.reduce_pair:
+            f = None
     if sigma_next == 0:
         return StepOut(denoised, denoised, None, pair)
     h = math.log(sigma) - math.log(sigma_next)
@@ -48,7 +54,7 @@ def dpmpp_3m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
             d2 = (d1_0 - d1_1) / (r0 + r1)
             phi_3 = phi_2 / h - 0.5
             x_next = x_next + phi_2 * d1 - phi_3 * d2
-    return StepOut(x_next, denoised, push(carry, x, f, 2, denoised), pair)
+    return StepOut(x_next, denoised, push(carry, x if ctx.want_pair else None, None, 2, denoised), pair)
 
 
 DPMPP_3M = register(

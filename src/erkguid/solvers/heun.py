@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from torch import Tensor
 
@@ -11,11 +11,17 @@ from ..correction import ErkPair
 from .base import Solver, StepContext, StepOut, register, to_d
 
 
-class HeunCarry(NamedTuple):
-    """The buffered Euler point of the previous step and its drift (Alg. 1, line 20)."""
+class HeunCarry:
+    """The buffered Euler point of the previous step and its drift (Alg. 1, line 20).
 
-    x_euler: Tensor
-    f_euler: Tensor
+    Mutable on purpose: with ``ctx.reduce_pair`` the next step folds the pair at once and empties
+    the carry, which frees the partner although the caller still holds the carry object.
+    """
+
+    __slots__ = ("x_euler", "f_euler")
+
+    def __init__(self, x_euler: Tensor | None, f_euler: Tensor | None) -> None:
+        self.x_euler, self.f_euler = x_euler, f_euler
 
 
 def heun_step(ctx: StepContext, i: int, x: Tensor, carry: HeunCarry | None = None) -> StepOut:
@@ -29,12 +35,18 @@ def heun_step(ctx: StepContext, i: int, x: Tensor, carry: HeunCarry | None = Non
     denoised = ctx.denoise(x, sigma)
     f = to_d(x, sigma, denoised)
     h = sigma - sigma_next
-    pair = None if carry is None else ErkPair(x, f, carry.x_euler, carry.f_euler, h)
+    pair = None
+    if carry is not None and carry.x_euler is not None and carry.f_euler is not None:
+        if ctx.reduce_pair:
+            pair = ErkPair.reduce(x, f, carry.x_euler, carry.f_euler, h)
+            carry.x_euler = carry.f_euler = None  # release the partner now
+        else:
+            pair = ErkPair(x, f, carry.x_euler, carry.f_euler, h)
     x_euler = x - h * f  # Alg. 1, line 15
     if sigma_next == 0:  # final step: Euler (Alg. 1, line 22)
         return StepOut(x_euler, denoised, None, pair)
     f_euler = to_d(x_euler, sigma_next, ctx.denoise(x_euler, sigma_next))  # line 17
-    x_heun = x - h * (0.5 * f + 0.5 * f_euler)  # line 18
+    x_heun = x - (f + f_euler).mul_(0.5 * h)  # line 18: x - h (f + f_euler) / 2, in 3 passes
     return StepOut(x_heun, denoised, HeunCarry(x_euler, f_euler) if ctx.want_pair else None, pair)
 
 

@@ -41,12 +41,12 @@ def ipndm_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = None
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     denoised = ctx.denoise(x, sigma)
     f = to_d(x, sigma, denoised)
-    pair = previous_pair(ctx.levels, i, x, f, carry)
+    pair = previous_pair(ctx.levels, i, x, f, carry, reduce=ctx.reduce_pair)
     fs = (f,) if carry is None else (f, *carry.fs)
     w = AB_WEIGHTS[min(order, len(fs))]
     d = sum(wj * fj for wj, fj in zip(w, fs))
     x_next = x + (sigma_next - sigma) * d
-    return StepOut(x_next, denoised, push(carry, x, f, max(order - 1, 1)), pair)
+    return StepOut(x_next, denoised, push(carry, x if ctx.want_pair else None, f, max(order - 1, 1)), pair)
 
 
 IPNDM = register(

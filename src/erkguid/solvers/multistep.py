@@ -23,29 +23,42 @@ from ..correction import ErkPair
 class History(NamedTuple):
     """Evaluated points of the previous steps, newest first."""
 
-    xs: tuple[Tensor, ...]  # states where the network was evaluated
+    xs: list[Tensor]  # the newest state where the network was evaluated: the pair's partner (or [])
     fs: tuple[Tensor, ...]  # drifts there
     denoised: tuple[Tensor, ...]  # D(x; sigma) there, only for solvers that pass it (DPM-Solver++(2M)); else ()
 
 
 def previous_pair(
-    ctx_sigmas: Tensor | Sequence[float], i: int, x: Tensor, f: Tensor, hist: History | None
+    ctx_sigmas: Tensor | Sequence[float], i: int, x: Tensor, f: Tensor, hist: History | None,
+    f_alt: Tensor | None = None, reduce: bool = False,
 ) -> ErkPair | None:
     """The multistep pair (x_i, f_i) vs (x_{i-1}, f_{i-1}) with h = sigma_{i-1} - sigma_i, sign -1.
 
     ``ctx_sigmas``: the grid, best as host floats (``ctx.levels``) so that reading it never syncs.
+    ``f_alt`` defaults to the history's newest drift. With ``reduce`` (``ctx.reduce_pair``) the pair
+    is folded at once (:meth:`ErkPair.reduce`) and the partner state is released from the history
+    (``xs`` is a list for that), although the caller still holds the history.
     """
     if hist is None or not hist.xs:
         return None
     h = float(ctx_sigmas[i - 1]) - float(ctx_sigmas[i])
-    return ErkPair(x, f, hist.xs[0], hist.fs[0], h, -1.0)
+    f_alt = hist.fs[0] if f_alt is None else f_alt
+    if reduce:
+        pair = ErkPair.reduce(x, f, hist.xs[0], f_alt, h, -1.0)
+        hist.xs.clear()
+        return pair
+    return ErkPair(x, f, hist.xs[0], f_alt, h, -1.0)
 
 
-def push(hist: History | None, x: Tensor, f: Tensor, keep: int, denoised: Tensor | None = None) -> History:
-    """Prepend the newest evaluated point and keep the newest ``keep`` points.
+def push(hist: History | None, x: Tensor | None, f: Tensor | None, keep: int, denoised: Tensor | None = None) -> History:
+    """Prepend the newest evaluated point and keep the newest ``keep`` drifts and D's.
 
-    ``denoised`` is kept only when given: a solver that never reads it does not hold it alive.
+    ``x``, ``f`` and ``denoised`` are kept only when given: a solver that never reads one (a plain
+    solver's ``x`` is read only by the ERK pair, ``ctx.want_pair``) does not hold it alive. Only the
+    newest ``x`` is kept: the pair reads no older state.
     """
-    old = History((), (), ()) if hist is None else hist
+    old = History([], (), ()) if hist is None else hist
+    xs = [] if x is None else [x]
+    fs = () if f is None else (f, *old.fs)[:keep]
     ds = () if denoised is None else (denoised, *old.denoised)[:keep]
-    return History((x, *old.xs)[:keep], (f, *old.fs)[:keep], ds)
+    return History(xs, fs, ds)

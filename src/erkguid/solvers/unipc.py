@@ -43,8 +43,8 @@ VARIANTS = ("bh1", "bh2")
 
 
 class UniPCCarry(NamedTuple):
-    x_eval: Tensor  # x_{i-1}^p: where m_{i-1} was evaluated
-    f_eval: Tensor  # drift there
+    x_eval: Tensor | None  # x_{i-1}^p: where m_{i-1} was evaluated (kept only when the pair is wanted)
+    f_eval: Tensor | None  # drift there (likewise)
     m: tuple[Tensor, ...]  # (m_{i-1}, m_{i-2}, ...) newest first
     order: int  # order of the previous interval's predictor (its corrector uses it too)
 
@@ -105,11 +105,12 @@ def unipc_step(
         raise ValueError(f"solver option variant must be one of {VARIANTS} for unipc, got {variant!r}")
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     m = ctx.denoise(x, sigma)
-    f = to_d(x, sigma, m)
+    f = to_d(x, sigma, m) if ctx.want_pair else None  # only the pair reads the drift
     pair = None
     x_c = x
     if carry is not None:  # UniC - UniP of the previous interval: an increment on the state we were given
-        pair = ErkPair(x, f, carry.x_eval, carry.f_eval, ctx.sigma(i - 1) - sigma, -1.0)
+        if f is not None and carry.x_eval is not None and carry.f_eval is not None:
+            pair = ErkPair(x, f, carry.x_eval, carry.f_eval, ctx.sigma(i - 1) - sigma, -1.0)
         b_h, res_c = _residual(ctx, i - 1, carry.m, carry.order, variant, m)
         _, res_p = _residual(ctx, i - 1, carry.m, carry.order, variant, None)
         assert res_c is not None
@@ -124,7 +125,7 @@ def unipc_step(
     x_next = (sigma_next / sigma) * x_c - math.expm1(-h) * m
     if res is not None:
         x_next = x_next - b_h * res
-    return StepOut(x_next, m, UniPCCarry(x, f, ms, p), pair)
+    return StepOut(x_next, m, UniPCCarry(x if f is not None else None, f, ms, p), pair)
 
 
 UNIPC = register(
