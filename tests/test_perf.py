@@ -214,3 +214,17 @@ def test_all_finite_agrees_with_the_elementwise_check():
     cases += [c.to(dt) for c in cases[:5] for dt in (torch.float16, torch.bfloat16, torch.float64)]
     for t in cases:
         assert bool(all_finite(t)) == bool(torch.isfinite(t).all()), t
+
+
+def test_overhead_sampler_benchmark_runs_on_the_default_path():
+    """`erkguid overhead --sampler-only` end to end (one round): ratios, syncs per step and memory come back finite."""
+    import math
+
+    from erkguid.experiments.sampler_cost import run_sampler_cost
+
+    res = run_sampler_cost(1)
+    cpu = res["ops_and_reads"][0]
+    assert cpu["host_reads_per_step"]["erkguid_heun"] <= 1.2  # one per step + the run's set-up spread over the steps
+    mem = res["memory"]
+    assert mem["heun_erk_extra_state_tensors"] <= 1.0 and mem["dpmpp_2m_erk_extra_state_tensors"] <= 1.0
+    assert all(math.isfinite(v) for v in mem["peak_allocated_state_tensors"].values())

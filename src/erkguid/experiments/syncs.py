@@ -49,8 +49,13 @@ def _dummy_value(t: torch.Tensor) -> Any:
     return True if t.dtype == torch.bool else (1.0 if t.is_floating_point() else 1)
 
 
+def _zeros_list(shape: tuple[int, ...]) -> Any:
+    """Nested lists of 0.0 shaped like ``shape`` (a meta tensor's ``tolist``: healthy values, e.g. guard ratios of 0)."""
+    return 0.0 if not shape else [_zeros_list(shape[1:]) for _ in range(shape[0])]
+
+
 _DUMMY = {"item": _dummy_value, "__bool__": lambda t: True, "__float__": lambda t: 1.0, "__int__": lambda t: 1,
-          "__index__": lambda t: 1}
+          "__index__": lambda t: 1, "tolist": lambda t: _zeros_list(tuple(t.shape))}
 
 
 @contextmanager
