@@ -226,5 +226,7 @@ def test_overhead_sampler_benchmark_runs_on_the_default_path():
     cpu = res["ops_and_reads"][0]
     assert cpu["host_reads_per_step"]["erkguid_heun"] <= 1.2  # one per step + the run's set-up spread over the steps
     mem = res["memory"]
-    assert mem["heun_erk_extra_state_tensors"] <= 1.0 and mem["dpmpp_2m_erk_extra_state_tensors"] <= 1.0
+    state = math.prod(mem["state_shape"]) * 4  # float32 bytes
+    slack = 32 * mem["state_shape"][0] * 8 / state  # up to 32 [B] float64 vectors (rho, norms, the guard's scales)
+    assert max(mem["heun_erk_extra_state_tensors"], mem["dpmpp_2m_erk_extra_state_tensors"]) <= 1.0 + slack
     assert all(math.isfinite(v) for v in mem["peak_allocated_state_tensors"].values())
