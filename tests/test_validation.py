@@ -309,3 +309,8 @@ def test_no_warning_when_erk_acts_or_is_off():
     assert not _erk_warnings(lambda: run(w_stiff=1.0, w_con=0.5))
     assert not _erk_warnings(lambda: run(solver="euler"))
     assert not _erk_warnings(lambda: run(w_stiff=0.0, w_con=1e9))
+
+
+def test_progress_must_be_a_bool():
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        eg.sample(TREE, X, S, progress="yes")

@@ -259,6 +259,8 @@ class Run:
         ends_above_zero = bool(grid[-1] > 0)
         layer = bool(getattr(denoiser, "wants_estimate", False))  # a guidance layer reads the pairs' estimates
         self.want_pair = (self.guide or ends_above_zero if want_pair is None else bool(want_pair)) or self.guide or layer
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True or False, got {type(progress).__name__} {progress!r}")
         self.progress = progress
         self._den = _Denoise(denoiser, dict(extra_args or {}), acc_dtype(x0.dtype), check_finite != "off", layer)
         self._den.calls = 0 if prev is None else prev.nfe
