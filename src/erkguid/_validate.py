@@ -21,10 +21,11 @@ a ratio above 35.6, and every run ending beyond 1000x the data's norm exceeded 1
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,19 @@ from ._batch import bnorm
 DIVERGENCE_FACTOR = 100.0  # the measured margin is in docs/validation.md (scripts/divergence_sweep.py)
 MAX_SIGMA = 1e10  # far inside float32 for sigma**2 (3.4e38); EDM uses 80, VP ~160, rectified flows ~1e3
 SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 0 <= seed < 2**64
+
+
+def sweep(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a sweep that tries many ERK-Guid settings on purpose (bench, safe-erk, tune, the paper suite): an
+    :class:`ErkGuidWarning` per run would be noise there, and their tables report the gated fraction instead."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ErkGuidWarning)
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 class ErkGuidWarning(UserWarning):

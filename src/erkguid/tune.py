@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._validate import sweep
 from .metrics import global_error, ratio_ci
 from .noise import randn_from_seeds
 from .recommend import recommended
@@ -348,6 +349,7 @@ def _peer_errors(m: Model, held: Evaluator, nfe: int, solvers: Sequence[str] | N
     return peers
 
 
+@sweep
 def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allow_pickle: bool = False,
          progress: bool = True, evaluators: dict[Any, Evaluator] | None = None) -> dict[str, Any]:
     """Search samplers for ``model`` at exactly ``nfe`` evaluations; return the preset dict (see module docstring).

@@ -26,6 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
+from .._validate import sweep
 from ..metrics import energy_distance, global_error, ratio_ci, sliced_wasserstein
 from ..models import GaussianMixture, LowRankMixture
 from ..noise import randn_from_seeds
@@ -172,6 +173,7 @@ def _metrics(prob: Problem, x: Tensor, ref: Tensor, truth: Tensor | None) -> dic
     return out
 
 
+@sweep
 def run_bench(config: BenchConfig = QUICK, out_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the grid of ``config``; return ``{'rows': [...], 'problems': {...}, 'seconds': ...}`` and write
     ``bench.json``, ``bench.md`` and one ``bench_<metric>.png`` per metric to ``out_dir`` when given."""

@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
+from .._validate import sweep
 from ..feature_metrics import DigitsFeatures, FeatureReference, inception_score, kid
 from ..guidance import autoguidance, cfg
 from ..metrics import global_error, paired_bootstrap, ratio_ci
@@ -276,6 +277,7 @@ def table11_solvers() -> list[str]:
     return sorted(s for s in SOLVERS if "pc" in s.split("_") or s.endswith("_pc"))
 
 
+@sweep
 def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = False, config: SuiteConfig | None = None,
                     seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Run every table on every target; write ``paper.json``, ``paper.md`` and ``paper.png``."""

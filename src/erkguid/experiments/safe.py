@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._validate import sweep
 from ..metrics import global_error, ratio_ci, sliced_wasserstein
 from ..models import GaussianMixture, digits_64d, isotropic_gaussian, tree_2d
 from ..noise import randn_from_seeds
@@ -129,6 +130,7 @@ def _run_cell(p: SafeProblem, x0: Tensor, grid: Tensor, solver: str, kw: dict[st
     return global_error(x, ref), sw
 
 
+@sweep
 def run_safe(problem_names: Sequence[str] | None = None,
              solvers: Sequence[str] = ("heun", "dpm2", "dpmpp_2m", "dpmpp_3m", "deis", "lms", "ipndm", "unipc"),
              nfes: Sequence[int] = (5, 7, 11, 15, 23, 31), num_samples: int = 256,
