@@ -17,10 +17,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .._batch import acc_dtype, append_dims, sigma_vector
+from .._batch import acc_dtype, sigma_vector
+from ._mixture import MixtureBase
 
 
-class GaussianMixture:
+class GaussianMixture(MixtureBase):
     """A Gaussian mixture in ``d`` dimensions with exact D(x; sigma), log-density and sampling.
 
     Args:
@@ -41,24 +42,16 @@ class GaussianMixture:
         shape: Sequence[int] | None = None,
         name: str = "gmm",
     ) -> None:
-        w = torch.as_tensor(weights, dtype=torch.float64).flatten()
-        mu = torch.as_tensor(means, dtype=torch.float64)
+        k, d = self._init_mixture(weights, means, labels, shape, name)
         cov = torch.as_tensor(covs, dtype=torch.float64)
-        if mu.ndim != 2 or w.numel() != mu.shape[0]:
-            raise ValueError(f"means must be [K, d] with K = len(weights); got {tuple(mu.shape)} and K={w.numel()}")
-        k, d = mu.shape
         if cov.shape == (k, d):
             cov = torch.diag_embed(cov)
         if cov.shape != (k, d, d):
             raise ValueError(f"covs must be [K, d, d] or [K, d]; got {tuple(cov.shape)} for K={k}, d={d}")
-        if (w < 0).any() or w.sum() <= 0:
-            raise ValueError("weights must be non-negative with a positive sum")
         cov = 0.5 * (cov + cov.transpose(1, 2))
         evals, evecs = torch.linalg.eigh(cov)
         if (evals < -1e-10 * evals.abs().max()).any():
             raise ValueError("covs must be positive semi-definite")
-        self.weights = w / w.sum()
-        self.means = mu
         self.covs = cov
         self.evals = evals.clamp_min(0.0)
         self.evecs = evecs  # columns are eigenvectors: S_k = U_k diag(evals_k) U_k^T
@@ -66,28 +59,8 @@ class GaussianMixture:
         # LAPACK picks inside a repeated eigenvalue's eigenspace; sampling uses it, never U_k itself.
         root = torch.einsum("kde,ke,kfe->kdf", evecs, self.evals.sqrt(), evecs)
         self.sqrt_covs = 0.5 * (root + root.transpose(1, 2))
-        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long).flatten()
-        if self.labels is not None and self.labels.numel() != k:
-            raise ValueError(f"labels must have one entry per component ({k}), got {self.labels.numel()}")
-        self.shape = tuple(shape) if shape is not None else (d,)
-        if math.prod(self.shape) != d:
-            raise ValueError(f"shape {self.shape} does not hold d={d} values")
-        self.name = name
-        self._cache: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
 
     # ------------------------------------------------------------------ basics
-    @property
-    def dim(self) -> int:
-        return self.means.shape[1]
-
-    @property
-    def num_components(self) -> int:
-        return self.means.shape[0]
-
-    @property
-    def num_classes(self) -> int:
-        return 0 if self.labels is None else int(self.labels.max()) + 1
-
     @property
     def sigma_data(self) -> float:
         """Root-mean-square standard deviation per coordinate of p_data."""
@@ -104,11 +77,6 @@ class GaussianMixture:
             )
         return self._cache[key]
 
-    def _flat(self, x: Tensor) -> Tensor:
-        if tuple(x.shape[1:]) != self.shape and tuple(x.shape[1:]) != (self.dim,):
-            raise ValueError(f"x must have shape [B, {', '.join(map(str, self.shape))}], got {tuple(x.shape)}")
-        return x.reshape(x.shape[0], self.dim)
-
     def _posterior_terms(
         self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -120,15 +88,7 @@ class GaussianMixture:
         y = torch.einsum("bkd,kde->bke", xf[:, None, :] - mu[None], u)
         var = lam[None] + s2[:, None, None]
         logits = logpi[None] - 0.5 * ((y * y / var).sum(-1) + var.log().sum(-1) + self.dim * math.log(2 * math.pi))
-        if class_labels is not None:
-            if self.labels is None:
-                raise ValueError("class_labels given but this mixture has no component labels")
-            cl = torch.as_tensor(class_labels, device=x.device).reshape(-1).long()
-            if cl.numel() != xf.shape[0]:
-                raise ValueError(f"class_labels must have one label per sample ({xf.shape[0]}), got {cl.numel()}")
-            mask = self.labels.to(x.device)[None, :] == cl[:, None]
-            logits = logits.masked_fill(~mask, float("-inf"))
-        return logits, y, var, lam
+        return self._class_mask(logits, class_labels), y, var, lam
 
     # ------------------------------------------------------------------ exact quantities
     def denoise(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
@@ -142,30 +102,10 @@ class GaussianMixture:
 
     __call__ = denoise
 
-    def drift(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
-        """Probability-flow drift f = (x - D(x; sigma)) / sigma (Eq. 1); sigma must be > 0."""
-        s = append_dims(sigma_vector(sigma, x, dtype=x.dtype), x.ndim)
-        return (x - self.denoise(x, sigma, class_labels)) / s
-
-    def score(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
-        """grad_x log p(x; sigma) = (D(x; sigma) - x) / sigma^2 (Tweedie); sigma must be > 0."""
-        s = append_dims(sigma_vector(sigma, x, dtype=x.dtype), x.ndim)
-        return (self.denoise(x, sigma, class_labels) - x) / s**2
-
-    def _component_labels(self) -> Tensor:
-        if self.labels is None:
-            raise ValueError("class_labels given to a mixture without component labels")
-        return self.labels
-
     def log_prob(self, x: Tensor, sigma: Tensor | float = 0.0, class_labels: Tensor | None = None) -> Tensor:
         """log p(x; sigma) per sample ``[B]`` (sigma = 0: the data density itself)."""
         logits, _, _, _ = self._posterior_terms(x, sigma, class_labels)
-        out = torch.logsumexp(logits, dim=1)
-        if class_labels is not None:  # renormalise by the class prior
-            cl = torch.as_tensor(class_labels, device=x.device).reshape(-1).long()
-            prior = torch.zeros(self.num_classes, dtype=torch.float64).index_add_(0, self._component_labels(), self.weights)
-            out = out - prior.to(x.device, out.dtype).log()[cl]
-        return out
+        return self._class_prior_correction(torch.logsumexp(logits, dim=1), class_labels)
 
     def sample(
         self,
@@ -182,11 +122,7 @@ class GaussianMixture:
         eigenbasis LAPACK returns, so the samples are the same on every machine up to rounding.
         """
         g = torch.Generator().manual_seed(seed)
-        logw = self.weights.log().expand(n, -1).clone()
-        if class_labels is not None:
-            cl = torch.as_tensor(class_labels).reshape(-1).long()
-            logw = logw.masked_fill(self._component_labels()[None, :] != cl[:, None], float("-inf"))
-        comp = torch.multinomial(torch.softmax(logw, 1), 1, generator=g).squeeze(1)
+        comp = self._draw_components(n, class_labels, g)
         z = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
         x = self.means[comp] + torch.einsum("bde,be->bd", self.sqrt_covs[comp], z)
         if sigma > 0:

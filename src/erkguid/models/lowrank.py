@@ -24,7 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .._batch import acc_dtype, append_dims, sigma_vector
+from .._batch import acc_dtype, sigma_vector
+from ._mixture import MixtureBase
 from .gmm import GaussianMixture
 
 
@@ -40,7 +41,7 @@ def orthonormal_factor(factors: Tensor) -> tuple[Tensor, Tensor]:
     return q @ v, lam.clamp_min(0.0)
 
 
-class LowRankMixture:
+class LowRankMixture(MixtureBase):
     """A mixture of N(mu_k, A_k A_k^T + floor_k I) with exact D(x; sigma), log-density and sampling.
 
     Args:
@@ -67,52 +68,24 @@ class LowRankMixture:
         shape: Sequence[int] | None = None,
         name: str = "lowrank",
     ) -> None:
-        w = torch.as_tensor(weights, dtype=torch.float64).flatten()
-        mu = torch.as_tensor(means, dtype=torch.float64)
+        k, d = self._init_mixture(weights, means, labels, shape, name)
         a = torch.as_tensor(factors, dtype=torch.float64)
-        if mu.ndim != 2 or w.numel() != mu.shape[0]:
-            raise ValueError(f"means must be [K, d] with K = len(weights); got {tuple(mu.shape)} and K={w.numel()}")
-        k, d = mu.shape
         if a.ndim != 3 or a.shape[:2] != (k, d) or not 1 <= a.shape[2] <= d:
             raise ValueError(f"factors must be [K, d, r] with 1 <= r <= d; got {tuple(a.shape)} for K={k}, d={d}")
-        if (w < 0).any() or w.sum() <= 0:
-            raise ValueError("weights must be non-negative with a positive sum")
         f = torch.as_tensor(floor, dtype=torch.float64).flatten()
         f = f.expand(k).clone() if f.numel() == 1 else f
         if f.numel() != k or not torch.isfinite(f).all() or (f <= 0).any():
             raise ValueError(f"floor must be a positive scalar or one positive value per component ({k})")
-        if not (torch.isfinite(a).all() and torch.isfinite(mu).all()):
+        if not (torch.isfinite(a).all() and torch.isfinite(self.means).all()):
             raise ValueError("means and factors must be finite")
-        self.weights = w / w.sum()
-        self.means = mu
         self.factors = a
         self.floor = f
         self.bases, self.evals = orthonormal_factor(a)  # C_k = U_k diag(evals_k) U_k^T + floor_k I
-        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long).flatten()
-        if self.labels is not None and self.labels.numel() != k:
-            raise ValueError(f"labels must have one entry per component ({k}), got {self.labels.numel()}")
-        self.shape = tuple(shape) if shape is not None else (d,)
-        if math.prod(self.shape) != d:
-            raise ValueError(f"shape {self.shape} does not hold d={d} values")
-        self.name = name
-        self._cache: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
 
     # ------------------------------------------------------------------ basics
     @property
-    def dim(self) -> int:
-        return self.means.shape[1]
-
-    @property
     def rank(self) -> int:
-        return self.factors.shape[2]
-
-    @property
-    def num_components(self) -> int:
-        return self.means.shape[0]
-
-    @property
-    def num_classes(self) -> int:
-        return 0 if self.labels is None else int(self.labels.max()) + 1
+        return int(self.factors.shape[2])
 
     @property
     def sigma_data(self) -> float:
@@ -146,22 +119,6 @@ class LowRankMixture:
             )
         return self._cache[key]
 
-    def _flat(self, x: Tensor) -> Tensor:
-        if tuple(x.shape[1:]) != self.shape and tuple(x.shape[1:]) != (self.dim,):
-            raise ValueError(f"x must have shape [B, {', '.join(map(str, self.shape))}], got {tuple(x.shape)}")
-        return x.reshape(x.shape[0], self.dim)
-
-    def _class_mask(self, logits: Tensor, class_labels: Tensor | None, b: int) -> Tensor:
-        if class_labels is None:
-            return logits
-        if self.labels is None:
-            raise ValueError("class_labels given but this mixture has no component labels")
-        cl = torch.as_tensor(class_labels, device=logits.device).reshape(-1).long()
-        if cl.numel() != b:
-            raise ValueError(f"class_labels must have one label per sample ({b}), got {cl.numel()}")
-        mask = self.labels.to(logits.device)[None, :] == cl[:, None]
-        return logits.masked_fill(~mask, float("-inf"))
-
     def _terms(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None) -> tuple[Tensor, ...]:
         """(logits [B,K] float64, xf [B,d], p = U_k^T (x - mu_k) [B,K,r], shrink [B,K,r], c [B,K], s2 [B]).
 
@@ -181,7 +138,7 @@ class LowRankMixture:
         quad = (dist - (p.double() ** 2 * shrink.double()).sum(-1)) / c64
         logdet = (self.dim - r) * c64.log() + (lam.double()[None] + c64[:, :, None]).log().sum(-1)
         logits = logpi.double()[None] - 0.5 * (quad + logdet + self.dim * math.log(2 * math.pi))
-        return self._class_mask(logits, class_labels, b), xf, p, shrink, c, s2
+        return self._class_mask(logits, class_labels), xf, p, shrink, c, s2
 
     # ------------------------------------------------------------------ exact quantities
     def denoise(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
@@ -198,26 +155,10 @@ class LowRankMixture:
 
     __call__ = denoise
 
-    def drift(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
-        """Probability-flow drift f = (x - D(x; sigma)) / sigma (Eq. 1); sigma must be > 0."""
-        s = append_dims(sigma_vector(sigma, x, dtype=x.dtype), x.ndim)
-        return (x - self.denoise(x, sigma, class_labels)) / s
-
-    def score(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
-        """grad_x log p(x; sigma) = (D(x; sigma) - x) / sigma^2 (Tweedie); sigma must be > 0."""
-        s = append_dims(sigma_vector(sigma, x, dtype=x.dtype), x.ndim)
-        return (self.denoise(x, sigma, class_labels) - x) / s**2
-
     def log_prob(self, x: Tensor, sigma: Tensor | float = 0.0, class_labels: Tensor | None = None) -> Tensor:
         """log p(x; sigma) per sample ``[B]`` (sigma = 0: the data density itself)."""
         logits = self._terms(x, sigma, class_labels)[0]
-        out = torch.logsumexp(logits, dim=1).to(acc_dtype(x.dtype))
-        if class_labels is not None:  # renormalise by the class prior
-            cl = torch.as_tensor(class_labels, device=x.device).reshape(-1).long()
-            assert self.labels is not None  # class_labels were checked against the labels above
-            prior = torch.zeros(self.num_classes, dtype=torch.float64).index_add_(0, self.labels, self.weights)
-            out = out - prior.to(x.device, out.dtype).log()[cl]
-        return out
+        return self._class_prior_correction(torch.logsumexp(logits, dim=1).to(acc_dtype(x.dtype)), class_labels)
 
     def sample(
         self,
@@ -231,15 +172,7 @@ class LowRankMixture:
         """Exact samples of p(x; sigma), ``[n, *shape]``: mu_k + C_k^{1/2} z with the symmetric square root
         (basis-independent), from one seeded generator."""
         g = torch.Generator().manual_seed(seed)
-        logw = self.weights.log().expand(n, -1).clone()
-        if class_labels is not None:
-            if self.labels is None:
-                raise ValueError("class_labels given but this mixture has no component labels")
-            cl = torch.as_tensor(class_labels).reshape(-1).long()
-            if cl.numel() != n:
-                raise ValueError(f"class_labels must have one label per sample ({n}), got {cl.numel()}")
-            logw = logw.masked_fill(self.labels[None, :] != cl[:, None], float("-inf"))
-        comp = torch.multinomial(torch.softmax(logw, 1), 1, generator=g).squeeze(1)
+        comp = self._draw_components(n, class_labels, g)
         z = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
         u, lam, f = self.bases[comp], self.evals[comp], self.floor[comp]
         rf = f.sqrt()
