@@ -175,3 +175,18 @@ def test_eta_and_noise_sampler_are_handled_not_ignored() -> None:
         kd.sample_erk_heun_pc(MODEL.denoise, x, sigmas, disable=True, noise_sampler=lambda s, sn: torch.randn_like(x))
     with pytest.raises(TypeError, match="unexpected keyword"):
         kd.sample_erk_heun(MODEL.denoise, x, sigmas, disable=True, order=3)
+
+
+@pytest.mark.parametrize("name", ["heun", "dpmpp_2m", "deis_tab", "unipc2_bh2"])
+def test_split_sigma_list_continues_the_run_exactly_with_its_state(name) -> None:
+    """ComfyUI SplitSigmas / KSamplerAdvanced from Python: the first part returns (x, state), the second continues the
+    state (ERK pair and solver history included); the result equals one run over the whole list bit for bit."""
+    fn = getattr(kd, f"sample_erk_{name}")
+    sigmas, x = edm_sigmas(8), _x(3)
+    kw = {"disable": True, "w_stiff": 0.5, "w_con": 0.1}
+    one = fn(MODEL.denoise, x, sigmas, **kw)
+    high, state = fn(MODEL.denoise, x, sigmas[:5], return_state=True, **kw)
+    low = fn(MODEL.denoise, high, sigmas[4:], state=state, **kw)
+    assert torch.equal(low, one)
+    fresh = fn(MODEL.denoise, high, sigmas[4:], **kw)  # without the state: a new run from `high` (documented rule)
+    assert not torch.equal(fresh, one)
