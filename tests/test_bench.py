@@ -45,3 +45,17 @@ def test_run_bench_custom_problem(tmp_path):
     assert (tmp_path / "bench.md").read_text().count("| deis |") == 3
     assert all((tmp_path / f"bench_{m}.png").stat().st_size > 0 for m in ("err_mean", "sliced_w2", "energy", "loglik"))
     assert calls["n"] > 0
+
+
+def test_published_full_bench_tables_are_the_commands_json() -> None:
+    """docs/solvers.md's `erkguid bench --full` tables are `summarize` of the committed bench.json, unedited."""
+    import json
+    from pathlib import Path
+
+    from erkguid.experiments.bench import summarize
+
+    root = Path(__file__).resolve().parents[1]
+    rows = json.loads((root / "docs" / "bench" / "full" / "bench.json").read_text())["rows"]
+    doc = (root / "docs" / "solvers.md").read_text()
+    begin, end = "<!-- bench-full:begin -->\n", "<!-- bench-full:end -->"
+    assert doc[doc.index(begin) + len(begin):doc.index(end)].strip() == summarize(rows).strip()

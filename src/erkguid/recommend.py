@@ -3,7 +3,7 @@
 The paper's formula (Eq. 19 with z^2 and its default strengths) is not safe as a default: on stiff data it makes
 Heun worse at NFE >= 11 and multiplies the error of every multistep solver by up to 1e3-5e4, because z^2 has no
 bound. :func:`recommended` returns settings that were never worse than the plain solver beyond their paired 95%
-interval on every problem of ``erkguid safe-erk`` (exact mixtures of 2-64 dimensions and learned networks, NFE
+interval on every problem of ``erkguid safe-erk`` (exact mixtures of 2-256 dimensions and learned networks, NFE
 5-31); the evidence is committed in ``docs/safe/safe_erk.json`` and summarised in ``docs/safe-erk.md``. Where no
 setting met that bar (the multistep solvers: their pair ``x_i`` vs ``x_{i-1}`` measures the step, not an error),
 ERK-Guid is off.

@@ -113,7 +113,7 @@ class Setting:
 DEFAULT_SETTING = {"heun": Setting(1.0, 0.05), "dpm2": Setting(1.25, 0.05), "deis": Setting(2.5, 0.05)}
 FALLBACK_SETTING = Setting(1.0, 0.05)
 GRID_SETTINGS = tuple(Setting(w, c) for w in (0.1, 0.25, 0.5, 1.0, 2.0) for c in (0.0, 1.0, 10.0))
-ALL_SOLVERS = ("euler", "heun", "dpm2", "dpmpp_2m", "deis", "ipndm", "unipc", "adasde")
+ALL_SOLVERS = ("euler", "heun", "dpm2", "dpmpp_2m", "dpmpp_3m", "deis", "lms", "ipndm", "unipc", "adasde")
 
 
 def default_setting(solver: str) -> Setting:

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from .._validate import sweep
 from ..metrics import global_error, ratio_ci, sliced_wasserstein
-from ..models import GaussianMixture, digits_64d, isotropic_gaussian, tree_2d
+from ..models import GaussianMixture, LowRankMixture, digits_64d, isotropic_gaussian, tree_2d
+from ..models.builtin import patches_16
 from ..noise import randn_from_seeds
 from ..recommend import ANY_NFE, NFE_BANDS, chosen_for, in_band
 from ..reference import reference_solve
@@ -82,7 +83,7 @@ class SafeProblem:
     group: str  # "calibration" or "held-out"
     denoiser: Callable[..., Tensor]
     shape: tuple[int, ...]
-    truth: GaussianMixture | None = None
+    truth: GaussianMixture | LowRankMixture | None = None
     labels: int = 0  # class-conditional networks: labels = seed % labels
 
 
@@ -109,6 +110,7 @@ def problems(names: Sequence[str] | None = None) -> list[SafeProblem]:
                                           (m := random_mixture(8, 16, 1e-4, 0.3, 11, "mix8-stiff")), tuple(m.shape), m),
         "mix32": lambda: SafeProblem("mix32", "held-out", (m := random_mixture(32, 8, 1e-3, 1.0, 12, "mix32")),
                                      tuple(m.shape), m),
+        "patches16": lambda: SafeProblem("patches16", "held-out", (m := patches_16()), tuple(m.shape), m),
         "learned-tree2d": lambda: SafeProblem("learned-tree2d", "held-out", (d := load_learned("tree2d-main")),
                                               tuple(d.shape), tree_2d(), d.num_classes),
         "learned-digits": lambda: SafeProblem("learned-digits", "held-out", (d := load_learned("digits-main")),
