@@ -1,0 +1,47 @@
+"""The official scripts' settings in the paper suite (Tables 2, 3), the paper's Table 4 NFE accounting (grids
+ending at sigma_min, no final step to 0), and docs/learned.md's table against its committed JSON."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from erkguid.experiments.paper import (
+    OFFICIAL_TABLE2,
+    OFFICIAL_TABLE3_SCALES,
+    Evaluator,
+    SuiteConfig,
+    make_target,
+    official_jobs,
+    paper_steps,
+)
+from erkguid.schedules import edm_sigmas
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_official_settings_are_the_official_scripts():
+    # scripts/reproduce.sh of mlvlab/ERK-Guid; guidance scales of EDM2's s-guid-fid (1.4) / s-autog-fid (2.1) presets
+    assert OFFICIAL_TABLE2 == {8: (0.5, 0.1), 16: (0.75, 0.3)}
+    assert OFFICIAL_TABLE3_SCALES == {16: {"cfg": 1.2, "ag": 1.55}, 32: {"cfg": 1.4, "ag": 2.1}}
+    jobs = official_jobs(SuiteConfig(tables=("table2", "table3")))
+    t2 = [a for a, _ in jobs if a[0] == "table2:official"]
+    assert t2 == [("table2:official", "heun", 8, 0.5, 0.1), ("table2:official", "heun", 16, 0.75, 0.3)]
+    t3 = {(a[2], a[5], a[6], a[3], a[4]) for a, _ in jobs if a[0] == "table3:official"}
+    assert t3 == {(16, "cfg", 1.2, 0.0, 0.0), (16, "cfg", 1.2, 0.75, 0.5), (16, "ag", 1.55, 0.0, 0.0),
+                  (16, "ag", 1.55, 0.75, 0.5), (32, "cfg", 1.4, 0.0, 0.0), (32, "cfg", 1.4, 1.0, 0.5),
+                  (32, "ag", 2.1, 0.0, 0.0), (32, "ag", 2.1, 1.0, 0.5)}
+
+
+@pytest.mark.parametrize(("solver", "nfe", "steps"), [("heun", 6, 3), ("heun", 10, 5), ("dpm2", 8, 4), ("deis", 6, 6)])
+def test_paper_nfe_rows_spend_the_budget_on_a_grid_ending_at_sigma_min(solver, nfe, steps):
+    assert paper_steps(solver, nfe) == steps  # diff-sampler: Heun NFE 6 = 3 Heun intervals (erkguid's to-zero grid: 2 + Euler)
+    ev = Evaluator(make_target("tree2d-exact", num_ref=64), 8, rtol=1e-5, num_boot=5)
+    run = ev.run(solver, steps, 0.0, 0.0, to_zero=False)
+    assert run.nfe == nfe  # the engine's own count
+    sigma_min = float(edm_sigmas(steps + 1)[-2])
+    assert sigma_min == pytest.approx(0.002)
+    ref = ev.reference("none", 1.0, sigma_min)  # the error is measured at sigma_min, where the run stops
+    assert torch.equal(run.err, (run.x - ref).flatten(1).norm(dim=1))
+    assert not torch.equal(ref, ev.reference("none", 1.0))
+
