@@ -1,6 +1,7 @@
 """The official scripts' settings in the paper suite (Tables 2, 3), the paper's Table 4 NFE accounting (grids
 ending at sigma_min, no final step to 0), and docs/learned.md's table against its committed JSON."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,10 @@ import torch
 from erkguid.experiments.paper import (
     OFFICIAL_TABLE2,
     OFFICIAL_TABLE3_SCALES,
+    PAPER_NFE,
     Evaluator,
     SuiteConfig,
+    format_official,
     make_target,
     official_jobs,
     paper_steps,
@@ -45,3 +48,10 @@ def test_paper_nfe_rows_spend_the_budget_on_a_grid_ending_at_sigma_min(solver, n
     assert torch.equal(run.err, (run.x - ref).flatten(1).norm(dim=1))
     assert not torch.equal(ref, ev.reference("none", 1.0))
 
+
+def test_learned_md_official_table_is_the_committed_json():
+    res = json.loads((DOCS / "learned" / "official.json").read_text())
+    rows = res["rows"]
+    assert {r["variant"] for r in rows} >= {"official", PAPER_NFE}
+    assert res["config"]["num_samples"] == 512 and set(res["config"]["tables"]) == {"table2", "table3", "table4"}
+    assert format_official(rows) in (DOCS / "learned.md").read_text()
