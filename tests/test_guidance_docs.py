@@ -10,7 +10,7 @@ from erkguid.experiments.guidance import format_table
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-@pytest.mark.parametrize(("name", "num_samples"), [("digits64", 512)])
+@pytest.mark.parametrize(("name", "num_samples"), [("digits64", 512), ("tree2d", 1024)])
 def test_guidance_md_tables_are_the_committed_json(name, num_samples):
     res = json.loads((DOCS / "guidance" / f"{name}.json").read_text())
     assert res["num_samples"] == num_samples and res["model"] == name
