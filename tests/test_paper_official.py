@@ -2,6 +2,7 @@
 ending at sigma_min, no final step to 0), and docs/learned.md's table against its committed JSON."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,36 @@ def test_learned_md_official_table_is_the_committed_json():
     assert {r["variant"] for r in rows} >= {"official", PAPER_NFE}
     assert res["config"]["num_samples"] == 512 and set(res["config"]["tables"]) == {"table2", "table3", "table4"}
     assert format_official(rows) in (DOCS / "learned.md").read_text()
+
+
+def _shown(cell: str, value: float) -> bool:
+    """``cell`` (a number as printed: sign, decimals) is ``value`` to the digits it shows."""
+    dec = len(cell.split(".")[1]) if "." in cell else 0
+    return abs(float(cell) - value) <= 0.5 * 10.0**-dec + 1e-12
+
+
+def test_learned_md_table2_is_the_committed_json():
+    rows = [r for r in json.loads((DOCS / "learned" / "official.json").read_text())["rows"] if r["table"] == "table2"]
+    md = (DOCS / "learned.md").read_text()
+    sec = md[md.index("### Table 2 analogue"):md.index("Paper, Table 2")]
+    lines = [ln for ln in sec.splitlines() if ln.startswith("| ") and not ln.startswith("| target")]
+    assert len(lines) == 10
+    number = r"[-+]?\d*\.?\d+"
+    for ln in lines:
+        cells = [c.strip().replace("*", "") for c in ln.split("|")[1:-1]]
+        target, steps = cells[0], int(cells[1])
+
+        def row(w, target=target, steps=steps):
+            (r,) = [r for r in rows if r["target"] == target and r["steps"] == steps and r["w_stiff"] == w]
+            return r
+
+        err, fd = cells[2].split(" / ")
+        assert _shown(err, row(0.0)["err_mean"]) and _shown(fd, row(0.0)["fd"]), ln
+        for k, w in zip((3, 5, 7), (0.5, 1.0, 2.0)):
+            r = row(w)
+            for cell, keys in ((cells[k], ("err_ratio", "err_ratio_lo", "err_ratio_hi")),
+                               (cells[k + 1], ("fd_delta", "fd_delta_lo", "fd_delta_hi"))):
+                shown = re.findall(number, cell.replace("(n.s.)", ""))
+                assert shown and all(_shown(c, r[key]) for c, key in zip(shown, keys)), (ln, cell)
+                if "(n.s.)" in cell:  # not significant: the interval contains 0
+                    assert r["fd_delta_lo"] <= 0 <= r["fd_delta_hi"], (ln, cell)
