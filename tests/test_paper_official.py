@@ -89,3 +89,23 @@ def test_learned_md_table2_is_the_committed_json():
                 assert shown and all(_shown(c, r[key]) for c, key in zip(shown, keys)), (ln, cell)
                 if "(n.s.)" in cell:  # not significant: the interval contains 0
                     assert r["fd_delta_lo"] <= 0 <= r["fd_delta_hi"], (ln, cell)
+
+
+def test_learned_md_table3_is_the_committed_json():
+    rows = [r for r in json.loads((DOCS / "learned" / "official.json").read_text())["rows"] if r["table"] == "table3"]
+    md = (DOCS / "learned.md").read_text()
+    sec = md[md.index("### Table 3 analogue"):md.index("Paper, Table 3")]
+    lines = [ln for ln in sec.splitlines() if ln.startswith("| ") and not ln.startswith("| target")]
+    assert len(lines) == 9
+    number = r"[-+]?\d*\.?\d+"
+    for ln in lines:
+        target, steps, kind, ratio, dfd, pr = [c.strip() for c in ln.split("|")[1:-1]]
+        guidance = {"CFG": "cfg w=1.5", "AG": "ag w=2"}[kind]
+        mine = [r for r in rows if (r["target"], r["steps"], r["guidance"]) == (target, int(steps), guidance)]
+        (base,) = [r for r in mine if r["w_stiff"] == 0]
+        (erk,) = [r for r in mine if r["w_stiff"] > 0]
+        for cell, values in ((ratio, [erk["err_ratio"], erk["err_ratio_lo"], erk["err_ratio_hi"]]),
+                             (dfd, [erk["fd_delta"], erk["fd_delta_lo"], erk["fd_delta_hi"]]),
+                             (pr, [base["precision"], base["recall"], erk["precision"], erk["recall"]])):
+            shown = re.findall(number, cell)
+            assert len(shown) == len(values) and all(map(_shown, shown, values)), (ln, cell)
