@@ -109,3 +109,27 @@ def test_learned_md_table3_is_the_committed_json():
                              (pr, [base["precision"], base["recall"], erk["precision"], erk["recall"]])):
             shown = re.findall(number, cell)
             assert len(shown) == len(values) and all(map(_shown, shown, values)), (ln, cell)
+
+
+def test_learned_md_table4_is_the_committed_json():
+    rows = json.loads((DOCS / "learned" / "official.json").read_text())["rows"]
+    rows = [r for r in rows if r["table"].startswith("table4:nfe")]
+    md = (DOCS / "learned.md").read_text()
+    sec = md[md.index("### Table 4 analogue"):md.index("Paper, Table 4")]
+    lines = [ln for ln in sec.splitlines() if ln.startswith("| ") and not ln.startswith("| target")]
+    assert len(lines) == 7
+    number = r"[-+]?\d*\.?\d+"
+    for ln in lines:
+        target, solver, nfe, ratio, fd = [c.strip().replace("*", "") for c in ln.split("|")[1:-1]]
+        budgets = [int(b.split(" (")[0]) for b in nfe.split(" / ")]
+        pairs = []
+        for b in budgets:
+            mine = [r for r in rows if (r["target"], r["solver"], r["table"]) == (target, solver, f"table4:nfe{b + (b % 2)}")]
+            (base,) = [r for r in mine if r["w_stiff"] == 0]
+            (erk,) = [r for r in mine if r["w_stiff"] > 0]
+            assert erk["nfe"] == b, ln
+            pairs.append((base, erk))
+        shown = re.findall(number, ratio)
+        assert len(shown) == 3 and all(_shown(c, e["err_ratio"]) for c, (_, e) in zip(shown, pairs)), ln
+        shown = re.findall(number, fd.replace("diverges", ""))
+        assert len(shown) == 6 and all(map(_shown, shown, [v for b, e in pairs for v in (b["fd"], e["fd"])])), ln
