@@ -19,7 +19,7 @@ def test_tiny_suite_rows_files_and_invariants(tmp_path):
     rows = res["rows"]
     assert {p.split("/")[-1] for p in res["files"]} == {"paper.json", "paper.md", "paper.png"}
     assert json.loads((tmp_path / "paper.json").read_text())["rows"] == rows
-    assert {r["table"] for r in rows} == {"table2", "table3", "table4:nfe8", "fig4", "table10", "table11"}
+    assert {r["table"] for r in rows} == {"table2", "table3", "table4:nfe8", "fig4", "table10", "table11", "table4:paper-nfe8"}
     t10 = [r for r in rows if r["table"] == "table10"]
     assert [r["variant"] for r in t10] == ["", "", "tau=1"] and t10[2]["nfe"] >= t10[0]["nfe"]
     t11 = [r for r in rows if r["table"] == "table11"]

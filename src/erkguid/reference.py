@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ._batch import append_dims, bnorm, take_rows
 
@@ -50,6 +51,7 @@ def reference_solve(
     atol: float = 1e-9,
     sigma_stop: float = 1e-6,
     max_steps: int = 100_000,
+    progress: bool | str = False,
     **extra: Any,
 ) -> ReferenceResult:
     """Solve the ODE from ``sigma_start`` to ``sigma_end`` (0 by default) in float64, per sample.
@@ -61,6 +63,7 @@ def reference_solve(
         sigma_end: end level; 0 integrates to ``sigma_stop`` and applies the final denoising.
         rtol, atol: per-sample error tolerances (RMS norm over the sample's coordinates).
         sigma_stop: where the log-sigma integration stops when ``sigma_end`` is 0.
+        progress: show a progress bar over log sigma, advanced by the slowest sample (a string is its label).
         **extra: passed to the denoiser, sliced per active sample when it is a tensor with a
             leading batch dimension.
     """
@@ -81,9 +84,14 @@ def reference_solve(
     active = torch.arange(b, device=dev)
     k1 = rhs(active, y, s)
     nfe += 1
+    span = float(s[0]) - s_end
+    bar = tqdm(total=round(span, 3), disable=not progress, desc=progress if isinstance(progress, str) else "reference",
+               unit="log-sigma", bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} log-sigma [{elapsed}<{remaining}]")
     for _ in range(max_steps):
         if active.numel() == 0:
             break
+        if progress:  # one more device-to-host read per step, only when shown
+            bar.update(round(span - (float(s[active].max()) - s_end), 3) - bar.n)
         ya, sa, ha = y[active], s[active], h[active]
         ha = torch.maximum(ha, s_end - sa)  # do not step past the end (h < 0)
         ks = [k1[active]]
@@ -105,7 +113,10 @@ def reference_solve(
         h[active] = ha * factor
         active = active[s[active] > s_end + 1e-12]
     else:
+        bar.close()
         raise RuntimeError(f"reference_solve did not finish in max_steps={max_steps}")
+    bar.update(bar.total - bar.n)
+    bar.close()
     if sigma_end == 0:
         sig = torch.full((b,), sigma_stop, dtype=torch.float64, device=dev)
         y = denoiser(y, sig, **extra).to(torch.float64)
@@ -117,8 +128,12 @@ def check_reference(
     denoiser: Callable[..., Tensor], x: Tensor, sigma_start: float, rtol: float = 1e-8, **kw: Any
 ) -> tuple[ReferenceResult, float]:
     """Solve at ``rtol`` and at ``rtol / 100``; return the tighter solve and the max per-sample
-    Euclidean distance between the two (the reference's own error bound for the figures)."""
-    loose = reference_solve(denoiser, x, sigma_start, rtol=rtol, atol=rtol / 10, **kw)
-    tight = reference_solve(denoiser, x, sigma_start, rtol=rtol / 100, atol=rtol / 1000, **kw)
+    Euclidean distance between the two (the reference's own error bound for the figures).
+    ``progress=True`` shows one bar per solve, labelled with its tolerance."""
+    show = bool(kw.pop("progress", False))
+    loose = reference_solve(denoiser, x, sigma_start, rtol=rtol, atol=rtol / 10,
+                            progress=show and f"reference rtol {rtol:g}", **kw)
+    tight = reference_solve(denoiser, x, sigma_start, rtol=rtol / 100, atol=rtol / 1000,
+                            progress=show and f"reference rtol {rtol / 100:g}", **kw)
     gap = bnorm(loose.x - tight.x).max()
     return tight, float(gap)

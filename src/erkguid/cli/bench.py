@@ -76,7 +76,7 @@ def _solvers(preset, out, num_samples, solvers, problems, nfe, seed, quiet) -> N
 
 
 def _paper(preset, out, num_samples, targets, tables, seed, quiet) -> None:
-    from ..experiments.paper import TARGETS, SuiteConfig, format_suite, run_paper_suite
+    from ..experiments.paper import PAPER_NFE, TARGETS, SuiteConfig, format_official, format_suite, run_paper_suite
 
     cfg = SuiteConfig.quick() if preset == "quick" else SuiteConfig()
     if targets:
@@ -96,6 +96,9 @@ def _paper(preset, out, num_samples, targets, tables, seed, quiet) -> None:
         cfg.num_samples = num_samples
     res = run_paper_suite(out, config=cfg, seed=seed, progress=not quiet)
     click.echo(format_suite(res["rows"]))
+    if any(r["variant"] in ("official", PAPER_NFE) for r in res["rows"]):
+        click.echo("## The official scripts' settings beside ours (docs/learned.md)\n")
+        click.echo(format_official(res["rows"]))
     click.echo(f"{cfg.num_samples} samples per row; reference solves rtol {cfg.rtol:g}; {res['seconds']:.0f} s")
     for f in res.get("files", []):
         click.echo(f"wrote {f}")

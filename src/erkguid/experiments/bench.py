@@ -329,9 +329,10 @@ def format_tables(rows: list[dict[str, Any]]) -> str:
 def summarize(rows: list[dict[str, Any]]) -> str:
     """Per problem and NFE target: each solver's plain, default and best (lowest mean error) ERK setting,
     and the best method overall. 'best' is selected on the same samples it is reported on."""
-    out = []
+    out: list[str] = []
     for prob in dict.fromkeys(r["problem"] for r in rows):
-        out.append(f"### {prob}: mean global error (plain / default ERK / best ERK setting)\n")
+        head = len(out)
+        several = False  # a best ERK setting other than the default is shown somewhere
         targets = sorted({r["nfe_target"] for r in rows if r["problem"] == prob})
         out.append("| solver | " + " | ".join(f"NFE≈{t}" for t in targets) + " |")
         out.append("|---|" + "---|" * len(targets))
@@ -358,8 +359,11 @@ def summarize(rows: list[dict[str, Any]]) -> str:
                     cell += f" / {dflt['err_mean']:.4f} ({dflt['err_ratio']:.2f})"
                 if best_erk is not None and best_erk is not dflt:
                     cell += f" / {best_erk['err_mean']:.4f} [{best_erk['setting']}] ({best_erk['err_ratio']:.2f})"
+                    several = True
                 cells.append(cell)
             out.append(f"| {solver} | " + " | ".join(cells) + " |")
+        what = "plain / default ERK (ratio) / best ERK [setting] (ratio)" if several else "plain / default ERK (ratio)"
+        out.insert(head, f"### {prob}: mean global error ({what})\n")
         out.append("")
         out.append("Best overall: " + "; ".join(
             f"NFE≈{t}: {w['method']} {w['setting']} ({w['err_mean']:.4f})" for t, w in sorted(winners.items())) + "\n")

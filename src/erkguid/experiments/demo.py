@@ -70,7 +70,7 @@ def run_demo(
     sigma_max = 80.0
     x0 = randn_from_seeds(range(seed, seed + num_samples), model.shape, sigma=sigma_max, dtype=torch.float64)
     t0 = time.perf_counter()
-    ref, ref_gap = check_reference(model, x0, sigma_max, rtol=1e-7)
+    ref, ref_gap = check_reference(model, x0, sigma_max, rtol=1e-7, progress=progress)
     ref_seconds = time.perf_counter() - t0
     truth = model.sample(num_samples, seed=10_000 + seed, dtype=torch.float64)
     rows: list[Row] = []

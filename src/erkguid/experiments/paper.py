@@ -36,6 +36,12 @@ from .bench import max_steps
 SIGMA_MAX = 80.0
 # Paper Table 5 (ImageNet-64 column) strengths for Table 4, with w_con = 0.05 (App. B.2).
 TABLE4_W: dict[str, float | dict[int, float]] = {"heun": {6: 0.75, 8: 1.25, 10: 1.0}, "dpm2": 1.25, "deis": 2.5}
+# The official scripts/reproduce.sh of mlvlab/ERK-Guid: Table 2 (w_stiff, w_con) per step count (32 steps: w_stiff 0.5-2.5
+# at w_con 0.5, our own sweep), Table 3 guidance scales (EDM2 presets edm2-img512-s-guid-fid 1.4 / s-autog-fid 2.1 at
+# 32 steps, 1.2 / 1.55 at 16 steps) with w_stiff 0.75 (16) / 1.0 (32) and w_con 0.5.
+PAPER_NFE = "paper NFE"  # variant label of rows on grids ending at sigma_min
+OFFICIAL_TABLE2: dict[int, tuple[float, float]] = {8: (0.5, 0.1), 16: (0.75, 0.3)}
+OFFICIAL_TABLE3_SCALES: dict[int, dict[str, float]] = {16: {"cfg": 1.2, "ag": 1.55}, 32: {"cfg": 1.4, "ag": 2.1}}
 TARGETS = ("tree2d-learned", "digits-learned", "tree2d-exact", "digits-exact")
 # The conditional model of each target as an `erkguid generate` / `erkguid sample` model spec.
 TARGET_MODELS = {"tree2d-learned": "learned:tree2d-main", "digits-learned": "learned:digits-main", "tree2d-exact": "tree2d",
@@ -145,35 +151,40 @@ class Evaluator:
         self.num_boot = num_boot
         self.ref_feats, _ = target.features(target.data)
         self.ref = FeatureReference(self.ref_feats, k=3)
-        self._refs: dict[tuple[str, float], Tensor] = {}
+        self._refs: dict[tuple[str, float, float], Tensor] = {}
         self._runs: dict[tuple, Run] = {}
         self.reference_nfe: dict[str, float] = {}
 
     def _extra(self) -> dict[str, Any]:
         return {} if self.labels is None else {"class_labels": self.labels}
 
-    def reference(self, guidance: str, w: float) -> Tensor:
-        key = (guidance, w)
+    def reference(self, guidance: str, w: float, sigma_end: float = 0.0) -> Tensor:
+        """The exact ODE solution at ``sigma_end`` (0: the data end) from the batch's noise."""
+        key = (guidance, w, sigma_end)
         if key not in self._refs:
-            res = reference_solve(self.t.guided(guidance, w), self.x0, SIGMA_MAX, rtol=self.rtol, atol=self.rtol / 10,
-                                  **self._extra())
+            res = reference_solve(self.t.guided(guidance, w), self.x0, SIGMA_MAX, sigma_end=sigma_end, rtol=self.rtol,
+                                  atol=self.rtol / 10, **self._extra())
             self._refs[key] = res.x
-            self.reference_nfe[f"{guidance}:{w:g}"] = float(res.nfe.double().mean())
+            self.reference_nfe[f"{guidance}:{w:g}" + (f":to{sigma_end:g}" if sigma_end else "")] = float(res.nfe.double().mean())
         return self._refs[key]
 
     def run(self, solver: str, steps: int, w_stiff: float, w_con: float, guidance: str = "none", w_guid: float = 1.0,
-            options: tuple[tuple[str, Any], ...] = ()) -> Run:
-        key = (solver, steps, w_stiff, w_con, guidance, w_guid, options)
+            options: tuple[tuple[str, Any], ...] = (), to_zero: bool = True) -> Run:
+        """``steps`` steps on the EDM grid; ``to_zero=False``: the ``steps`` steps end at sigma_min (``steps + 1``
+        levels, no final step to 0: diff-sampler's ``denoise_to_zero=False``, the paper's Table 4 NFE accounting);
+        the error is then measured against the exact solution at sigma_min."""
+        key = (solver, steps, w_stiff, w_con, guidance, w_guid, options, to_zero)
         if key not in self._runs:
             tr = Trace()
             opts = dict(options)
             seeds = self.seeds if opts.get("stochastic") else None
-            x = sample(self.t.guided(guidance, w_guid), self.x0, edm_sigmas(steps, sigma_max=SIGMA_MAX), solver=solver,
+            grid = edm_sigmas(steps, sigma_max=SIGMA_MAX) if to_zero else edm_sigmas(steps + 1, sigma_max=SIGMA_MAX)[:-1]
+            x = sample(self.t.guided(guidance, w_guid), self.x0, grid, solver=solver,
                        w_stiff=w_stiff, w_con=w_con, callback=tr, solver_options=opts or None, seeds=seeds,
                        check_divergence=False, **self._extra())  # a table row shows a blow-up as its error
             beta = tr.beta[~tr.beta.isnan()]
             gated = float((beta != 0).double().mean()) if beta.numel() and w_stiff > 0 else 0.0
-            self._runs[key] = self._finish(x, guidance, w_guid, tr.nfe, gated)
+            self._runs[key] = self._finish(x, guidance, w_guid, tr.nfe, gated, 0.0 if to_zero else float(grid[-1]))
         return self._runs[key]
 
     def run_adaptive(self, steps: int, tau: float) -> Run:
@@ -186,8 +197,8 @@ class Evaluator:
             self._runs[key] = self._finish(res.x, "none", 1.0, round(float(res.nfe.double().mean()), 1), 0.0)
         return self._runs[key]
 
-    def _finish(self, x: Tensor, guidance: str, w_guid: float, nfe: float, gated: float) -> Run:
-        err = global_error(x, self.reference(guidance, w_guid))
+    def _finish(self, x: Tensor, guidance: str, w_guid: float, nfe: float, gated: float, sigma_end: float = 0.0) -> Run:
+        err = global_error(x, self.reference(guidance, w_guid, sigma_end))
         feats, probs = self.t.features(x.float())
         return Run(x, err, feats, probs, nfe, gated)
 
@@ -198,15 +209,16 @@ class Evaluator:
 
     def row(self, table: str, solver: str, steps: int, w_stiff: float, w_con: float, guidance: str = "none",
             w_guid: float = 1.0, options: tuple[tuple[str, Any], ...] = (), tau: float | None = None,
-            base_steps: int | None = None) -> Row:
+            base_steps: int | None = None, to_zero: bool = True, variant: str = "") -> Row:
         """One table row; the baseline is ``solver`` at ``steps`` without ERK-Guid (for adaptive rows
-        (``tau``) and solver-option rows: plain Heun at ``base_steps`` or ``steps``)."""
+        (``tau``) and solver-option rows: plain Heun at ``base_steps`` or ``steps``) on the same kind of grid
+        (``to_zero``, see :meth:`run`). ``variant`` labels the row (e.g. ``official``)."""
         if tau is not None:
             r = self.run_adaptive(steps, tau)
             base = self.run("heun", base_steps or steps, 0.0, 0.0)
         else:
-            r = self.run(solver, steps, w_stiff, w_con, guidance, w_guid, options)
-            base = self.run(solver if not options else "heun", base_steps or steps, 0.0, 0.0, guidance, w_guid)
+            r = self.run(solver, steps, w_stiff, w_con, guidance, w_guid, options, to_zero)
+            base = self.run(solver if not options else "heun", base_steps or steps, 0.0, 0.0, guidance, w_guid, to_zero=to_zero)
         if r is not base:
             ratio, lo, hi = ratio_ci(r.err, base.err)
             fdd = self._fd_delta(r, base)
@@ -214,7 +226,7 @@ class Evaluator:
             ratio, lo, hi, fdd = 1.0, 1.0, 1.0, (0.0, 0.0, 0.0)
         prec, rec = self.ref.precision_recall(r.feats)
         k = kid(r.feats, self.ref_feats, num_subsets=10, subset_size=min(1000, len(r.feats)))[0]
-        variant = f"tau={tau:g}" if tau is not None else ", ".join(f"{a}={b}" for a, b in options)
+        variant = variant or (f"tau={tau:g}" if tau is not None else ", ".join(f"{a}={b}" for a, b in options))
         return Row(table, self.t.name, "adaptive_heun" if tau is not None else solver, steps, r.nfe,
                    guidance if guidance == "none" else f"{guidance} w={w_guid:g}", w_stiff, w_con, float(r.err.mean()),
                    ratio, lo, hi, self.ref.fd(r.feats), *fdd, 1e3 * k, prec, rec,
@@ -235,6 +247,7 @@ class SuiteConfig:
     ag_scale: float = 2.0
     table4_nfe: tuple[int, ...] = (6, 8, 10)
     table4_wcon: float = 0.05
+    official: bool = True  # add the official scripts' settings (Tables 2, 3) and the paper's NFE accounting (Table 4)
     fig4_steps: tuple[int, ...] = (16,)
     fig4_w: tuple[float, ...] = (0.5, 1.0, 2.0)
     fig4_wcon: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -257,6 +270,38 @@ def table4_w(solver: str, nfe: int) -> float:
     """w_stiff of paper Table 5 (ImageNet-64) for ``solver`` at ``nfe`` (1.0 where the paper has none)."""
     v = TABLE4_W.get(solver, 1.0)
     return float(v.get(nfe, 1.0)) if isinstance(v, dict) else float(v)
+
+
+def paper_steps(solver: str, nfe: int) -> int | None:
+    """The largest step count whose NFE on a grid ending at sigma_min (no final step to 0, the paper's Table 4
+    accounting) fits the budget ``nfe``; None if not even one step fits."""
+    spec = SOLVERS[solver]
+    ok = [n for n in range(1, nfe + 1) if spec.nfe(n, None, to_zero=False) <= nfe]
+    return max(ok) if ok else None
+
+
+def official_jobs(cfg: SuiteConfig) -> list[tuple[tuple, dict[str, Any]]]:
+    """The rows the official code would run on our targets: Table 2's (w_stiff, w_con) of scripts/reproduce.sh
+    at 8 and 16 steps, Table 3 at the official presets' guidance scales, Table 4 on grids ending at sigma_min."""
+    jobs: list[tuple[tuple, dict[str, Any]]] = []
+    off = {"variant": "official"}
+    if "table2" in cfg.tables:
+        jobs += [(("table2:official", "heun", n, *OFFICIAL_TABLE2[n]), off) for n in cfg.table2_steps if n in OFFICIAL_TABLE2]
+    if "table3" in cfg.tables:
+        for n in (n for n in cfg.table3_steps if n in OFFICIAL_TABLE3_SCALES):
+            for g, gw in OFFICIAL_TABLE3_SCALES[n].items():
+                jobs += [(("table3:official", "heun", n, w, 0.5 if w > 0 else 0.0, g, gw), off)
+                         for w in (0.0, cfg.table3_w.get(n, 1.0))]
+    if "table4" in cfg.tables:
+        for s in table4_solvers():
+            for nfe in cfg.table4_nfe:
+                n4 = paper_steps(s, nfe)
+                if n4 is None or n4 < 2:
+                    continue
+                kw = {"to_zero": False, "variant": PAPER_NFE}
+                tab = f"table4:paper-nfe{nfe}"
+                jobs += [((tab, s, n4, 0.0, 0.0), kw), ((tab, s, n4, table4_w(s, nfe), cfg.table4_wcon), kw)]
+    return jobs
 
 
 def table4_solvers() -> list[str]:
@@ -321,6 +366,8 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
                         continue
                     jobs += [(("table11", s, n11, 0.0, 0.0), {"options": (("r", r), ("stochastic", st)), "base_steps": n10})
                              for r, st in cfg.table11_r]
+            if cfg.official:
+                jobs += official_jobs(cfg)
             for args, kw in tqdm(jobs, disable=not progress, desc=tname, leave=False):
                 rows.append(ev.row(*args, **kw))
             refs[tname] = {"reference_mean_nfe": ev.reference_nfe, "rtol": cfg.rtol}
@@ -334,8 +381,13 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
     return result
 
 
+def _is_base(r: dict[str, Any]) -> bool:
+    """A row that is its own baseline: no ERK-Guid and no solver variant (a settings label is not a variant)."""
+    return r["w_stiff"] == 0 and r.get("variant", "") in ("", "official", PAPER_NFE)
+
+
 def _fmt_row(r: dict[str, Any]) -> str:
-    base = r["w_stiff"] == 0 and not r.get("variant")
+    base = _is_base(r)
     ratio = "—" if base else f"{r['err_ratio']:.3f} [{r['err_ratio_lo']:.3f}, {r['err_ratio_hi']:.3f}]"
     dfd = "—" if base else f"{r['fd_delta']:+.4g} [{r['fd_delta_lo']:+.3g}, {r['fd_delta_hi']:+.3g}]"
     is_ = "—" if r["inception"] is None else f"{r['inception']:.3f}"
@@ -366,6 +418,34 @@ def format_suite(rows: list[dict[str, Any]]) -> str:
             continue
         out += [f"## {title}", "", head, "|" + "---|" * 16] + [_fmt_row(r) for r in sel] + [""]
     return "\n".join(out)
+
+
+def format_official(rows: list[dict[str, Any]]) -> str:
+    """Markdown: the official scripts' settings (``official``, ``paper NFE`` rows) beside ours, ERK rows only, each with
+    its baseline's FD: Table 2 at the official steps (ours: w_stiff 0.5 and 1 at w_con 0.5), Tables 3 and 4 in full."""
+    def base(r: dict[str, Any]) -> dict[str, Any]:
+        table = "table2" if r["table"] == "table2:official" else r["table"]  # the official Table 2 rows share our baseline
+        return next(b for b in rows if b["table"] == table and b["target"] == r["target"] and b["solver"] == r["solver"]
+                    and b["steps"] == r["steps"] and b["guidance"] == r["guidance"] and _is_base(b))
+
+    off2 = {(r["target"], r["steps"]) for r in rows if r["table"] == "table2:official"}
+    ours2 = [r for r in rows if r["table"] == "table2" and (r["target"], r["steps"]) in off2 and r["w_stiff"] in (0.5, 1.0)]
+    keep = [r for r in rows if not _is_base(r) and (r["table"] == "table2:official" or r in ours2
+                                                     or r["table"].split(":")[0] in ("table3", "table4"))]
+    order = {"table2": 0, "table3": 1, "table4": 2}
+    keep.sort(key=lambda r: (order[r["table"].split(":")[0]], r["target"], r["solver"], r["guidance"].split(" ")[0], r["nfe"],
+                             r["table"], r["w_stiff"]))
+    lines = ["| table | target | solver | steps | NFE | guidance | w_stiff | w_con | settings | err / base [95% CI] | "
+             "FD base -> ERK | dFD [95% CI] |", "|" + "---|" * 12]
+    for r in keep:
+        b = base(r)
+        who = "official" if r["variant"] == "official" else "paper NFE" if r["variant"] == PAPER_NFE else "ours"
+        lines.append(f"| {r['table'].split(':')[0]} | {r['target']} | {r['solver']} | {r['steps']} | {r['nfe']:g} | "
+                     f"{r['guidance']} | {r['w_stiff']:g} | {r['w_con']:g} | {who} | "
+                     f"{r['err_ratio']:.3g} [{r['err_ratio_lo']:.3g}, {r['err_ratio_hi']:.3g}] | "
+                     f"{b['fd']:.4g} -> {r['fd']:.4g} | "
+                     f"{r['fd_delta']:+.3g} [{r['fd_delta_lo']:+.3g}, {r['fd_delta_hi']:+.3g}] |")
+    return "\n".join(lines) + "\n"
 
 
 def plot_suite(path: Path, rows: list[dict[str, Any]]) -> None:
