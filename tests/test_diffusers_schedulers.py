@@ -255,6 +255,7 @@ def test_ldm_pipeline_and_reload(stock, erk, solver, preds, tmp_path) -> None:
 
 RELOAD = """
 import sys, torch, erkguid
+torch.set_num_threads(1)  # the test process's setting (conftest): the same kernels, so the same bits
 assert "diffusers" not in sys.modules and "erkguid.integrations.diffusers" in sys.modules  # deferred stand-in
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
 for cls in (DiffusionPipeline, StableDiffusionPipeline):
