@@ -274,3 +274,53 @@ def test_every_registered_solver_is_searched_at_its_exact_nfe() -> None:
         counted = CountingDenoiser(m.denoiser)
         sample(counted, x0, **c.kwargs())
         assert counted.calls == 7 == get_solver(c.solver).nfe(len(c.sigmas) - 1, c.solver_options), c.label
+
+
+def test_distribution_objective_with_reference_data(tmp_path: Path) -> None:
+    """With reference data the search minimises sliced W2 to it, and the held-out report puts that metric (winner vs
+    the best plain peer by it, paired bootstrap interval) beside the error against the model's own ODE."""
+    from erkguid import tree_2d
+    from erkguid.metrics import sliced_wasserstein
+
+    truth = tree_2d().sample(64, seed=5, dtype=torch.float64)
+    cfg = TuneConfig(nfe=5, calib=16, heldout=16, budget_minutes=0.05, rtol=1e-5, fit_top=0, erk_top=0,
+                     solvers=("euler", "dpmpp_2m"), reference=truth)
+    res = tune("tree2d", 5, cfg, progress=False)
+    assert res["chosen"]["objective"] == "sliced W2 to the user's reference data"
+    dist = res["heldout"]["distribution"]
+    lo, hi = dist["ratio_ci95"]
+    assert lo <= dist["ratio_vs_best_peer"] <= hi and dist["reference_samples"] == 64
+    # the reported value is the winner's held-out sliced W2, recomputed independently from the preset
+    path = save_preset(res, tmp_path / "d.json")
+    kw = load_preset(path)
+    m = resolve_model("tree2d")
+    x0 = randn_from_seeds(range(*res["heldout"]["seeds"]), m.shape, sigma=float(kw["sigmas"][0]), dtype=torch.float64)
+    labels = torch.tensor([gen_class(q) for q in range(*res["heldout"]["seeds"])])
+    x = sample(m.denoiser, x0, **kw, extra_args={"class_labels": labels} if m.num_classes else None)
+    assert dist["winner"] == pytest.approx(sliced_wasserstein(x.reshape(16, -1), truth.reshape(64, -1)), rel=1e-9)
+    # the file form: named errors for a wrong shape; no pickle ever read
+    np.savez(tmp_path / "bad.npz", x=np.zeros((10, 3)))
+    r = CliRunner().invoke(main, ["tune", "--model", "tree2d", "--nfe", "5", "--reference-data", str(tmp_path / "bad.npz"),
+                                  "--quiet"])
+    assert r.exit_code == 2 and "--reference-data" in r.output and "bad.npz" in r.output
+
+
+def gen_class(q: int) -> int:
+    from erkguid.generate import class_for_seed
+
+    return class_for_seed(q, 2)
+
+
+def test_a_preset_drives_the_k_diffusion_functions(tuned) -> None:
+    """`sample_erk(model, x, kw["sigmas"], solver=..., **rest)` runs a tuned preset exactly as erkguid.sample does."""
+    from erkguid.integrations import k_diffusion as kd
+
+    _, path = tuned
+    kw = load_preset(path)
+    m = resolve_model("tree2d")
+    x0 = randn_from_seeds(range(4), m.shape, sigma=float(kw["sigmas"][0]), dtype=torch.float64)
+    labels = {"class_labels": torch.tensor([0, 1, 0, 1])}
+    want = sample(m.denoiser, x0, **kw, extra_args=labels)
+    rest = {k: v for k, v in kw.items() if k != "sigmas"}
+    got = kd.sample_erk(m.denoiser, x0, kw["sigmas"], extra_args=labels, disable=True, **rest)
+    assert torch.equal(got, want)

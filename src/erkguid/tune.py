@@ -33,7 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ._validate import sweep
-from .metrics import global_error, ratio_ci
+from .metrics import global_error, ratio_ci, sliced_wasserstein
 from .noise import randn_from_seeds
 from .recommend import recommended
 from .reference import reference_solve
@@ -136,10 +136,15 @@ def conditioning(model: Model, seeds: Sequence[int]) -> dict[str, Any]:
 
 
 class Evaluator:
-    """Fixed seeds, their noise at sigma_max, their reference solutions, and the per-sample error of a candidate."""
+    """Fixed seeds, their noise at sigma_max, their reference solutions, and the per-sample error of a candidate.
 
-    def __init__(self, model: Model, seeds: Sequence[int], *, rtol: float = 1e-6, dtype: torch.dtype = torch.float64) -> None:
-        self.model, self.seeds = model, list(seeds)
+    With ``reference`` (samples of the data distribution the user trusts, ``[N, *shape]``) the score is instead the
+    sliced W2 distance of the candidate's samples to them (:func:`erkguid.metrics.sliced_wasserstein`).
+    """
+
+    def __init__(self, model: Model, seeds: Sequence[int], *, rtol: float = 1e-6, dtype: torch.dtype = torch.float64,
+                 reference: Tensor | None = None) -> None:
+        self.model, self.seeds, self.reference = model, list(seeds), reference
         self.extra = conditioning(model, self.seeds)
         self.x0 = randn_from_seeds(self.seeds, model.shape, sigma=model.sigma_max, dtype=dtype)
         with torch.no_grad():
@@ -149,20 +154,30 @@ class Evaluator:
         """The same evaluator restricted to its first ``k`` seeds (no new reference solves)."""
         sub = object.__new__(Evaluator)
         sub.model, sub.seeds, sub.x0, sub.ref = self.model, self.seeds[:k], self.x0[:k], self.ref[:k]
+        sub.reference = self.reference
         sub.extra = {n: v[:k] for n, v in self.extra.items()}
         return sub
 
-    def errors(self, cand: Candidate) -> tuple[Tensor, int]:
-        """Per-sample global errors ``[B]`` and the NFE the run spent (counted)."""
+    def samples(self, cand: Candidate) -> tuple[Tensor, int]:
+        """The candidate's samples from this evaluator's noise and the NFE the run spent (counted)."""
         d = CountingDenoiser(self.model.denoiser)
         with torch.no_grad():
             x = sample(d, self.x0, **cand.kwargs(), extra_args=self.extra)
-        return global_error(x, self.ref), d.calls
+        return x, d.calls
+
+    def errors(self, cand: Candidate) -> tuple[Tensor, int]:
+        """Per-sample global errors ``[B]`` and the NFE the run spent (counted)."""
+        x, calls = self.samples(cand)
+        return global_error(x, self.ref), calls
 
     def score(self, cand: Candidate) -> float:
-        """Mean global error; ``inf`` when the configuration fails (a grid a solver rejects, a non-finite state)."""
+        """Mean global error (or, with ``reference``, sliced W2 to it); ``inf`` when the configuration fails (a grid a
+        solver rejects, a non-finite state)."""
         try:
-            return float(self.errors(cand)[0].mean())
+            if self.reference is None:
+                return float(self.errors(cand)[0].mean())
+            x = self.samples(cand)[0]
+            return sliced_wasserstein(x.reshape(x.shape[0], -1), self.reference.reshape(self.reference.shape[0], -1))
         except (ValueError, NonFiniteError, RuntimeError, ZeroDivisionError):
             return math.inf
 
@@ -238,6 +253,7 @@ class TuneConfig:
     distill_iters: int = 0
     curve_nfes: tuple[int, ...] = ()
     solvers: tuple[str, ...] | None = None  # None: every registered solver
+    reference: Tensor | None = None  # data samples: the objective becomes sliced W2 to them (else the global error)
 
 
 def _plain_candidates(model: Model, nfe: int, solvers: Sequence[str] | None, notes: list[str],
@@ -368,9 +384,9 @@ def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allo
     cache = {} if evaluators is None else evaluators
 
     def evaluator(seeds: range) -> Evaluator:
-        key = (m.name, seeds.start, seeds.stop, cfg.rtol)
+        key = (m.name, seeds.start, seeds.stop, cfg.rtol, None if cfg.reference is None else id(cfg.reference))
         if key not in cache:
-            cache[key] = Evaluator(m, seeds, rtol=cfg.rtol)
+            cache[key] = Evaluator(m, seeds, rtol=cfg.rtol, reference=cfg.reference)
         return cache[key]
 
     notes: list[str] = []
@@ -388,6 +404,9 @@ def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allo
     ratio, lo, hi = ratio_ci(err_win, best_peer["_err"])
     for p in peers:
         p["ratio_tuned_over_peer"] = float(err_win.mean()) / p["err_mean"] if p["err_mean"] > 0 else math.nan
+    distribution = None if cfg.reference is None else _heldout_distribution(held, win, m, nfe, cfg)
+    objective = ("sliced W2 to the user's reference data" if cfg.reference is not None else
+                 f"mean global error vs the model's reference solve (rtol {cfg.rtol:g})")
     return {
         "format": PRESET_FORMAT,
         "model": m.name,
@@ -400,11 +419,10 @@ def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allo
         "scaling": win.scaling,
         **({"trust": win.trust} if win.trust is not None else {}),
         "chosen": {
-            "how": "min mean global error vs the model's reference solve (rtol "
-                   f"{cfg.rtol:g}) on calibration seeds over solvers x grid families, fitted grids, ERK-Guid settings "
+            "how": f"min {objective} on calibration seeds over solvers x grid families, fitted grids, ERK-Guid settings "
                    "(erkguid.recommended and a strength/gate/scaling/trust grid)"
                    + (", distilled AdaSDE" if cfg.distill_iters else ""),
-            "grid": win.grid, "label": win.label, "calibration_err_mean": best_score,
+            "grid": win.grid, "label": win.label, "objective": objective, "calibration_err_mean": best_score,
             "calibration_seeds": [cal_seeds.start, cal_seeds.stop], "candidates_scored": len(scored),
             "search_seconds": search_s, "budget_minutes": cfg.budget_minutes, "notes": notes,
         },
@@ -415,10 +433,71 @@ def tune(model: str | Model, nfe: int, config: TuneConfig | None = None, *, allo
             "peers": [{k: v for k, v in p.items() if k != "_err"} for p in sorted(peers, key=lambda p: p["err_mean"])],
             "reference_rtol": cfg.rtol, "reference_atol": cfg.rtol / 10,
             "conditioning": "class labels from each seed" if m.num_classes else "none",
+            **({"distribution": distribution} if distribution is not None else {}),
         },
         "curve": error_curve(m, held, cfg.curve_nfes, cfg.solvers),
         "wall_seconds": time.monotonic() - t0,
     }
+
+
+def _heldout_distribution(held: Evaluator, win: Candidate, m: Model, nfe: int, cfg: TuneConfig,
+                          boots: int = 200) -> dict[str, Any]:
+    """Held-out sliced W2 to the reference data: the winner against the best plain peer by that metric, with a
+    paired bootstrap interval of the ratio (both sample sets resampled with the same seed indices)."""
+    assert cfg.reference is not None
+    ref = cfg.reference.reshape(cfg.reference.shape[0], -1)
+    xw = held.samples(win)[0].reshape(len(held.seeds), -1)
+    best: tuple[float, str, Tensor] | None = None
+    for c in _plain_candidates(m, nfe, cfg.solvers, [], grids=STANDARD_GRIDS):
+        try:
+            xp = held.samples(c)[0].reshape(len(held.seeds), -1)
+        except (ValueError, NonFiniteError, RuntimeError):
+            continue
+        v = sliced_wasserstein(xp, ref)
+        if best is None or v < best[0]:
+            best = (v, c.label, xp)
+    if best is None:
+        raise ValueError(f"no plain peer runs at NFE {nfe} on the standard grids for model {m.name!r}")
+    sw_win = sliced_wasserstein(xw, ref)
+    g = torch.Generator().manual_seed(0)
+    ratios = []
+    for _ in range(boots):
+        idx = torch.randint(0, xw.shape[0], (xw.shape[0],), generator=g)
+        den = sliced_wasserstein(best[2][idx], ref)
+        ratios.append(sliced_wasserstein(xw[idx], ref) / den if den > 0 else math.inf)
+    ratios.sort()
+    lo, hi = ratios[int(0.025 * boots)], ratios[min(boots - 1, int(0.975 * boots))]
+    return {"metric": "sliced W2 to the reference data", "reference_samples": int(cfg.reference.shape[0]),
+            "winner": sw_win, "best_peer": best[1], "best_peer_value": best[0],
+            "ratio_vs_best_peer": sw_win / best[0] if best[0] > 0 else math.inf, "ratio_ci95": [lo, hi],
+            "interval": "paired bootstrap over held-out seeds (same indices for both sample sets)"}
+
+
+MAX_REFERENCE_BYTES = 1 << 30  # declared array bytes of a --reference-data file
+
+
+def load_reference_data(path: str | Path, shape: Sequence[int]) -> Tensor:
+    """Data samples ``[N, *shape]`` (float64) from an ``.npz`` (array ``x``, or its only array); sizes are checked in the
+    file's headers before anything is read, and the file is never unpickled."""
+    import numpy as np
+
+    from .resolve import npz_headers
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"reference data file not found: {p}")
+    heads = npz_headers(p, MAX_REFERENCE_BYTES)
+    name = "x" if "x" in heads else (next(iter(heads)) if len(heads) == 1 else None)
+    if name is None:
+        raise ValueError(f"reference data {p}: needs an array named 'x' (found {sorted(heads)})")
+    with np.load(p, allow_pickle=False) as z:
+        x = torch.as_tensor(z[name], dtype=torch.float64)
+    d = math.prod(shape)
+    if x.ndim < 2 or x.shape[0] < 2 or math.prod(x.shape[1:]) != d:
+        raise ValueError(f"reference data {p}: array {name!r} has shape {tuple(x.shape)}; need [N >= 2, *{tuple(shape)}]")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"reference data {p}: array {name!r} holds NaN/Inf")
+    return x.reshape(x.shape[0], *shape)
 
 
 def error_curve(model: Model, held: Evaluator, nfes: Sequence[int], solvers: Sequence[str] | None) -> list[dict[str, Any]]:

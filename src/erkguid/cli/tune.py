@@ -35,11 +35,15 @@ def _ints(text: str, hint: str) -> tuple[int, ...]:
               help="NFEs of the standard samplers' error-vs-NFE table and plot (empty: none).")
 @click.option("--rtol", type=click.FloatRange(min=0, min_open=True), default=1e-6, show_default=True,
               help="Tolerance of the reference ODE solve.")
+@click.option("--reference-data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="An .npz of data samples (array 'x', [N, *shape]): the objective becomes sliced W2 to them "
+                   "(the held-out report adds it beside the error against the model's own ODE).")
 @click.option("--allow-pickle", is_flag=True, help="Allow loading pickled models (edm:, .pt checkpoints): trusted files only.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def tune(model_spec: str, nfe: int, out: Path | None, budget_minutes: float, calib: int, heldout: int, solvers: str | None,
-         distill_iters: int, curve_nfes: str, rtol: float, allow_pickle: bool, threads: int | None, quiet: bool) -> None:
+         distill_iters: int, curve_nfes: str, rtol: float, reference_data: Path | None, allow_pickle: bool, threads: int | None,
+         quiet: bool) -> None:
     """Search solvers, ERK-Guid settings and the time grid (parametric and fitted to the model) at exactly NFE
     evaluations; report the held-out error ratio vs the best plain peer on standard grids; write a preset."""
     import torch
@@ -70,7 +74,15 @@ def tune(model_spec: str, nfe: int, out: Path | None, budget_minutes: float, cal
         model = resolve_model(model_spec, allow_pickle=allow_pickle)
     except (ValueError, OSError, ImportError, TypeError) as e:
         raise click.BadParameter(str(e), param_hint="--model") from None
-    cfg = TuneConfig(nfe=nfe, calib=calib, heldout=heldout, budget_minutes=budget_minutes, rtol=rtol,
+    reference = None
+    if reference_data is not None:
+        from ..tune import load_reference_data
+
+        try:
+            reference = load_reference_data(reference_data, model.shape)
+        except (ValueError, OSError) as e:
+            raise click.BadParameter(str(e), param_hint="--reference-data") from None
+    cfg = TuneConfig(reference=reference, nfe=nfe, calib=calib, heldout=heldout, budget_minutes=budget_minutes, rtol=rtol,
                      distill_iters=distill_iters, curve_nfes=_ints(curve_nfes, "--curve-nfes"), solvers=names)
     try:
         res = run(model, nfe, cfg, progress=not quiet)
