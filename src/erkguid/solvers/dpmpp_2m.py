@@ -11,8 +11,8 @@ import math
 
 from torch import Tensor
 
-from .base import Solver, StepContext, StepOut, register, to_d
-from .multistep import History, previous_pair, push
+from .base import Solver, StepContext, StepOut, register
+from .multistep import History, denoised_history_pair, push
 
 
 def dpmpp_2m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = None) -> StepOut:
@@ -26,14 +26,7 @@ def dpmpp_2m_step(ctx: StepContext, i: int, x: Tensor, carry: History | None = N
     """
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
     denoised = ctx.denoise(x, sigma)
-    f = to_d(x, sigma, denoised) if ctx.want_pair else None  # only the pair reads the drift
-    pair = None
-    if f is not None and carry is not None and carry.xs:  # f_{i-1} from the kept x_{i-1}, D_{i-1}: bit for bit
-        f_prev = to_d(carry.xs[0], ctx.sigma(i - 1), carry.denoised[0])
-        pair = previous_pair(ctx.levels, i, x, f, carry, f_prev, reduce=ctx.reduce_pair)
-        del f_prev
-        if ctx.reduce_pair:
-            f = None
+    pair, f = denoised_history_pair(ctx, i, x, denoised, carry)
     if sigma_next == 0:
         return StepOut(denoised, denoised, None, pair)
     h = math.log(sigma) - math.log(sigma_next)

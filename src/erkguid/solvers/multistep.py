@@ -18,6 +18,7 @@ from typing import NamedTuple
 from torch import Tensor
 
 from ..correction import ErkPair
+from .base import StepContext, to_d
 
 
 class History(NamedTuple):
@@ -48,6 +49,19 @@ def previous_pair(
         hist.xs.clear()
         return pair
     return ErkPair(x, f, hist.xs[0], f_alt, h, -1.0)
+
+
+def denoised_history_pair(ctx: StepContext, i: int, x: Tensor, denoised: Tensor,
+                          hist: History | None) -> tuple[ErkPair | None, Tensor | None]:
+    """``(pair, f_i)`` for the solvers that keep D's, not drifts (DPM-Solver++(2M)/(3M)): f_i and f_{i-1} are
+    rebuilt from the kept x_{i-1}, D_{i-1} (bit for bit the drifts the step saw). ``f_i`` is ``None`` when no
+    pair is wanted, or when the pair was folded at once (``ctx.reduce_pair``), so nothing keeps it alive."""
+    f = to_d(x, ctx.sigma(i), denoised) if ctx.want_pair else None  # only the pair reads the drift
+    if f is None or hist is None or not hist.xs:
+        return None, f
+    f_prev = to_d(hist.xs[0], ctx.sigma(i - 1), hist.denoised[0])
+    pair = previous_pair(ctx.levels, i, x, f, hist, f_prev, reduce=ctx.reduce_pair)
+    return pair, None if ctx.reduce_pair else f
 
 
 def push(hist: History | None, x: Tensor | None, f: Tensor | None, keep: int, denoised: Tensor | None = None) -> History:
