@@ -230,3 +230,27 @@ def test_overhead_sampler_benchmark_runs_on_the_default_path():
     slack = 32 * mem["state_shape"][0] * 8 / state  # up to 32 [B] float64 vectors (rho, norms, the guard's scales)
     assert max(mem["heun_erk_extra_state_tensors"], mem["dpmpp_2m_erk_extra_state_tensors"]) <= 1.0 + slack
     assert all(math.isfinite(v) for v in mem["peak_allocated_state_tensors"].values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_consuming_reduction_reuses_the_partner_buffers_with_identical_values(dtype):
+    """ErkPair.reduce(consume=True) computes x - x_alt, f - f_alt and the inner product in the partner's own
+    buffers (no new state-sized tensor) and gives the values of the allocating reduction bit for bit; where the
+    dtype is not the accumulation dtype (bf16) it falls back to allocating, with the same values."""
+    from erkguid.correction import ErkPair, erk_guid
+
+    g = torch.Generator().manual_seed(3)
+    x, f, xa, fa, xn = (torch.randn(5, 3, 8, 8, generator=g).to(dtype) for _ in range(5))
+    plain = ErkPair.reduce(x, f, xa.clone(), fa.clone(), 0.3)
+    xa2, fa2 = xa.clone(), fa.clone()
+    ptr = fa2.data_ptr()
+    used = ErkPair.reduce(x, f, xa2, fa2, 0.3, consume=True)
+    assert plain.reduced is not None and used.reduced is not None
+    for a, b in zip(plain.reduced, used.reduced):
+        assert torch.equal(a, b)
+    assert (used.reduced[1].data_ptr() == ptr) == (dtype != torch.bfloat16)  # f - f_alt written over f_alt
+    assert torch.equal(erk_guid(xn, plain, 1.5, 0.0).x, erk_guid(xn, used, 1.5, 0.0).x)
+    with torch.enable_grad():  # autograd: never in place
+        fg = fa.clone().float().requires_grad_(True)
+        tracked = ErkPair.reduce(x.float(), f.float(), xa.clone().float(), fg, 0.3, consume=True)
+        assert tracked.reduced is not None and tracked.reduced[1].data_ptr() != fg.data_ptr()

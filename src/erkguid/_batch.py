@@ -75,13 +75,18 @@ def _flat(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).to(acc_dtype(x.dtype))
 
 
-def bdot(a: Tensor, b: Tensor) -> Tensor:
+def bdot(a: Tensor, b: Tensor, scratch: Tensor | None = None) -> Tensor:
     """Per-sample inner product ``<a_b, b_b>`` over all non-batch dims -> ``[B]``.
 
     An elementwise product and a row sum: the reduction order of a row does not depend on the
     batch size (a batched matmul's does), so results are bit-identical alone or in a batch.
+    ``scratch``, a tensor the caller gives up, of ``a``'s shape and accumulation dtype, receives the
+    product (no new allocation; same values).
     """
-    return (_flat(a) * _flat(b)).sum(dim=1)
+    fa, fb = _flat(a), _flat(b)
+    if scratch is not None and scratch.dtype == fa.dtype and scratch.shape == a.shape and scratch.is_contiguous():
+        return torch.mul(fa, fb, out=scratch.view(fa.shape)).sum(dim=1)
+    return (fa * fb).sum(dim=1)
 
 
 def bnorm(x: Tensor) -> Tensor:

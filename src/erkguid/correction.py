@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ._batch import append_dims, bdot, bnorm, bsafe_div
+from ._batch import acc_dtype, append_dims, bdot, bnorm, bsafe_div
 from ._validate import strength
 
 Scaling = Literal["z2", "abs", "alpha", "sat"]
@@ -46,11 +46,23 @@ class ErkPair:
     reduced: tuple[Tensor, Tensor, Tensor] | None = None
 
     @classmethod
-    def reduce(cls, x: Tensor, f: Tensor, x_alt: Tensor, f_alt: Tensor, h: float, sign: float = 1.0) -> ErkPair:
+    def reduce(cls, x: Tensor, f: Tensor, x_alt: Tensor, f_alt: Tensor, h: float, sign: float = 1.0, *,
+               consume: bool = False) -> ErkPair:
         """The pair with everything ERK-Guid reads from it computed now (Eq. 17's norms and Eq. 19's
         inner product), so a step can free its partner (and the drift) before its own peak: it then
         holds one state tensor, ``f - f_alt``, instead of three. :func:`erk_guid` gives the same result
-        bit for bit; only for runs where nothing else reads the pair (no callback)."""
+        bit for bit; only for runs where nothing else reads the pair (no callback).
+
+        ``consume=True``: the caller gives up ``x_alt`` and ``f_alt`` (nothing else holds them), which
+        then serve as the scratch of ``x - x_alt``, ``f - f_alt`` and the inner product: the reduction
+        allocates no state-sized tensor (only the corrected state is new).
+        Same values bit for bit; ignored where autograd tracks the pair or the dtypes differ.
+        """
+        acc = acc_dtype(x.dtype)
+        if consume and _scratch_ok(x, f, x_alt, f_alt, acc=acc):
+            ndx = bnorm(torch.sub(x, x_alt, out=x_alt))
+            df = torch.sub(f, f_alt, out=f_alt)
+            return cls(x, None, None, None, h, sign, (ndx, df, bdot(f, df, scratch=x_alt)))
         df = f - f_alt
         return cls(x, None, None, None, h, sign, (bnorm(x - x_alt), df, bdot(f, df)))
 
@@ -63,6 +75,13 @@ class ErkPair:
         if self.f is None or self.x_alt is None or self.f_alt is None:
             raise TypeError("this ErkPair was reduced (ErkPair.reduce): its f, x_alt and f_alt were released")
         return self.f, self.x_alt, self.f_alt
+
+
+def _scratch_ok(*ts: Tensor, acc: torch.dtype) -> bool:
+    """Whether tensors can be overwritten in place as the correction's scratch: one shape, contiguous, in the
+    accumulation dtype, and no autograd history to corrupt."""
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in ts)
+    return not grad and all(t.shape == ts[0].shape and t.dtype == acc and t.is_contiguous() for t in ts)
 
 
 @dataclass(frozen=True)

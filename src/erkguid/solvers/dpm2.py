@@ -45,8 +45,9 @@ def dpm2_step(ctx: StepContext, i: int, x: Tensor, carry: Any = None, *, r: floa
     else:
         w = 1.0 / (2.0 * r)
         x_next = x + ((1.0 - w) * d + w * d_mid) * dt
-    make = ErkPair.reduce if ctx.reduce_pair else ErkPair  # reduced: x_mid, d_mid are freed on return
-    return StepOut(x_next, denoised, None, make(x, d, x_mid, d_mid, sigma - sigma_next, 1.0))
+    if ctx.reduce_pair:  # x_mid and d_mid are this step's own: the reduction reuses their buffers
+        return StepOut(x_next, denoised, None, ErkPair.reduce(x, d, x_mid, d_mid, sigma - sigma_next, 1.0, consume=True))
+    return StepOut(x_next, denoised, None, ErkPair(x, d, x_mid, d_mid, sigma - sigma_next, 1.0))
 
 
 DPM2 = register(

@@ -38,7 +38,7 @@ def heun_step(ctx: StepContext, i: int, x: Tensor, carry: HeunCarry | None = Non
     pair = None
     if carry is not None and carry.x_euler is not None and carry.f_euler is not None:
         if ctx.reduce_pair:
-            pair = ErkPair.reduce(x, f, carry.x_euler, carry.f_euler, h)
+            pair = ErkPair.reduce(x, f, carry.x_euler, carry.f_euler, h, consume=True)  # the carry is emptied below
             carry.x_euler = carry.f_euler = None  # release the partner now
         else:
             pair = ErkPair(x, f, carry.x_euler, carry.f_euler, h)
