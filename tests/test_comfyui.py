@@ -363,14 +363,16 @@ def test_split_across_two_erk_nodes_equals_one_run(comfy_nodes, name, w_stiff) -
     (sampler,) = comfyui.ERKGuidSampler().get_sampler(name, "custom", w_stiff, 0.5, "z2")
     sigmas = edm_sigmas(8).float()
     one, _ = _custom(sampler, sigmas, _empty_latent())
-    assert isinstance(one[comfyui.STATE_KEY], comfyui.LatentState) and one[comfyui.STATE_KEY].samples is one["samples"]
+    assert comfyui.STATE_KEY not in one  # a run that ended at 0 leaves nothing to continue
     for k in (2, 5):
-        high, _ = _custom(sampler, sigmas[: k + 1], _empty_latent())
-        assert high[comfyui.STATE_KEY].state.sigma == float(sigmas[k])
+        high, high_den = _custom(sampler, sigmas[: k + 1], _empty_latent())
+        entry = high[comfyui.STATE_KEY]
+        assert isinstance(entry, comfyui.LatentState) and entry.samples is high["samples"]
+        assert entry.state.sigma == float(sigmas[k]) and comfyui.STATE_KEY not in high_den  # x0 preview: not a state
         with warnings_as_errors():
             low, low_den = _custom(sampler, sigmas[k:], high, add_noise=False)
         assert float((low["samples"] - one["samples"]).abs().max()) == 0.0
-        assert comfyui.STATE_KEY not in low_den or low_den is low
+        assert comfyui.STATE_KEY not in low and comfyui.STATE_KEY not in low_den
         stock_high, _ = StubSamplerCustom.sample(MODEL.denoise, True, 5, 1.0, None, None, sampler, sigmas[: k + 1],
                                                  _empty_latent())
         stock_low, _ = StubSamplerCustom.sample(MODEL.denoise, False, 5, 1.0, None, None, sampler, sigmas[k:], stock_high)
@@ -433,6 +435,13 @@ def test_a_state_that_cannot_continue_is_reported_and_the_run_starts_fresh(comfy
             got, _ = _custom(sampler, sig, latent, add_noise=add)
         want, _ = StubSamplerCustom.sample(MODEL.denoise, add, 5, 1.0, None, None, sampler, sig, latent)
         assert torch.equal(got["samples"], want["samples"]), why  # the stock node's result: a fresh run
-    # a fresh latent (no state) is the ordinary case: no warning
+    # a fresh latent (no state) is the ordinary case: no warning; nor a full run's output sampled again (hires fix)
     with warnings_as_errors():
-        _custom(heun, sigmas, _empty_latent())
+        full, _ = _custom(heun, sigmas, _empty_latent())
+        _custom(heun, sigmas[2:], {**full, "samples": full["samples"] * 2.0})
+    # a stale entry a stock node copied along is removed by the next ERK-Guid node's outputs (after its warning)
+    stock, _ = StubSamplerCustom.sample(MODEL.denoise, False, 5, 1.0, None, None, heun, sigmas[3:], high)
+    assert stock[comfyui.STATE_KEY].samples is not stock["samples"]
+    with pytest.warns(erkguid.ErkGuidWarning, match="latent was changed"):
+        again, again_den = _custom(heun, sigmas[3:5], stock, add_noise=False)
+    assert again[comfyui.STATE_KEY].samples is again["samples"] and comfyui.STATE_KEY not in again_den

@@ -18,7 +18,8 @@ the noise-scaled latent and return only a tensor, while ``SamplerCustom``/``Samp
 ``KSamplerAdvanced``) build their output LATENT as a shallow copy of the input dict, so extra keys travel
 along. :class:`ERKGuidSamplerCustom` and :class:`ERKGuidSamplerCustomAdvanced` take the stock nodes' inputs,
 run the stock node itself with the ERK sampler given the incoming state, and write the final
-:class:`~erkguid.engine.State` into the output LATENT under :data:`STATE_KEY` (a :class:`LatentState`). The
+:class:`~erkguid.engine.State` of a run that ended above 0 into the output LATENT under :data:`STATE_KEY` (a
+:class:`LatentState`; a run that ended at 0 writes none, and a stale entry copied from the input is removed). The
 next of these nodes continues it (bit-identical to one run) when (1) the latent is the very tensor the state
 was written with (no node changed it), (2) the node adds no noise, (3) the SIGMAS start at the state's sigma
 and (4) the sampler runs the same solver; otherwise it warns (:class:`~erkguid.ErkGuidWarning`) naming the
@@ -181,12 +182,18 @@ def _sample_through(stock: str, sampler: Any, sigmas: Any, latent: dict[str, Any
                                           {**sampler.extra_options, "state": prev, "on_state": sink.append},
                                           getattr(sampler, "inpaint_options", {}))
     res = call(_stock(stock), sampler)
-    out, den = res[0], res[1]
-    if sink:
-        same = den is out
+    out, den, same = _valid(res[0]), _valid(res[1]), res[1] is res[0]
+    if sink and sink[-1].sigma > 0:  # a run that ended at 0 has nothing left to continue
         out = {**out, STATE_KEY: LatentState(sink[-1], out["samples"])}
-        den = out if same else {k: v for k, v in den.items() if k != STATE_KEY}
-    return out, den
+    return out, out if same else den
+
+
+def _valid(latent: dict[str, Any]) -> dict[str, Any]:
+    """``latent`` without a state entry that belongs to another tensor (the stock node copied the input's entry)."""
+    entry = latent.get(STATE_KEY)
+    if entry is None or (isinstance(entry, LatentState) and entry.samples is latent.get("samples")):
+        return latent
+    return {k: v for k, v in latent.items() if k != STATE_KEY}
 
 
 _SAMPLING = "sampling/custom_sampling"
