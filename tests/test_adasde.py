@@ -288,3 +288,88 @@ def test_distill_cli_official_step0_gamma_flag(tmp_path) -> None:
     assert r.exit_code == 0, r.output
     meta = AdaSDECoefficients.load(out).meta
     assert meta["config"]["official_step0_gamma"] is True and meta["command"].endswith(" --official-step0-gamma")
+
+
+# ---------------------------------------------------------------------------- the student is an engine run
+def _written_out_student(model, coef, x, targets, gen, bptt):
+    """AdaSDE's six formulas (module docstring of erkguid.solvers.adasde) written out with autograd, independently
+    of the solver and the engine; per step: (loss, d loss / d raw tables)."""
+    out = []
+    params = coef.parameters()
+    for i in range(coef.num_steps):
+        s0, s1 = float(coef.sigmas[i]), float(coef.sigmas[i + 1])
+        r = torch.sigmoid(coef.raw["r"][i])
+        c = 1 + coef.scale_dir * torch.tanh(coef.raw["c"][i] / 2)
+        a = 1 + coef.scale_time * torch.tanh(coef.raw["a"][i] / 2)
+        if coef.gamma_max > 0 and i > 0:
+            gamma = coef.gamma_min + (coef.gamma_max - coef.gamma_min) * torch.sigmoid((coef.raw["gamma"][i] + GAMMA_BIAS) / 2)
+            z = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+            s_hat = (1 + gamma) * s0
+            x_hat = x + torch.sqrt(s_hat**2 - s0**2) * z
+        else:
+            s_hat, x_hat = torch.tensor(s0, dtype=torch.float64), x
+        if coef.afs and i == 0:
+            d = x_hat / torch.sqrt(1 + s_hat**2)
+        else:
+            d = (x_hat - model(x_hat, s_hat.expand(x.shape[0]))) / s_hat
+        s = s1**r * s_hat ** (1 - r)
+        x_mid = x_hat + (s - s_hat) * d
+        d_mid = (x_mid - model(x_mid, (a * s).expand(x.shape[0]))) / s
+        x = x_hat + c * (s1 - s_hat) * d_mid
+        loss = ((x - targets[i + 1]) ** 2).sum(1).mean()
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        out.append((loss.detach(), [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]))
+        if not bptt:
+            x = x.detach()
+    return out
+
+
+@pytest.mark.parametrize(("afs", "bptt"), [(True, True), (False, True), (True, False)])
+def test_student_engine_run_matches_written_out_formulas_with_gradients(model, afs, bptt) -> None:
+    """student_losses (an engine run with differentiable coefficients, inflation noise from the iteration's
+    generator) gives the losses and the gradients w.r.t. the raw tables of the formulas written out by hand."""
+    from erkguid.training.adasde import student_losses
+
+    cfg = DistillConfig(nfe=5 if afs else 6, afs=afs)
+    coef = AdaSDECoefficients.random(student_levels(cfg), seed=4, gamma_max=0.05, afs=afs)
+    for p in coef.parameters():
+        p.requires_grad_(True)
+    x = _x0(16)
+    tl, keep = teacher_levels(coef.sigmas, cfg)
+    targets = dpm2_teacher(model, x, tl, keep)
+    got: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
+
+    def hook(i, loss):
+        grads = torch.autograd.grad(loss, coef.parameters(), retain_graph=True, allow_unused=True)
+        got.append((loss.detach(), [torch.zeros_like(p) if g is None else g for g, p in zip(grads, coef.parameters())]))
+
+    losses = student_losses(model, coef, x, targets, torch.Generator().manual_seed(9), hook, bptt)
+    want = _written_out_student(model, coef, x, targets, torch.Generator().manual_seed(9), bptt)
+    assert len(got) == len(want) == len(losses) == coef.num_steps
+    for (gl, gg), (wl, wg), lo in zip(got, want, losses):
+        assert torch.equal(gl, lo)
+        torch.testing.assert_close(gl, wl, rtol=1e-12, atol=0)
+        for a, b in zip(gg, wg):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    last = got[-1][1]
+    assert float(last[2].abs().sum()) > 0  # the network-sigma scale a is reached only through the denoiser's sigma
+    assert (float(last[0][0].abs()) > 0) == bptt  # step 0's r reaches the last loss only through the state
+
+
+def test_differentiable_run_hooks_are_checked(model) -> None:
+    from erkguid import Run
+
+    sig = vp_time_uniform_sigmas(4)
+    with pytest.raises(ValueError, match="either seeds or a noise source"):
+        Run(model, _x0(4), sig, solver="adasde", seeds=range(4), noise=torch.randn_like)
+    with pytest.raises(TypeError, match="noise must be a callable"):
+        Run(model, _x0(4), sig, solver="adasde", noise=3)  # type: ignore[arg-type]
+    state = Run(model, _x0(4), sig[:3], solver="heun").finish()
+    with pytest.raises(ValueError, match="seeds and noise cannot be given when continuing"):
+        Run(model, state, sig[2:], solver="heun", noise=torch.randn_like)
+    # detach_state: the next step starts from a detached state, the yielded state keeps its graph
+    x = _x0(4).requires_grad_(True)
+    steps = list(Run(model, x, sig, solver="heun", detach_state=True, check_finite="off"))
+    assert steps[0].x.requires_grad and not steps[1].x.requires_grad
+    steps = list(Run(model, x, sig, solver="heun", check_finite="off"))
+    assert steps[1].x.requires_grad

@@ -97,7 +97,7 @@ def _option_grid(name):
         "unipc": {"order": [1, 2, 3], "variant": ["bh1", "bh2"]},
         "ipndm": {"order": [1, 2, 3, 4]},
         "heun_pc": {"r": [0.0, 0.05], "stochastic": [True, False]},
-        "adasde": {"coefficients": [None, neutral, with_afs], "denoise_to_zero": [False, True]},
+        "adasde": {"coefficients": [None, neutral, with_afs], "denoise_to_zero": [False, True], "differentiable": [False, True]},
     }
     g = grids.get(name, {})
     assert set(g) == set(SOLVERS[name].options), f"test the options of {name}: {sorted(SOLVERS[name].options)}"

@@ -188,5 +188,10 @@ def test_split_sigma_list_continues_the_run_exactly_with_its_state(name) -> None
     high, state = fn(MODEL.denoise, x, sigmas[:5], return_state=True, **kw)
     low = fn(MODEL.denoise, high, sigmas[4:], state=state, **kw)
     assert torch.equal(low, one)
+    sink = []  # the same state continued again (not consumed: ComfyUI re-runs nodes on cached outputs), on_state
+    again = fn(MODEL.denoise, high, sigmas[4:], state=state, on_state=sink.append, **kw)
+    assert torch.equal(again, one) and len(sink) == 1 and torch.equal(sink[0].x, one) and sink[0].sigma == 0.0
+    with pytest.raises(TypeError, match="state must be an erkguid State"):
+        fn(MODEL.denoise, high, sigmas[4:], state={"x": high}, **kw)
     fresh = fn(MODEL.denoise, high, sigmas[4:], **kw)  # without the state: a new run from `high` (documented rule)
     assert not torch.equal(fresh, one)

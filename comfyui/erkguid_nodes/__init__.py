@@ -3,7 +3,8 @@
 Install: put this folder into ``ComfyUI/custom_nodes/`` and install its requirements into ComfyUI's Python
 (``python -m pip install -r ComfyUI/custom_nodes/erkguid_nodes/requirements.txt``), then restart ComfyUI.
 The node "ERK-Guid Sampler" (category sampling/custom_sampling/samplers) plugs into SamplerCustom /
-SamplerCustomAdvanced with any SIGMAS node. All logic lives in the ``erkguid`` package
+SamplerCustomAdvanced with any SIGMAS node; "ERK-Guid SamplerCustom" / "ERK-Guid SamplerCustomAdvanced" (the stock
+nodes' inputs) carry the ERK state across a split sigma list in the LATENT. All logic lives in the ``erkguid`` package
 (``erkguid.integrations.comfyui``); this file only exposes it to ComfyUI's loader: through the V3 node API
 (``comfy_entrypoint``) where ComfyUI provides ``comfy_api.latest``, else through the V1 ``NODE_CLASS_MAPPINGS``
 (ComfyUI's loader reads the V1 mappings first and then ignores ``comfy_entrypoint``, so only one is exported).

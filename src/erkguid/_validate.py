@@ -231,9 +231,11 @@ def solver_options(solver: Any, options: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the denoiser's output
-def check_denoised_type(out: Any, x: Tensor, sigma: float, step: int) -> None:
+def check_denoised_type(out: Any, x: Tensor, sigma: float | Tensor, step: int) -> None:
     """The denoiser's output must be a floating tensor shaped like ``x`` on ``x``'s device (no host sync)."""
-    at = f"at step {step} (sigma={float(sigma):.6g})"
+    if isinstance(out, Tensor) and out.shape == x.shape and out.is_floating_point() and out.device == x.device:
+        return
+    at = f"at step {step} (sigma={float(sigma.detach() if isinstance(sigma, Tensor) else sigma):.6g})"
     if not isinstance(out, Tensor):
         raise TypeError(f"denoiser returned {type(out).__name__} {at}; it must return a tensor D(x; sigma) shaped like x")
     if out.shape != x.shape:

@@ -61,8 +61,9 @@ class State:
         solver: the solver's name; a continuation must use the same solver.
         carry: the solver's carry (ERK partner, history) for the next step.
         nfe: network evaluations per sample so far.
-        noise: the per-sample noise source (its draw counter advances: resume a State once; an ERK-Guid
-            run with reduced pairs also releases the carry's partner when it takes the next step).
+        noise: the noise source, per-sample (:class:`~erkguid.noise.PerSampleNoise`) or the run's ``noise``
+            callable (its draw counter advances: resume a State once; an ERK-Guid run with reduced pairs also
+            releases the carry's partner when it takes the next step).
         estimate: the last pair's stiffness estimate, for guidance layers (ERK-Proj).
         evals: a guidance layer's evaluations of the last step ``(x, plain drift)``, for the next pair.
         dtype: the dtype of the run's input, which ``sample`` returns.
@@ -73,7 +74,7 @@ class State:
     solver: str
     carry: Any = None
     nfe: int = 0
-    noise: PerSampleNoise | None = None
+    noise: Callable[[Tensor], Tensor] | None = None
     estimate: Estimate | None = None
     dtype: torch.dtype = torch.float32
     evals: tuple[tuple[Tensor, Tensor], ...] = ()
@@ -137,8 +138,11 @@ class _Denoise:
         self.evals: list[tuple[Tensor, Tensor]] = []  # layer runs: (x, plain drift) of this step's evaluations
         self.prev_evals: tuple[tuple[Tensor, Tensor], ...] = ()  # ... and of the previous step's
 
-    def __call__(self, x: Tensor, sigma: float, /) -> Tensor:
-        s = torch.full((x.shape[0],), float(sigma), dtype=self.sig_dtype, device=x.device)
+    def __call__(self, x: Tensor, sigma: float | Tensor, /) -> Tensor:
+        if isinstance(sigma, Tensor):  # a 0-d tensor from differentiable coefficients: autograd reaches it
+            s = sigma.to(x.device, self.sig_dtype).expand(x.shape[0])
+        else:
+            s = torch.full((x.shape[0],), float(sigma), dtype=self.sig_dtype, device=x.device)
         if self.layer:
             out, plain = self.fn.layer_call(x, s, self.estimate, **self.extra)  # type: ignore[attr-defined]
             self.evals.append((x, (x - plain.to(x.dtype)) / float(sigma)))
@@ -205,6 +209,10 @@ class Run:
             same sync; ``False`` keeps only the NaN/Inf check (sweeps that record where ERK-Guid hurts).
         progress: show a tqdm progress bar.
         extra_args: keyword conditioning for the denoiser (k-diffusion's name; see :func:`conditioning`).
+        noise: a noise source ``noise(like) -> Tensor`` (standard normal, shaped like ``like``) for stochastic
+            steps, instead of ``seeds`` (distillation draws from its own generator).
+        detach_state: start every step from ``x.detach()`` (truncated backpropagation through the run; the
+            yielded ``Step.x`` keeps its graph). Differentiable runs: see "Differentiable runs" in docs/engine.md.
     """
 
     def __init__(
@@ -225,6 +233,8 @@ class Run:
         check_divergence: bool = True,
         progress: bool = False,
         extra_args: Mapping[str, Any] | None = None,
+        noise: Callable[[Tensor], Tensor] | None = None,
+        detach_state: bool = False,
     ) -> None:
         _validate.check_args(denoiser, None, solver)
         w_stiff, w_con = check_strengths(w_stiff, w_con)
@@ -239,20 +249,24 @@ class Run:
         prev = x if isinstance(x, State) else None
         if prev is not None:
             grid, start = self._continue(prev, sigmas)
+            if seeds is not None or noise is not None:
+                raise ValueError("seeds and noise cannot be given when continuing a State (its noise source continues)")
             x0, noise, dtype = prev.x, prev.noise, prev.dtype
-            if seeds is not None:
-                raise ValueError("seeds cannot be given when continuing a State (its noise source continues)")
         else:
             _check_x(x)
             grid, start = check_sigmas(sigmas, allow_positive_end=True), 0
             assert isinstance(x, Tensor)
             dtype = x.dtype
             x0 = x.to(torch.promote_types(x.dtype, torch.float32))  # the state never lives in fp16/bf16
-            noise = None
             if seeds is not None:
-                noise = PerSampleNoise(seeds, x.device)
-                if len(noise) != x.shape[0]:
-                    raise ValueError(f"seeds holds {len(noise)} seeds for a batch of {x.shape[0]}")
+                if noise is not None:
+                    raise ValueError("give either seeds or a noise source, not both")
+                per_sample = PerSampleNoise(seeds, x.device)
+                if len(per_sample) != x.shape[0]:
+                    raise ValueError(f"seeds holds {len(per_sample)} seeds for a batch of {x.shape[0]}")
+                noise = per_sample
+            elif noise is not None and not callable(noise):
+                raise TypeError(f"noise must be a callable noise(like) -> Tensor, got {type(noise).__name__}")
         self.w_stiff, self.w_con, self.scaling, self.check = float(w_stiff), float(w_con), scaling, check_finite
         self.trust = None if trust is None else float(trust)
         self.guide = w_stiff > 0
@@ -261,7 +275,7 @@ class Run:
         self.want_pair = (self.guide or ends_above_zero if want_pair is None else bool(want_pair)) or self.guide or layer
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be True or False, got {type(progress).__name__} {progress!r}")
-        self.progress = progress
+        self.progress, self.detach_state = progress, bool(detach_state)
         self._den = _Denoise(denoiser, dict(extra_args or {}), acc_dtype(x0.dtype), check_finite != "off", layer)
         self._den.calls = 0 if prev is None else prev.nfe
         self._den.estimate = None if prev is None else prev.estimate
@@ -349,7 +363,7 @@ class Run:
                                 den.estimate, self._state.dtype, den.prev_evals)
             step = Step(i, grid[i], grid[i + 1], x_next, out.denoised, out.pair, corr, self.guide, den.calls)
             del out, corr  # the consumer holds the step; nothing else keeps the pair alive
-            x = x_next
+            x = x_next.detach() if self.detach_state else x_next
             yield step
             del step  # the next step runs without this one's pair: the consumer decides what it keeps
         if pending is not None and not bool(pending == 0):  # the one sync of the "end" policy

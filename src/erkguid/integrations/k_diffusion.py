@@ -30,10 +30,14 @@ with churn and are accepted. Default strengths come from
 :func:`erkguid.integrations._defaults.default_strengths`, i.e. :func:`erkguid.recommended` for the
 solver at this list's NFE.
 
-Split sigma lists (ComfyUI ``SplitSigmas``, ``KSamplerAdvanced``): ``return_state=True`` returns
-``(x, state)``; passing that ``state=`` to the next call with the rest of the list (starting at the level
-the state is at) continues the run exactly, ERK pair and solver history included (bit-identical to one
-run, tested). Without ``state=`` a call starts a fresh run: the rule is explicit, nothing is cached.
+Split sigma lists (ComfyUI ``SplitSigmas``): ``return_state=True`` returns ``(x, state)`` (or
+``on_state(state)`` receives it, for callers such as ``KSAMPLER`` that need a tensor back); passing that
+``state=`` to the next call with the rest of the list (starting at the level the state is at) continues the
+run exactly, ERK pair and solver history included (bit-identical to one run, tested), from ``state.x`` (the
+call's ``x`` is then not read). A continued state is not consumed: the call copies its noise counter and keeps
+full pairs, so the same state may be continued again (ComfyUI re-runs a node on a cached latent). Without
+``state=`` a call starts a fresh run: the rule is explicit, nothing is cached. The ComfyUI nodes carry the
+state in the LATENT (:mod:`erkguid.integrations.comfyui`).
 
 Differences from k-diffusion, by design: no churn (a step never draws global-RNG noise), and the
 state keeps its dtype (k-diffusion promotes bf16 to fp32 through its fp32 sigmas).
@@ -41,6 +45,8 @@ state keeps its dtype (k-diffusion promotes bf16 to fp32 through its fp32 sigmas
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -115,6 +121,7 @@ def sample_erk(
     s_noise: float = 1.0,
     state: State | None = None,
     return_state: bool = False,
+    on_state: Callable[[State], Any] | None = None,
 ) -> Any:
     """Run erkguid solver ``solver`` with ERK-Guid (Eq. 19) over a k-diffusion sigma list.
 
@@ -122,7 +129,7 @@ def sample_erk(
     floating-point rounding for heun / dpm_2 / dpmpp_2m / lms). Strengths left ``None`` (all four of
     ``w_stiff``, ``w_con``, ``scaling``, ``trust`` together) take
     :func:`~erkguid.integrations._defaults.default_strengths` of ``solver`` at this list's NFE.
-    ``state``/``return_state``: continue a split sigma list exactly (see the module docstring).
+    ``state``/``return_state``/``on_state``: continue a split sigma list exactly (see the module docstring).
     """
     if s_churn != 0:
         raise ValueError(f"s_churn must be 0 for ERK-Guid samplers (deterministic ODE steps), got {s_churn!r}")
@@ -136,8 +143,14 @@ def sample_erk(
     extra_args = {} if extra_args is None else extra_args
     s = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
     _check_list(s)
+    if state is not None and not isinstance(state, State):
+        raise TypeError(f"state must be an erkguid State (from return_state=True), got {type(state).__name__}")
     if s.numel() <= 1:  # SplitSigmas at step 0 or N, BasicScheduler at denoise 0: nothing to do, as in stock samplers
+        if on_state is not None and state is not None:
+            on_state(state)
         return (x, state) if return_state else x
+    if state is not None:  # continue a copy: the caller's State stays valid (its noise counter, its carry's partner)
+        state = dataclasses.replace(state, noise=copy.copy(state.noise))
     if w_stiff is None and w_con is None and scaling is None and trust is None:
         spec = get_solver(solver)
         steps = s.numel() - 1 + (0 if state is None else state.sigmas.numel() - 1)
@@ -149,9 +162,10 @@ def sample_erk(
     run = Run(
         model, x if state is None else state, s, solver=solver, w_stiff=w_stiff or 0.0, w_con=w_con or 0.0,
         scaling=scaling or "z2", trust=trust, solver_options=solver_options, seeds=seeds,
-        want_pair=callback is not None or None, progress=not disable if disable is not None else True, extra_args=extra_args,
+        want_pair=callback is not None or state is not None or None, extra_args=extra_args,
+        progress=not disable if disable is not None else True,
     )
-    prev = x
+    prev = x if state is None else state.x
     for step in run:
         if callback is not None:
             j = step.i - run.start
@@ -161,6 +175,8 @@ def sample_erk(
         prev = step.x
         del step  # the next step runs without this one's pair
     out = run.state.x.to(run.state.dtype)
+    if on_state is not None:
+        on_state(run.state)
     return (out, run.state) if return_state else out
 
 
@@ -194,6 +210,7 @@ def make_sampler(name: str) -> Callable[..., Any]:
         return sample_erk(model, x, sigmas, extra_args, callback, disable, solver=solver, w_stiff=w_stiff, w_con=w_con, **options)
 
     fn.__name__ = fn.__qualname__ = f"sample_erk_{name}"
+    fn.erkguid_solver = solver  # type: ignore[attr-defined]  # the ComfyUI nodes recognise ERK samplers by it
     fn.__doc__ = (
         f"k-diffusion-style ``sample_{name}`` with ERK-Guid (erkguid solver {solver!r}"
         f"{', options ' + repr(fixed) if fixed else ''}); see :func:`sample_erk` for the options "

@@ -116,8 +116,12 @@ class AdaSDEPlan(NamedTuple):
 
 
 def setup_adasde(sigmas: Tensor, options: Mapping[str, Any]) -> AdaSDEPlan:
-    """Load and validate the coefficients once per run (the solver's setup hook); the step reads ``ctx.plan``."""
+    """Load and validate the coefficients once per run (the solver's setup hook); the step reads ``ctx.plan``.
+
+    With ``differentiable=True`` the values are not read here: each step maps the raw tables itself."""
     coef = _resolve(options["coefficients"], sigmas)
+    if options["differentiable"]:
+        return AdaSDEPlan(coef, [])
     vals = [tuple(float(v) for v in coef.values(i)) for i in range(coef.num_steps)]
     return AdaSDEPlan(coef, vals)  # type: ignore[arg-type]
 
@@ -130,11 +134,15 @@ def adasde_step(
     *,
     coefficients: Any = None,
     denoise_to_zero: bool = False,
+    differentiable: bool = False,
 ) -> StepOut:
     """One AdaSDE step with per-sample inflation noise from ``ctx.noise`` (see module docstring).
 
     ``coefficients`` (an :class:`AdaSDECoefficients`, a path, ``shipped:NAME`` or ``None`` for the
-    neutral DPM-Solver-2 values) is resolved once per run into ``ctx.plan``.
+    neutral DPM-Solver-2 values) is resolved once per run into ``ctx.plan``. ``differentiable=True``
+    (distillation) maps the raw tables at each step (:meth:`AdaSDECoefficients.values`, tensors): autograd
+    reaches them through the state and the sigmas handed to the denoiser, and an optimiser may update them
+    between steps (the next step reads the new values).
     """
     plan: AdaSDEPlan = ctx.plan
     sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
@@ -143,15 +151,16 @@ def adasde_step(
             den = ctx.denoise(x, sigma)
             return StepOut(den, den, None, None)
         return StepOut(x, x, None, None)
-    r, c, a, gamma = plan.values[i]
+    r, c, a, gamma = plan.coefficients.values(i) if differentiable else plan.values[i]
     z = None
     if gamma > 0:
         if ctx.noise is None:
             raise ValueError("solver 'adasde' with gamma > 0 needs per-sample seeds: pass seeds=[...] to sample()")
         z = ctx.noise(x)
     parts = adasde_update(ctx.denoise, x, sigma, sigma_next, r, c, a, gamma, z, afs=plan.coefficients.afs and i == 0)
-    pair = ErkPair(parts.x_hat, parts.d, parts.x_mid, parts.d_mid, float(parts.sigma_hat) - sigma_next)
-    denoised = parts.denoised if parts.denoised is not None else parts.x_hat - float(parts.sigma_hat) * parts.d
+    sigma_hat = float(parts.sigma_hat.detach() if isinstance(parts.sigma_hat, Tensor) else parts.sigma_hat)
+    pair = ErkPair(parts.x_hat, parts.d, parts.x_mid, parts.d_mid, sigma_hat - sigma_next)
+    denoised = parts.denoised if parts.denoised is not None else parts.x_hat - sigma_hat * parts.d
     return StepOut(parts.x_next, denoised, None, pair)
 
 

@@ -6,7 +6,8 @@ levels (so the student's level i is the teacher's level (M+1) i), each outer int
 ``inner = 2``. Student: AdaSDE from the same x_T; per step i the loss is the per-sample squared
 distance to the teacher state at sigma_{i+1} (batch mean), back-propagated through the student
 trajectory (the state is not detached between steps: BPTT), with one Adam step per student step
-and a cosine learning-rate schedule per outer iteration (absolute floor ``lr_min``).
+and a cosine learning-rate schedule per outer iteration (absolute floor ``lr_min``). Teacher and student
+are engine runs (:class:`erkguid.Run`; the student with ``differentiable=True`` coefficients, docs/engine.md).
 
 Pixel MSE replaces the official last-step Inception-feature loss (no downloads here);
 ``last_weight`` scales it. Each iteration's latents and inflation noise come from a generator
@@ -31,7 +32,6 @@ from .._batch import bdot
 from .._io import atomic_write_text, read_json_object, remove_dead_temps
 from ..engine import Run
 from ..schedules import get_sigmas
-from ..solvers.adasde import adasde_update
 from ..solvers.adasde_coeffs import AdaSDECoefficients
 
 Model = Callable[..., Tensor]
@@ -116,17 +116,6 @@ def teacher_levels(levels: Tensor, cfg: DistillConfig) -> tuple[Tensor, list[int
     return full, idx
 
 
-def _denoise_fn(model: Model) -> Callable[[Tensor, float | Tensor], Tensor]:
-    """Call ``model(x, sigma[B])`` with a float or a differentiable 0-d tensor sigma."""
-
-    def denoise(x: Tensor, sigma: float | Tensor) -> Tensor:
-        if isinstance(sigma, Tensor):
-            return model(x, sigma.to(x.dtype).expand(x.shape[0]))
-        return model(x, torch.full((x.shape[0],), float(sigma), dtype=x.dtype))
-
-    return denoise
-
-
 @torch.no_grad()
 def dpm2_teacher(model: Model, x: Tensor, levels: Tensor, keep: list[int]) -> list[Tensor]:
     """Deterministic DPM-Solver-2 over ``levels``; the states at the indices ``keep``."""
@@ -153,21 +142,23 @@ def student_losses(
 ) -> list[Tensor]:
     """Run the student from ``x`` and return the per-step losses (batch mean of per-sample squared distances).
 
-    ``step_hook(i, loss_i)`` runs right after step i's loss (training: backward + Adam step).
+    The student is an engine run (:class:`erkguid.Run`) with ``differentiable=True`` coefficients, so autograd
+    reaches their raw tables; inflation noise comes from ``gen``; ``bptt=False`` detaches the state between steps.
+    ``step_hook(i, loss_i)`` runs right after step i's loss, before step i + 1 reads the coefficients
+    (training: backward + Adam step).
     """
-    denoise = _denoise_fn(model)
+    run = Run(model, x, coef.grid(), solver="adasde", check_finite="off", detach_state=not bptt,
+              solver_options={"coefficients": coef, "differentiable": True},
+              noise=lambda like: torch.randn(like.shape, generator=gen, dtype=like.dtype))
     losses = []
-    for i in range(coef.num_steps):
-        r, c, a, gamma = coef.values(i)
-        z = torch.randn(x.shape, generator=gen, dtype=x.dtype) if isinstance(gamma, Tensor) else None
-        parts = adasde_update(denoise, x, float(coef.sigmas[i]), float(coef.sigmas[i + 1]), r, c, a, gamma, z,
-                              afs=coef.afs and i == 0)
-        diff = parts.x_next - targets[i + 1]
+    for step in run:
+        if step.sigma_next == 0:  # the grid's final step to 0 leaves the state as is (official denoise_to_zero=False)
+            break
+        diff = step.x - targets[step.i + 1]
         loss = bdot(diff, diff).mean()
         if step_hook is not None:
-            step_hook(i, loss)
+            step_hook(step.i, loss)
         losses.append(loss.detach())
-        x = parts.x_next if bptt else parts.x_next.detach()
     return losses
 
 
