@@ -273,7 +273,7 @@ def test_stable_diffusion_pipeline_strength_zero_and_reload_in_fresh_process(tmp
     pipe = tiny_sd_pipeline(DPMSolverMultistepScheduler(steps_offset=1), tmp_path / "tok")
     run = {"prompt": "a cat", "num_inference_steps": 4, "height": 8, "width": 8, "output_type": "latent"}
     cfg = pipe.scheduler.config
-    for stock, erk, *_ in VP[:4:2]:  # Heun, DPM-Solver++ (the LDM test covers every scheduler in a stock pipeline)
+    for stock, erk, *_ in [*VP[:4:2], VP[4]]:  # Heun, DPM-Solver++, DEIS (the LDM test covers every scheduler)
         pipe.scheduler = stock.from_config(cfg)
         want = pipe(**run, generator=torch.Generator().manual_seed(0)).images
         pipe.scheduler = erk.from_config(cfg)
