@@ -36,7 +36,7 @@ SCHEDULERS = [  # (stock class name, ERK class, erkguid solver with the same upd
     ("KDPM2DiscreteScheduler", erk.ERKKDPM2DiscreteScheduler, "dpm2"),
     ("DPMSolverMultistepScheduler", erk.ERKDPMSolverMultistepScheduler, "dpmpp_2m"),
     ("UniPCMultistepScheduler", erk.ERKUniPCMultistepScheduler, "unipc"),
-    ("DEISMultistepScheduler", erk.ERKDEISMultistepScheduler, None),
+    ("DEISMultistepScheduler", erk.ERKDEISMultistepScheduler, "deis"),  # mode "logrho": erk_solver_options()
 ]
 
 
@@ -78,7 +78,7 @@ def check(steps: int, repeats: int, w_stiff: float, tmp: Path) -> dict:
     for stock_name, cls, solver in SCHEDULERS:
         pipe.scheduler = getattr(diffusers, stock_name).from_config(base_cfg)
         want, t_stock, st_stock = _timed(pipe, run, repeats)
-        pipe.scheduler = cls.from_config(base_cfg)
+        pipe.scheduler = cls.from_config(base_cfg, w_stiff=0.0)  # explicit: the default is erkguid.recommended
         got, t_erk0, _ = _timed(pipe, run, repeats)
         pipe.scheduler = cls.from_config(base_cfg, w_stiff=w_stiff, w_con=0.0)
         _, t_erk, st_erk = _timed(pipe, run, repeats)
@@ -88,13 +88,14 @@ def check(steps: int, repeats: int, w_stiff: float, tmp: Path) -> dict:
         if solver is not None:  # w_stiff > 0 without CFG vs erkguid.sample over the scheduler's own grid
             erk_out = pipe(**run, guidance_scale=1.0, latents=latents.clone()).images
             s = pipe.scheduler
-            grid = torch.unique_consecutive(s.sigmas.double())
-            s0 = float(grid[0])
+            grid = torch.unique_consecutive(s.sigmas.double())  # DEIS's ends at sigma_last > 0, the others' at 0
+            s0, s_end = float(grid[0]), float(grid[-1])
             x0 = latents * (s0 if s.order == 2 else (1 + s0 * s0) ** 0.5)
             den = VPDenoiser(lambda xv, t: pipe.unet(xv, t, encoder_hidden_states=emb).sample,
                              DiscreteVPSchedule(s.alphas_cumprod))
-            ref = erkguid.sample(den, x0, grid, solver=solver, w_stiff=w_stiff, w_con=0.0)
-            plain = erkguid.sample(den, x0, grid, solver=solver)
+            opts, to_vp = s.erk_solver_options(), (1.0 if s.order == 2 else (1 + s_end * s_end) ** -0.5)
+            ref = erkguid.sample(den, x0, grid, solver=solver, solver_options=opts, w_stiff=w_stiff, w_con=0.0) * to_vp
+            plain = erkguid.sample(den, x0, grid, solver=solver, solver_options=opts) * to_vp
             row["vs_erkguid_sample_max_diff"] = float((erk_out - ref).abs().max())
             row["erk_effect_max"] = float((ref - plain).abs().max())
         pipe.save_pretrained(tmp / cls.__name__)
@@ -106,7 +107,7 @@ def check(steps: int, repeats: int, w_stiff: float, tmp: Path) -> dict:
     t0 = time.perf_counter()
     want = flow_loop(stock, noise, steps)
     t_stock = time.perf_counter() - t0
-    got = flow_loop(erk.ERKFlowMatchHeunDiscreteScheduler.from_config(stock.config), noise, steps)
+    got = flow_loop(erk.ERKFlowMatchHeunDiscreteScheduler.from_config(stock.config, w_stiff=0.0), noise, steps)
     e = erk.ERKFlowMatchHeunDiscreteScheduler(shift=3.0, w_stiff=w_stiff, w_con=0.0)
     t0 = time.perf_counter()
     out = flow_loop(e, noise, steps)

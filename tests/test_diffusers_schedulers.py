@@ -25,7 +25,6 @@ from diffusers import (
 )
 
 import erkguid
-from erkguid.correction import ErkPair, erk_guid
 from erkguid.denoisers import DiscreteVPSchedule, FlowDenoiser, VPDenoiser
 from erkguid.integrations.diffusers import (
     ERKDEISMultistepScheduler,
@@ -44,7 +43,7 @@ VP = [  # (stock, ERK, erkguid solver with the same pair and update, prediction 
     (KDPM2DiscreteScheduler, ERKKDPM2DiscreteScheduler, "dpm2", ["epsilon", "v_prediction"]),
     (DPMSolverMultistepScheduler, ERKDPMSolverMultistepScheduler, "dpmpp_2m", ["epsilon", "v_prediction", "sample"]),
     (UniPCMultistepScheduler, ERKUniPCMultistepScheduler, "unipc", ["epsilon", "v_prediction", "sample"]),
-    (DEISMultistepScheduler, ERKDEISMultistepScheduler, None, ["epsilon", "v_prediction", "sample"]),
+    (DEISMultistepScheduler, ERKDEISMultistepScheduler, "deis", ["epsilon", "v_prediction", "sample"]),
 ]
 IDS = [v[1].__name__ for v in VP]
 SIGMA_KINDS = [{"use_karras_sigmas": True}, {"use_exponential_sigmas": True}, {"timestep_spacing": "trailing"}]
@@ -59,15 +58,20 @@ def _grid(s) -> torch.Tensor:
     return torch.unique_consecutive(s.sigmas.double())
 
 
-def _reference(erk, solver: str, prediction: str, x: torch.Tensor, w_stiff: float) -> torch.Tensor:
-    """erkguid.sample over the scheduler's grid with the UNet behind the VP adapter, from the state sd_loop starts at
-    (``x * init_noise_sigma``: EDM-scaled for the two-stage schedulers, the VP state ``alpha x_edm`` for multistep)."""
+def _reference(erk, solver: str, prediction: str, x: torch.Tensor, w_stiff: float, quantize: bool = False) -> torch.Tensor:
+    """erkguid.sample (``solver_options=erk.erk_solver_options()``) over the scheduler's grid with the UNet behind the
+    VP adapter, from the state sd_loop starts at (``x * init_noise_sigma``: EDM-scaled for the two-stage schedulers,
+    the VP state ``alpha x_edm`` for multistep), returned in the scheduler's variable (VP: ``alpha x_edm`` at the
+    grid's last level, which DEIS ends above 0). ``quantize``: integer timesteps, as Karras grids give the UNet."""
     sig = _grid(erk)
-    s0 = float(sig[0])
+    s0, s_end = float(sig[0]), float(sig[-1])
     x_edm = x * s0 if erk.order == 2 else x * (1 + s0 * s0) ** 0.5
-    den = VPDenoiser(lambda xv, t: UNET(xv, t).sample, DiscreteVPSchedule(erk.alphas_cumprod), prediction=prediction)
+    den = VPDenoiser(lambda xv, t: UNET(xv, t).sample, DiscreteVPSchedule(erk.alphas_cumprod, quantize=quantize),
+                     prediction=prediction)
     with torch.no_grad():
-        return erkguid.sample(den, x_edm, sig, solver=solver, w_stiff=w_stiff, w_con=0.0)
+        out = erkguid.sample(den, x_edm, sig, solver=solver, solver_options=erk.erk_solver_options(), w_stiff=w_stiff,
+                             w_con=0.0)
+    return out if erk.order == 2 else out / (1 + s_end * s_end) ** 0.5
 
 
 @pytest.mark.parametrize(("stock", "erk", "solver", "preds"), VP, ids=IDS)
@@ -97,30 +101,23 @@ def test_strength_positive_equals_erkguid_sample(stock, erk, solver, preds, pred
     assert len(e.erk_history) >= 3
 
 
-def test_deis_strength_positive_equals_stock_plus_shared_correction() -> None:
-    """DEIS (log-rho AB) has no erkguid solver of the same update yet: the reference is the stock scheduler
-    stepped by hand with erkguid.erk_guid applied to each proposal (pair: last two evaluated points, sign -1)."""
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_deis_strength_positive_equals_erkguid_sample_logrho(order) -> None:
+    """Every DEIS order, with and without lower_order_final, a trailing grid and a Karras grid (which repeats its last
+    sigma: that identity step is not corrected, and with lower_order_final off the de-duplicated grid is the same
+    update; its timesteps are rounded) all equal erkguid.sample(solver='deis', solver_options=erk_solver_options())."""
     x = _latents()
-    e = ERKDEISMultistepScheduler(w_stiff=2.0, w_con=0.0, solver_order=3)
-    got = sd_loop(e, UNET, x, steps=6)
-    ref = DEISMultistepScheduler(solver_order=3)
-    ref.set_timesteps(6)
-    lat, prev = x * ref.init_noise_sigma, None
-    with torch.no_grad():
-        for i, t in enumerate(ref.timesteps):
-            eps = UNET(lat, t).sample
-            s = float(ref.sigmas[i])
-            a = 1 / (1 + s * s) ** 0.5
-            nxt = ref.step(eps, t, lat, return_dict=False)[0]
-            cur = (lat / a, eps, s)
-            s_next = float(ref.sigmas[i + 1])
-            if prev is not None and s_next > 0:
-                a_next = 1 / (1 + s_next**2) ** 0.5
-                pair = ErkPair(cur[0], cur[1], prev[0], prev[1], prev[2] - s, -1.0)
-                nxt = erk_guid(nxt / a_next, pair, 2.0, 0.0).x * a_next
-            lat, prev = nxt, cur
-    torch.testing.assert_close(got, lat, rtol=1e-5, atol=1e-5)
-    assert (got - sd_loop(DEISMultistepScheduler(solver_order=3), UNET, x, steps=6)).abs().max() > 1e-2
+    cfgs = [{"lower_order_final": True}, {"lower_order_final": False, "timestep_spacing": "trailing"},
+            {"lower_order_final": False, "use_karras_sigmas": True}]
+    for cfg in cfgs:
+        e = ERKDEISMultistepScheduler(solver_order=order, w_stiff=2.0, w_con=0.0, **cfg)
+        got = sd_loop(e, UNET, x, steps=6)
+        assert e.erk_solver_options() == {"mode": "logrho", "order": order, "lower_order_final": cfg["lower_order_final"]}
+        want = _reference(e, "deis", "epsilon", x, 2.0, quantize=bool(cfg.get("use_karras_sigmas")))
+        torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
+        plain = sd_loop(DEISMultistepScheduler(solver_order=order, **cfg), UNET, x, steps=6)
+        assert (got - plain).abs().max() > 20 * (got - want).abs().max(), cfg
+        assert len(e.erk_history) == 5 - bool(cfg.get("use_karras_sigmas"))  # steps 1-5; Karras: not the repeated one
 
 
 def test_custom_timesteps_and_sigmas() -> None:
@@ -276,7 +273,7 @@ def test_stable_diffusion_pipeline_strength_zero_and_reload_in_fresh_process(tmp
     pipe = tiny_sd_pipeline(DPMSolverMultistepScheduler(steps_offset=1), tmp_path / "tok")
     run = {"prompt": "a cat", "num_inference_steps": 4, "height": 8, "width": 8, "output_type": "latent"}
     cfg = pipe.scheduler.config
-    for stock, erk, *_ in VP[:4:2]:  # Heun, DPM-Solver++ (the LDM test covers every scheduler in a stock pipeline)
+    for stock, erk, *_ in [*VP[:4:2], VP[4]]:  # Heun, DPM-Solver++, DEIS (the LDM test covers every scheduler)
         pipe.scheduler = stock.from_config(cfg)
         want = pipe(**run, generator=torch.Generator().manual_seed(0)).images
         pipe.scheduler = erk.from_config(cfg)

@@ -92,7 +92,7 @@ def _option_grid(name):
     with_afs = eg.AdaSDECoefficients.random(eg.vp_time_uniform_sigmas(5)[:-1], seed=3, gamma_max=0.01, afs=True)
     grids = {
         "dpm2": {"r": [0.5, 0.3]},
-        "deis": {"order": [1, 2, 3, 4], "mode": ["tab", "rhoab"]},
+        "deis": {"order": [1, 2, 3, 4], "mode": ["tab", "rhoab", "logrho"], "lower_order_final": [False, True]},
         "lms": {"order": [1, 2, 3, 4]},
         "unipc": {"order": [1, 2, 3], "variant": ["bh1", "bh2"]},
         "ipndm": {"order": [1, 2, 3, 4]},

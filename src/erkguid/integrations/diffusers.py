@@ -13,14 +13,16 @@ ERKHeunDiscreteScheduler            x_i vs previous Euler point, +1         solv
 ERKKDPM2DiscreteScheduler           x_i vs log-sigma midpoint, +1           solver ``dpm2``
 ERKDPMSolverMultistepScheduler      x_i vs x_{i-1} (evaluated points), -1   ``dpmpp_2m`` (dpmsolver++)
 ERKUniPCMultistepScheduler          predictor points x_i^p vs x_{i-1}^p, -1 ``unipc`` (bh2, order 2)
-ERKDEISMultistepScheduler           x_i vs x_{i-1}, -1                      DEIS in log rho (tAB)
+ERKDEISMultistepScheduler           x_i vs x_{i-1}, -1                      ``deis`` (mode ``logrho``)
 ERKFlowMatchHeunDiscreteScheduler   as Heun, in the flow's own (x_t, t, v)  ``heun`` on D = x - t v
 ==================================  ======================================  ==========================
 
 VP schedulers step the VP state ``x_vp = alpha x`` (``alpha, sigma_t`` from the scheduler's own
 ``_sigma_to_alpha_sigma_t``); the pair and the correction are taken in the EDM state
 ``x = x_vp / alpha`` with ``sigma = sigma_t / alpha``, where the drift is the noise prediction
-``eps = (x_vp - alpha x0) / sigma_t``. The step that lands on sigma = 0 is never corrected.
+``eps = (x_vp - alpha x0) / sigma_t``. The step that lands on sigma = 0 is never corrected, nor a zero-length
+step (the repeated final sigma of Karras/exponential grids, an identity step). ``erk_solver_options()`` gives the
+``solver_options`` with which :func:`erkguid.sample` runs the scheduler's update.
 
 Usage::
 
@@ -167,6 +169,11 @@ class _ERKScheduler:
             if hasattr(self, k):
                 setattr(self, k, None)
         self._erk_reset()
+
+    def erk_solver_options(self) -> dict[str, Any]:
+        """``solver_options`` for :func:`erkguid.sample` with solver ``_erk_solver`` that run this scheduler's update
+        (the table in the module docstring; empty: the solver's defaults)."""
+        return {}
 
     def erk_setting(self) -> dict[str, Any]:
         """The ERK-Guid setting of this run: the configured one, or (``w_stiff=None``) :func:`erkguid.recommended`
@@ -367,7 +374,7 @@ class _MultistepERK(_ERKScheduler):
         prev = self._erk.get("prev")
         self._erk["prev"] = (x, eps, sigma)
         alpha_next, sigma_next = self._erk_alpha_sigma(idx + 1)
-        if prev is None or not sigma_next > 0:
+        if prev is None or not sigma_next > 0 or sigma_next == sigma:  # to 0, or a zero-length (identity) step
             return out
         pair = ErkPair(x, eps, prev[0], prev[1], h=prev[2] - sigma, sign=-1.0)
         x_next = self._erk_correct(out.prev_sample, pair, idx, alpha_next)
@@ -429,12 +436,23 @@ class ERKUniPCMultistepScheduler(_MultistepERK, UniPCMultistepScheduler):
 
 
 class ERKDEISMultistepScheduler(_MultistepERK, DEISMultistepScheduler):
-    """``DEISMultistepScheduler`` (DEIS, log-rho Adams-Bashforth) + ERK-Guid (DEIS's pair of Table 9, sign -1)."""
+    """``DEISMultistepScheduler`` (DEIS, log-rho Adams-Bashforth) + ERK-Guid (DEIS's pair of Table 9, sign -1).
+
+    Equals :func:`erkguid.sample` with solver ``deis`` and ``solver_options=scheduler.erk_solver_options()``
+    (``mode="logrho"``, the scheduler's ``solver_order`` and ``lower_order_final``) over the scheduler's grid,
+    which ends at diffusers' ``sigma_last > 0``. Karras/exponential/beta grids repeat their last sigma: diffusers
+    spends its final step there (an identity, never corrected), so with ``lower_order_final`` (below 15 steps)
+    it lowers the order of one real step fewer than ``erkguid.sample`` on the de-duplicated grid.
+    """
 
     _erk_solver = "deis"
 
     def _erk_x0_is_stored(self) -> bool:
         return self.config.algorithm_type != "deis"
+
+    def erk_solver_options(self) -> dict[str, Any]:
+        return {"mode": "logrho", "order": int(self.config.solver_order),
+                "lower_order_final": bool(self.config.lower_order_final)}
 
 
 _VP_ERK = [ERKHeunDiscreteScheduler, ERKKDPM2DiscreteScheduler, ERKDPMSolverMultistepScheduler,

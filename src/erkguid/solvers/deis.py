@@ -1,4 +1,4 @@
-"""DEIS (Zhang & Chen 2023): exponential-integrator Adams-Bashforth steps, in two forms.
+"""DEIS (Zhang & Chen 2023): exponential-integrator Adams-Bashforth steps, in three forms.
 
 With the EDM drift f = dx/dsigma = eps (Eq. 1), ``x_{i+1} = x_i + sum_j c_{i,j} f_{i-j}`` where
 ``c_{i,j}`` integrates the Lagrange basis polynomial ``L_j`` through the last k evaluated nodes
@@ -14,6 +14,19 @@ With the EDM drift f = dx/dsigma = eps (Eq. 1), ``x_{i+1} = x_i + sum_j c_{i,j} 
   diff-sampler maps EDM sigmas to DEIS time whatever the grid.
 * ``mode="rhoab"``: eps is a polynomial in sigma itself; ``c_{i,j} = int L_j(s) ds`` exactly. With
   order 4 this is k-diffusion's ``sample_lms`` (see :mod:`.lms`).
+* ``mode="logrho"`` (diffusers' ``DEISMultistepScheduler``, ``algorithm_type="deis"``, ``solver_type="logrho"``):
+  eps is a polynomial in log rho, where diffusers' rho = sigma_t / alpha_t is EDM's sigma and its VP update
+  ``x_vp' = alpha' (x_vp / alpha + sum_j c_j eps_j)`` is the EDM update above, so
+  ``c_{i,j} = int_{sigma_i}^{sigma_{i+1}} L_j(log s) ds``. In ``u = log(s / sigma_i)`` the integrand is
+  ``sigma_i P_j(u) e^u``; with ``H = log(sigma_{i+1} / sigma_i)`` and ``w = u / H`` this is
+  ``sigma_i H sum_k p_jk J_k(H)``, ``J_k(H) = int_0^1 w^k e^{Hw} dw`` (a power series for |H| <= 1, else the
+  recurrence ``J_k = (e^H - k J_{k-1}) / H``): closed form, without the cancellation of diffusers' antiderivative
+  differences. The step to sigma = 0 is ``-sigma_i sum_k p_jk (-1)^k k!`` (the integral over u < 0).
+
+``lower_order_final`` (any mode; diffusers' flag of that name, which DEIS, DPM-Solver and UniPC default to True):
+with fewer than 15 steps in the run's grid, step i uses order ``min(order, i + 1, N - i)``: the last step
+is first order, the one before at most second. A run's grid is all it sees: a grid split in two lowers the
+order at the end of its first part too (pass ``False`` there to continue exactly).
 
 The coefficients depend only on the grid and are computed once per run by the solver's setup hook.
 The step to sigma = 0 uses the same formula (all nodes are > 0).
@@ -21,6 +34,7 @@ The step to sigma = 0 uses the same formula (all nodes are > 0).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,7 +45,7 @@ from ..schedules import vp_fit, vp_time
 from .base import Solver, StepContext, StepOut, register, to_d
 from .multistep import History, previous_pair, push
 
-MODES = ("tab", "rhoab")
+MODES = ("tab", "rhoab", "logrho")
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(32)
 
 
@@ -84,16 +98,54 @@ def tab_integrals(nodes_t: np.ndarray, a: float, b: float, beta_d: float, beta_m
     return out if b >= a else -out
 
 
-def deis_coefficients(sigmas: Tensor, order: int, mode: str = "rhoab") -> list[np.ndarray]:
+def _exp_moments(h: float, kmax: int) -> np.ndarray:
+    """``[J_k(h) = int_0^1 w^k e^{h w} dw for k = 0..kmax]`` for a finite h, without cancellation for small |h|."""
+    if abs(h) <= 1.0:  # J_k = sum_n h^n / (n! (n + k + 1)): 30 terms reach 1/30! < 1e-32
+        term, out = 1.0, np.zeros(kmax + 1)
+        for n in range(30):
+            out += term / (n + np.arange(kmax + 1) + 1)
+            term *= h / (n + 1)
+        return out
+    rec = [math.expm1(h) / h]
+    for k in range(1, kmax + 1):  # each step scales the previous error by k / |h| < k (kmax <= 3: at most 6x)
+        rec.append((math.exp(h) - k * rec[-1]) / h)
+    return np.array(rec)
+
+
+def logrho_integrals(nodes: np.ndarray, a: float, b: float) -> np.ndarray:
+    """``[int_a^b L_j(log s) ds for j]``: the Lagrange basis on ``log(nodes)`` (nodes > 0, the newest ``a``), closed form.
+
+    ``b = 0`` allowed (the integrand's limit s P(log s) -> 0 makes the integral finite); see the module docstring.
+    """
+    u = np.log(np.asarray(nodes, dtype=np.float64) / a)
+    scale = math.log(b / a) if b > 0 else 1.0
+    w = u / scale
+    moments = _exp_moments(scale, len(u) - 1) if b > 0 else None
+    out = np.empty(len(u))
+    for j in range(len(u)):
+        others = np.delete(w, j)
+        poly = np.poly(others) / np.prod(w[j] - others) if len(others) else np.array([1.0])
+        p = poly[::-1]  # p[k]: coefficient of w^k
+        if moments is not None:
+            out[j] = a * scale * float(p @ moments[: len(p)])
+        else:  # int_{-inf}^0 u^k e^u du = (-1)^k k!, negated: the step runs from a down to 0
+            out[j] = -a * sum(pk * (-1) ** k * math.factorial(k) for k, pk in enumerate(p))
+    return out
+
+
+def deis_coefficients(sigmas: Tensor, order: int, mode: str = "rhoab", lower_order_final: bool = False) -> list[np.ndarray]:
     """Per-step AB coefficients ``c_i`` (newest drift first) for the whole grid."""
     s = sigmas.double().cpu().numpy()
+    n = len(s) - 1
     if mode == "tab":
         beta_d, beta_min = vp_fit()
         t = np.array([vp_time(float(v), beta_d, beta_min) for v in s])
     coefs = []
-    for i in range(len(s) - 1):
-        k = min(order, i + 1)
-        if mode == "tab":
+    for i in range(n):
+        k = min(order, i + 1, n - i) if lower_order_final and n < 15 else min(order, i + 1)
+        if mode == "logrho":
+            coefs.append(logrho_integrals(s[i - k + 1 : i + 1][::-1], float(s[i]), float(s[i + 1])))
+        elif mode == "tab":
             if k == 1:  # Euler: int dsigma, exact
                 coefs.append(np.array([s[i + 1] - s[i]]))
             else:
@@ -109,17 +161,19 @@ def check_order(name: str, order: object, allowed: tuple[int, ...]) -> None:
 
 
 def _deis_setup(sigmas: Tensor, options: Mapping[str, Any]) -> list[list[float]]:
-    """Validate ``order`` and ``mode`` and compute every step's coefficients once per run."""
+    """Validate ``order`` and ``mode`` (the engine checks option types) and compute every step's coefficients once per run."""
     check_order("deis", options["order"], (1, 2, 3, 4))
     if options["mode"] not in MODES:
         raise ValueError(f"solver option mode must be one of {MODES} for deis, got {options['mode']!r}")
-    return [[float(c) for c in cs] for cs in deis_coefficients(sigmas, options["order"], options["mode"])]
+    coefs = deis_coefficients(sigmas, options["order"], options["mode"], options["lower_order_final"])
+    return [[float(c) for c in cs] for cs in coefs]
 
 
 def deis_step(
-    ctx: StepContext, i: int, x: Tensor, carry: History | None = None, *, order: int = 3, mode: str = "tab"
+    ctx: StepContext, i: int, x: Tensor, carry: History | None = None, *, order: int = 3, mode: str = "tab",
+    lower_order_final: bool = False,
 ) -> StepOut:
-    """One DEIS step (``mode`` ``"tab"`` or ``"rhoab"``, ``order`` 1-4; coefficients from ``ctx.plan``).
+    """One DEIS step (``mode`` ``"tab"``, ``"rhoab"`` or ``"logrho"``, ``order`` 1-4; coefficients from ``ctx.plan``).
 
     Embedded pair (Table 9, DEIS): ``(x_i, f_i)`` vs ``(x_{i-1}, f_{i-1})``, ``h = sigma_{i-1} - sigma_i``,
     beta in {0, -1}, i.e. ``ErkPair(sign=-1)``: the correction is ``x_{i+1} + h beta z^2 <f_i, v> v``.
@@ -136,6 +190,7 @@ def deis_step(
 DEIS = register(
     Solver(
         "deis", deis_step, order=3, nfe=lambda n, options, to_zero: n, setup=_deis_setup,
-        doc="DEIS tAB (eps polynomial in VP time; mode='rhoab': in sigma), orders 1-4; pair: previous point, sign -1",
+        doc="DEIS tAB (eps polynomial in VP time; mode='rhoab': in sigma, 'logrho': in log sigma as diffusers), orders 1-4; "
+            "pair: previous point, sign -1",
     )
 )
