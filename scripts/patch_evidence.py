@@ -3,7 +3,7 @@
     python scripts/patch_evidence.py accuracy --model patches16   # every solver +- ERK-Guid vs the exact ODE
     python scripts/patch_evidence.py accuracy --model patches32   #   -> docs/patches/accuracy_<model>.{json,md}
     python scripts/patch_evidence.py unet-accuracy  # the U-Net vs a converged Heun solve -> accuracy_patches16-unet.*
-    python scripts/patch_evidence.py summary      # every table of docs/patches.md from the saved JSON -> docs/patches/summary.md
+    python scripts/patch_evidence.py summary      # every table of docs/patches.md from the saved JSON (rewrites them)
     python scripts/patch_evidence.py stiffness    # per-sample rho-hat along a Heun run        -> docs/patches/stiffness.*
     python scripts/patch_evidence.py overhead     # ERK-Guid correction vs one U-Net eval      -> docs/patches/overhead.json
     python scripts/patch_evidence.py unet-stats   # the U-Net statistic's tolerance            -> docs/patches/unet_stats.json
@@ -167,9 +167,9 @@ def accuracy_table(res: dict[str, Any]) -> str:
     if "half_steps_gap_mean" in ref:
         lines += [f"Reference check: Heun {ref['steps'] // 2} vs {ref['steps']} steps differ by {ref['half_steps_gap_mean']:.2g} "
                   f"on average (max {ref['half_steps_gap_max']:.2g}; sliced W2 {ref['sw2_half_vs_ref']:.2g}), so the "
-                  f"reference's own error is about {ref['est_error_mean']:.1g} (second order: a third of the gap); float32 vs "
+                  f"reference's own error is about {ref['est_error_mean']:.2g} (second order: a third of the gap); float32 vs "
                   f"float64 on {ref['rounding_samples']} samples, Heun {ref['rounding_steps']} steps: "
-                  f"{ref['float32_vs_float64_mean']:.1g}.", ""]
+                  f"{ref['float32_vs_float64_mean']:.2g}.", ""]
     if res.get("truth"):
         t = res["truth"]
         lines += [f"Exact samples: mean log-likelihood {t['loglik_mean']:.1f}; sliced W2 between two exact sample sets "
@@ -235,7 +235,7 @@ def stiffness_table(res: dict[str, Any]) -> str:
         return min(rows, key=lambda r: abs(math.log(r["sigma"] / s)))
 
     def q(r: dict[str, Any], idx: tuple[int, ...]) -> str:
-        return " / ".join(f"{r['rho_p1_p10_p50_p90_p99'][i]:.2g}" for i in idx)
+        return " / ".join(f"{r['rho_p1_p10_p50_p90_p99'][i]:.3g}" for i in idx)
 
     first = next(iter(res["models"].values()))
     mids = [near(first, s)["sigma"] for s in STIFF_SIGMAS]
@@ -245,7 +245,7 @@ def stiffness_table(res: dict[str, Any]) -> str:
     for name, rows in res["models"].items():
         last = rows[-1]
         lines.append(f"| {name} | " + " | ".join(q(near(rows, m), (1, 2, 3)) for m in mids)
-                     + f" | {q(last, (0, 1, 2, 3, 4))} | {last['p90_over_p10']:.1f} | {last['p99_over_p1']:.0f} |")
+                     + f" | {q(last, (0, 1, 2, 3, 4))} | {last['p90_over_p10']:.1f} | {last['p99_over_p1']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -283,14 +283,24 @@ def doc_blocks() -> dict[str, str]:
 
 
 def summary() -> None:
-    """Print every table of docs/patches.md from the saved JSON and write them to docs/patches/summary.md."""
+    """Print every table of docs/patches.md from the saved JSON, write them to docs/patches/summary.md and into the
+    page's marked blocks."""
     blocks = doc_blocks()
     text = "\n".join(f"<!-- patches:{k}:begin -->\n{v}<!-- patches:{k}:end -->\n" for k, v in blocks.items())
     print(text)
     atomic_write_text(OUT / "summary.md", text)
     for bed in ACCURACY_BEDS:  # each run's own table, in this formatter's current form
         atomic_write_text(OUT / f"accuracy_{bed}.md", blocks[f"accuracy-{bed}"])
-    print(f"wrote {OUT / 'summary.md'} and docs/patches/accuracy_<bed>.md")
+    doc = ROOT / "docs" / "patches.md"
+    page = doc.read_text()
+    for key, body in blocks.items():  # the page's marked blocks (tests/test_patches_docs.py checks them)
+        begin, end = f"<!-- patches:{key}:begin -->\n", f"<!-- patches:{key}:end -->"
+        i, j = page.find(begin), page.find(end)
+        if i < 0 or j < i:
+            raise SystemExit(f"docs/patches.md lacks the block {begin.strip()} ... {end}")
+        page = page[:i + len(begin)] + body + page[j:]
+    atomic_write_text(doc, page)
+    print(f"wrote {OUT / 'summary.md'}, docs/patches/accuracy_<bed>.md and the tables of {doc}")
 
 
 def _percentiles(v: torch.Tensor) -> list[float]:
