@@ -239,3 +239,19 @@ def test_paper_suite_runs_the_class_conditional_patch_target():
     base, erk = ev.row("t", "heun", 4, 0.0, 0.5, "cfg", 1.5), ev.row("t", "heun", 4, 1.0, 0.05, "cfg", 1.5)
     assert (base.err_ratio, base.fd_delta) == (1.0, 0.0) and base.err_mean > 0
     assert erk.err_ratio_lo <= erk.err_ratio <= erk.err_ratio_hi and erk.gated > 0
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # paper.png's Fig. 4 panel is empty without fig4 rows
+def test_cli_paper_suite_runs_the_patch_target(tmp_path):
+    from click.testing import CliRunner
+
+    from erkguid.cli import main
+
+    args = ["bench", "--suite", "paper", "--quick", "--targets", "patches16", "--tables", "table2", "--num-samples", "16",
+            "--quiet", "--out", str(tmp_path)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "paper.json").read_text())["rows"]
+    assert {x["target"] for x in rows} == {"patches16"} and {x["table"] for x in rows} == {"table2", "table2:official"}
+    base = next(x for x in rows if x["w_stiff"] == 0)
+    assert (base["err_ratio"], base["fd_delta"]) == (1.0, 0.0) and base["err_mean"] > 0 and base["fd"] > 0
