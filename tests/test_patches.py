@@ -190,3 +190,68 @@ def test_em_fit_recovers_a_known_low_rank_mixture_deterministically():
     assert all(np.array_equal(params[k], again[k]) for k in params)  # deterministic
     img = np.arange(36, dtype=np.float64).reshape(6, 6)
     assert np.array_equal(block_mean(img, 2), img.reshape(3, 2, 3, 2).mean(axis=(1, 3)))
+
+
+def test_broadened_and_relabelled_low_rank_mixtures_equal_the_dense_ones():
+    m = _random_model(labels=[0, 1, 1, 0])
+    weak = m.broadened(1.5)
+    torch.testing.assert_close(weak.covariances(), 1.5 * m.covariances(), rtol=1e-12, atol=0)
+    x = torch.randn(6, 1, 4, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    lab = torch.tensor([0, 1, 0, 1, 0, 1])
+    torch.testing.assert_close(weak(x, SIGMAS[:6], class_labels=lab),
+                               m.to_dense().broadened(1.5)(x, SIGMAS[:6], class_labels=lab), rtol=0, atol=1e-10)
+    other = m.with_labels([1, 0, 0, 1])
+    torch.testing.assert_close(other(x, SIGMAS[:6], class_labels=1 - lab), m(x, SIGMAS[:6], class_labels=lab), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="factor must be > 0"):
+        m.broadened(0.0)
+
+
+def test_patch_texture_classes_split_flat_from_textured_at_equal_prior_mass():
+    from erkguid.models.builtin import patch_classes, texture_classes
+
+    g = patch_classes("patches16")
+    base = patch_mixture("patches16")
+    tr = g.evals.sum(1) + g.dim * g.floor  # total variance per component
+    assert g.num_classes == 4 and g.name == "patches16-classes"
+    for c in range(3):  # classes are contiguous, ordered ranges of total variance
+        assert tr[g.labels == c].max() < tr[g.labels == c + 1].min()
+    mass = torch.stack([g.weights[g.labels == c].sum() for c in range(4)])
+    assert (mass - 0.25).abs().max() <= g.weights.max()  # whole components: off by < half of one at each end
+    x = torch.randn(3, 1, 16, 16, dtype=torch.float64)
+    torch.testing.assert_close(g(x, 0.5), base(x, 0.5), rtol=0, atol=0)  # labels change nothing unconditionally
+    dense_c2 = g.to_dense().for_class(2)
+    torch.testing.assert_close(g(x, 0.5, class_labels=torch.full((3,), 2)), dense_c2(x, 0.5), rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="num_classes must be in 1..32"):
+        texture_classes(base, 33)
+
+
+def test_paper_suite_runs_the_class_conditional_patch_target():
+    from erkguid.experiments.paper import DEFAULT_TARGETS, TARGETS, Evaluator, make_target
+
+    assert "patches16" in TARGETS and "patches16" not in DEFAULT_TARGETS
+    t = make_target("patches16", num_ref=64)
+    assert (t.shape, t.num_classes, t.space, tuple(t.data.shape)) == ((1, 16, 16), 4, "raw", (64, 1, 16, 16))
+    x = torch.randn(4, 1, 16, 16, dtype=torch.float64)
+    s, lab = torch.full((4,), 0.7, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
+    for g in ("cfg", "ag"):  # guidance at scale 1 is the conditional model itself
+        torch.testing.assert_close(t.guided(g, 1.0)(x, s, class_labels=lab), t.denoiser(x, s, lab))
+    ev = Evaluator(t, 8, rtol=1e-4, num_boot=5)
+    base, erk = ev.row("t", "heun", 4, 0.0, 0.5, "cfg", 1.5), ev.row("t", "heun", 4, 1.0, 0.05, "cfg", 1.5)
+    assert (base.err_ratio, base.fd_delta) == (1.0, 0.0) and base.err_mean > 0
+    assert erk.err_ratio_lo <= erk.err_ratio <= erk.err_ratio_hi and erk.gated > 0
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # paper.png's Fig. 4 panel is empty without fig4 rows
+def test_cli_paper_suite_runs_the_patch_target(tmp_path):
+    from click.testing import CliRunner
+
+    from erkguid.cli import main
+
+    args = ["bench", "--suite", "paper", "--quick", "--targets", "patches16", "--tables", "table2", "--num-samples", "16",
+            "--quiet", "--out", str(tmp_path)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "paper.json").read_text())["rows"]
+    assert {x["target"] for x in rows} == {"patches16"} and {x["table"] for x in rows} == {"table2", "table2:official"}
+    base = next(x for x in rows if x["w_stiff"] == 0)
+    assert (base["err_ratio"], base["fd_delta"]) == (1.0, 0.0) and base["err_mean"] > 0 and base["fd"] > 0

@@ -42,10 +42,12 @@ TABLE4_W: dict[str, float | dict[int, float]] = {"heun": {6: 0.75, 8: 1.25, 10: 
 PAPER_NFE = "paper NFE"  # variant label of rows on grids ending at sigma_min
 OFFICIAL_TABLE2: dict[int, tuple[float, float]] = {8: (0.5, 0.1), 16: (0.75, 0.3)}
 OFFICIAL_TABLE3_SCALES: dict[int, dict[str, float]] = {16: {"cfg": 1.2, "ag": 1.55}, 32: {"cfg": 1.4, "ag": 2.1}}
-TARGETS = ("tree2d-learned", "digits-learned", "tree2d-exact", "digits-exact")
-# The conditional model of each target as an `erkguid generate` / `erkguid sample` model spec.
+TARGETS = ("tree2d-learned", "digits-learned", "tree2d-exact", "digits-exact", "patches16")
+# The conditional model of each target as an `erkguid generate` / `erkguid sample` model spec (patches16: the
+# unconditional spec; its classes are erkguid.models.builtin.texture_classes, see make_target).
 TARGET_MODELS = {"tree2d-learned": "learned:tree2d-main", "digits-learned": "learned:digits-main", "tree2d-exact": "tree2d",
-                 "digits-exact": "digits64"}
+                 "digits-exact": "digits64", "patches16": "patches16"}
+DEFAULT_TARGETS = TARGETS[:4]  # patches16 (256-D, costlier references) runs when named: --targets patches16
 
 
 # --------------------------------------------------------------------------------- targets
@@ -90,6 +92,12 @@ def make_target(name: str, num_ref: int = 2048) -> Target:
 
     if name not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {name!r}")
+    if name == "patches16":  # 4 texture classes (equal prior mass, flat -> textured); weak model: covariances x 1.5
+        from ..models.builtin import patch_classes
+
+        g = patch_classes("patches16")
+        data = g.sample(num_ref, seed=777, class_labels=torch.arange(num_ref) % g.num_classes)  # the Evaluator's labels
+        return Target(name, g.denoise, g.broadened(1.5).denoise, tuple(g.shape), g.num_classes, "raw", data)
     m = resolve_model(TARGET_MODELS[name])
     tree = name.startswith("tree2d")
     if name.endswith("-learned"):
@@ -236,7 +244,7 @@ class Evaluator:
 # ------------------------------------------------------------------------------ the suite
 @dataclass
 class SuiteConfig:
-    targets: tuple[str, ...] = TARGETS
+    targets: tuple[str, ...] = DEFAULT_TARGETS
     num_samples: int = 1024
     table2_steps: tuple[int, ...] = (8, 16, 32)
     table2_w: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)

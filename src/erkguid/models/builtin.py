@@ -9,6 +9,7 @@ from importlib import resources
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .gmm import GaussianMixture
 from .lowrank import LowRankMixture
@@ -110,6 +111,29 @@ def patch_mixture(name: str = "patches16") -> LowRankMixture:
         arrays = {k: torch.tensor(z[k]) for k in ("weights", "means", "factors", "floor", "shape")}
     return LowRankMixture(arrays["weights"], arrays["means"].double(), arrays["factors"].double(), arrays["floor"].double(),
                           shape=tuple(int(v) for v in arrays["shape"]), name=name)
+
+
+def texture_classes(model: LowRankMixture, num_classes: int = 4) -> Tensor:
+    """Component class labels ``[K]`` for a class-conditional patch mixture: components sorted by total variance
+    tr C_k (flat to textured patches, the axis along which stiffness differs, docs/patches.md) and cut at the
+    ``num_classes``-quantiles of the prior mass (a component goes to the class its mass midpoint falls in), so that
+    classes are as equally probable as whole components allow. Every class must get a component."""
+    if not 1 <= num_classes <= model.num_components:
+        raise ValueError(f"num_classes must be in 1..{model.num_components}, got {num_classes!r}")
+    order = (model.evals.sum(1) + model.dim * model.floor).argsort()
+    w = model.weights[order]
+    mid = w.cumsum(0) - w / 2
+    labels = torch.empty(model.num_components, dtype=torch.long)
+    labels[order] = (mid * num_classes).floor().long().clamp(max=num_classes - 1)
+    if labels.unique().numel() != num_classes:
+        raise ValueError(f"{model.name}: a component carries more than one class's mass; use fewer than {num_classes} classes")
+    return labels
+
+
+def patch_classes(name: str = "patches16", num_classes: int = 4) -> LowRankMixture:
+    """:func:`patch_mixture` with :func:`texture_classes` labels (the paper suite's class-conditional patch target)."""
+    m = patch_mixture(name)
+    return m.with_labels(texture_classes(m, num_classes), f"{name}-classes")
 
 
 def patches_16() -> LowRankMixture:

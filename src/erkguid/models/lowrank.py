@@ -108,6 +108,18 @@ class LowRankMixture(MixtureBase):
         """The same distribution as a dense :class:`GaussianMixture` (O(K d^2) memory; for checks)."""
         return GaussianMixture(self.weights, self.means, self.covariances(), self.labels, self.shape, self.name)
 
+    def with_labels(self, labels: Tensor | Sequence[int] | None, name: str | None = None) -> LowRankMixture:
+        """The same distribution with component class ``labels`` (``[K]``; None: unlabelled)."""
+        return LowRankMixture(self.weights, self.means, self.factors, self.floor, labels, self.shape, name or self.name)
+
+    def broadened(self, factor: float, name: str | None = None) -> LowRankMixture:
+        """A 'weaker' model: every covariance scaled by ``factor`` (A_k -> sqrt(factor) A_k, floor_k -> factor
+        floor_k), as :meth:`GaussianMixture.broadened` (the autoguidance toy's weak model)."""
+        if not factor > 0:
+            raise ValueError(f"factor must be > 0, got {factor!r}")
+        return LowRankMixture(self.weights, self.means, self.factors * math.sqrt(factor), self.floor * factor, self.labels,
+                              self.shape, name or f"{self.name}-broad")
+
     def _params(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
         """(log pi, mu, lam, U as [d, K r], mu_k . U_k [K, r], floor) in ``dtype`` on ``device``."""
         key = (dtype, device)
