@@ -286,9 +286,10 @@ class RunGuard:
             parts += [(corr.norm / move).max(), (corr.beta != 0).any().to(parts[0].dtype)]
         return torch.stack(parts)
 
-    def verdict(self, i: int, vals: list[float], proposal: Tensor, x_next: Tensor, corr: Any = None) -> None:
+    def verdict(self, i: int, vals: list[float], proposal: Tensor | None, x_next: Tensor, corr: Any = None) -> None:
         """Raise :class:`DivergenceError`/:class:`NonFiniteError` if step ``i`` blew up, from the host copy of
-        :meth:`values`. ``proposal`` is the solver's state before the correction, ``x_next`` after it."""
+        :meth:`values`. ``proposal`` is the solver's state before the correction (``None`` once the correction
+        was written over it), ``x_next`` after it."""
         if corr is not None:
             self.pairs += 1
             self.opened = self.opened or vals[2] > 0
@@ -306,7 +307,7 @@ class RunGuard:
         """:meth:`values` then :meth:`verdict` (one host synchronisation)."""
         self.verdict(i, self.values(i, x_next, denoised, corr).tolist(), proposal, x_next, corr)
 
-    def _raise(self, i: int, proposal: Tensor, x_next: Tensor, corr: Any, scale: Tensor, move: Tensor,
+    def _raise(self, i: int, proposal: Tensor | None, x_next: Tensor, corr: Any, scale: Tensor, move: Tensor,
                vals: list[float]) -> None:
         at = f"at step {i} (sigma {float(self.grid[i]):.6g} -> {float(self.grid[i + 1]):.6g})"
         k = self.factor
@@ -321,7 +322,9 @@ class RunGuard:
                 f"ERK-Guid diverged {at}: its correction {what}. {self._settings()} is too strong for solver "
                 f"{self.solver!r} on this grid: lower w_stiff, raise w_con or use more steps"
             )
-        if not torch.isfinite(proposal).all():
+        if proposal is None and not torch.isfinite(x_next).all():  # written over; the correction itself was finite
+            what = "the solver's own step produced NaN/Inf" if corr is None else "the corrected state became NaN/Inf"
+        elif proposal is not None and not torch.isfinite(proposal).all():
             what = "the solver's own step produced NaN/Inf"
         elif not torch.isfinite(x_next).all():
             what = "the state became NaN/Inf"

@@ -172,7 +172,8 @@ def check_strengths(w_stiff: float, w_con: float) -> tuple[float, float]:
 
 
 def erk_guid(
-    x_next: Tensor, pair: ErkPair, w_stiff: float, w_con: float, scaling: str = "z2", trust: float | None = None
+    x_next: Tensor, pair: ErkPair, w_stiff: float, w_con: float, scaling: str = "z2", trust: float | None = None,
+    *, overwrite: bool = False,
 ) -> Correction:
     """Apply Eq. 19 / Eq. 63 to a solver's proposal ``x_next``.
 
@@ -186,6 +187,9 @@ def erk_guid(
     distance the solver itself moved between them. Eq. 19 is a local-error correction, so a correction
     larger than the error the pair measured is extrapolation, not correction: this is where z^2, which has
     no bound, blows up multistep solvers on stiff data.
+
+    ``overwrite=True``: the caller gives up ``x_next`` (nothing else holds it), and the corrected state is
+    written over it (same values; ignored where the dtypes differ or autograd tracks it).
     """
     df, ndf, ndx, rho = _drift_difference(pair)
     h = float(pair.h)
@@ -197,7 +201,9 @@ def erk_guid(
     if trust is not None:  # |coef| is the correction's norm (v has unit norm)
         coef = coef.clamp(-trust * ndx, trust * ndx)
     scale = append_dims(coef * inv, df.ndim)
-    if pair.reduced is None and df.dtype == ndf.dtype and df.shape == x_next.shape:  # df is ours: x_hat over it
+    if overwrite and _scratch_ok(x_next, df, acc=ndf.dtype):  # the proposal is ours: x_hat over it
+        x_hat = torch.addcmul(x_next, scale, df, value=-1.0, out=x_next)
+    elif pair.reduced is None and df.dtype == ndf.dtype and df.shape == x_next.shape:  # df is ours: x_hat over it
         x_hat = torch.addcmul(x_next.to(ndf.dtype), scale, df, value=-1.0, out=df)
     else:
         x_hat = torch.addcmul(x_next.to(ndf.dtype), scale, df.to(ndf.dtype), value=-1.0)

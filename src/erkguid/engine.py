@@ -332,10 +332,16 @@ class Run:
             den.step, den.flag, den.evals = i, None, []
             out = spec.step(ctx, i, x, carry, **self.options)
             x_next, corr = out.x, None
+            proposal: Tensor | None = out.x
             if out.pair is not None and grid[i + 1] > 0 and self.want_pair:
-                corr = erk_guid(x_next, out.pair, self.w_stiff, self.w_con, self.scaling, self.trust)
+                # only ERK-Guid reads this step (reduced pair): the proposal is written over unless it is the input
+                # or D itself; the guard then no longer tells the proposal's NaN from the correction's
+                mine = self.reduce_pair and x_next.data_ptr() not in (x.data_ptr(), out.denoised.data_ptr())
+                corr = erk_guid(x_next, out.pair, self.w_stiff, self.w_con, self.scaling, self.trust, overwrite=mine)
                 if self.guide:
                     x_next = corr.x
+                if corr.x.data_ptr() == out.x.data_ptr():
+                    proposal = None
             if self.check != "off":
                 code = all_finite(x_next).logical_not().to(torch.int64) * _STATE
                 if den.flag is not None:
@@ -349,7 +355,7 @@ class Run:
                         gv = self._guard.values(i, x_next, out.denoised, applied)
                         vals = torch.cat([code.reshape(1).to(gv.dtype), gv]).tolist()  # the step's one sync
                         self._raise(int(vals[0]) & (_MODEL | _INPUT), i)  # the model's NaN/Inf first, then
-                        self._guard.verdict(i, vals[1:], out.x, x_next, applied)  # the guard names the setting
+                        self._guard.verdict(i, vals[1:], proposal, x_next, applied)  # the guard names the setting
                         self._raise(int(vals[0]), i)
                 else:
                     tagged = torch.where(code > 0, code + 8 * i, torch.zeros_like(code))
