@@ -62,8 +62,8 @@ def ratio_table(rows: list[dict]) -> str:
     """Compact: error / plain error [95% CI] per solver and NFE, one line per ERK setting (plain error first)."""
     nfes = sorted({r["nfe_target"] for r in rows})
     out = ["| solver | setting | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---|---|" + "---|" * len(nfes)]
-    for solver in dict.fromkeys(r["method"] for r in rows):
-        rs = [r for r in rows if r["method"] == solver]
+    for solver in dict.fromkeys(r["solver"] for r in rows):
+        rs = [r for r in rows if r["solver"] == solver]
         for label in dict.fromkeys(r["setting"] for r in rs):
             cells = []
             for n in nfes:

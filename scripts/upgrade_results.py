@@ -1,0 +1,62 @@
+"""Convert committed results files written before the evaluation harness (erkguid.experiments.harness) to its schema.
+
+Deterministic and value-preserving: keys are renamed (bench ``problem``/``method`` -> ``model``/``solver``), the keys the
+schema adds are derived from what the file records (demo: ``model``, ``solver``; guidance: ``model``, ``solver``, ``nfe``,
+``w_stiff``, ``w_con``, ``scaling``), rows are reordered to :meth:`Row.flat`'s key order, and the file is stamped with
+``schema`` and ``version``. No number is recomputed. Usage: ``PYTHONPATH=src python scripts/upgrade_results.py FILE...``
+(a file that already has a schema is left alone).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from erkguid._io import atomic_write_json
+from erkguid.experiments.harness import KEYS, SCHEMA, SCHEMA_VERSION, Setting
+
+
+def _ordered(row: dict[str, Any], first: tuple[str, ...]) -> dict[str, Any]:
+    return {**{k: row[k] for k in first if k in row}, **{k: v for k, v in row.items() if k not in first}}
+
+
+ORDER = KEYS + ("err_mean", "err_median", "sliced_w2", "energy", "loglik", "err_ratio", "err_ratio_lo", "err_ratio_hi",
+                "gated", "seconds")  # Row.flat()'s order for demo and bench rows
+
+
+def bench_row(r: dict[str, Any]) -> dict[str, Any]:
+    return _ordered({("model" if k == "problem" else "solver" if k == "method" else k): v for k, v in r.items()}, ORDER)
+
+
+def demo_row(r: dict[str, Any], model: str) -> dict[str, Any]:
+    setting = Setting(r["w_stiff"], r["w_con"])
+    return _ordered({**r, "model": model, "solver": "heun", "nfe": float(r["nfe"]), "setting": setting.label,
+                     "scaling": setting.scaling}, ORDER)
+
+
+def upgrade(res: dict[str, Any]) -> dict[str, Any]:
+    """The harness form of a legacy bench or demo results dict."""
+    if "schema" in res:
+        return res
+    if "problems" in res and res["rows"] and "method" in res["rows"][0]:
+        res = {**res, "rows": [bench_row(r) for r in res["rows"]]}
+    elif res.get("rows") and "verdict" in res["rows"][0]:
+        res = {**res, "rows": [demo_row(r, res["model"]) for r in res["rows"]]}
+    else:
+        raise ValueError("not a legacy results file this script knows")
+    return {"schema": SCHEMA, "version": SCHEMA_VERSION, **res}
+
+
+def main(paths: list[str]) -> None:
+    for p in map(Path, paths):
+        res = json.loads(p.read_text())
+        new = upgrade(res)
+        if new is not res:
+            atomic_write_json(p, new)
+            print(f"upgraded {p}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
