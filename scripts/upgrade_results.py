@@ -2,9 +2,9 @@
 
 Deterministic and value-preserving: keys are renamed (bench ``problem``/``method`` -> ``model``/``solver``), the keys the
 schema adds are derived from what the file records (demo: ``model``, ``solver``; guidance: ``model``, ``solver``, ``nfe``,
-``w_stiff``, ``w_con``, ``scaling``), rows are reordered to :meth:`Row.flat`'s key order, and the file is stamped with
-``schema`` and ``version``. No number is recomputed. Usage: ``PYTHONPATH=src python scripts/upgrade_results.py FILE...``
-(a file that already has a schema is left alone).
+``setting``, ``w_stiff``, ``w_con``, ``scaling``), rows are reordered to :meth:`Row.flat`'s key order, and the file is
+stamped with ``schema`` and ``version``. No number is recomputed.
+Usage: ``PYTHONPATH=src python scripts/upgrade_results.py FILE...`` (a file that already has a schema is left alone).
 """
 
 from __future__ import annotations
@@ -36,14 +36,28 @@ def demo_row(r: dict[str, Any], model: str) -> dict[str, Any]:
                      "scaling": setting.scaling}, ORDER)
 
 
+def guidance_row(r: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+    st = res["settings"]
+    proj = r["variant"].endswith("Proj")
+    setting = Setting(st["w_stiff"] if "Guid" in r["variant"] else 0.0, st["w_con"] if r["variant"] != "alone" else 0.0)
+    p = f"proj={st['w_proj']:g}"
+    label = setting.label if not proj else f"{setting.label},{p}" if setting.w_stiff else p
+    return {"model": res["model"], "solver": st["solver"], "steps": r["steps"], "nfe": float(r["nfe_loop"]), "setting": label,
+            "w_stiff": setting.w_stiff, "w_con": setting.w_con, "scaling": setting.scaling,
+            **{k: r[k] for k in ("err_mean", "sliced_w2", "nll", "err_ratio", "err_ratio_lo", "err_ratio_hi", "seconds",
+                                 "guidance", "variant", "nfe_network")}}
+
+
 def upgrade(res: dict[str, Any]) -> dict[str, Any]:
-    """The harness form of a legacy bench or demo results dict."""
+    """The harness form of a legacy bench, demo or guidance results dict."""
     if "schema" in res:
         return res
     if "problems" in res and res["rows"] and "method" in res["rows"][0]:
         res = {**res, "rows": [bench_row(r) for r in res["rows"]]}
     elif res.get("rows") and "verdict" in res["rows"][0]:
         res = {**res, "rows": [demo_row(r, res["model"]) for r in res["rows"]]}
+    elif res.get("rows") and "nfe_loop" in res["rows"][0]:
+        res = {**res, "rows": [guidance_row(r, res) for r in res["rows"]]}
     else:
         raise ValueError("not a legacy results file this script knows")
     return {"schema": SCHEMA, "version": SCHEMA_VERSION, **res}

@@ -108,7 +108,7 @@ class Row:
     setting: Setting
     metrics: dict[str, float]
     intervals: dict[str, tuple[float, float, float]] = field(default_factory=dict)
-    gated: float = 0.0
+    gated: float | None = 0.0  # None: not recorded (the row's table has no gate column)
     seconds: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -118,7 +118,9 @@ class Row:
                                "scaling": self.setting.scaling, **self.metrics}
         for name, (v, lo, hi) in self.intervals.items():
             out.update({name: v, f"{name}_lo": lo, f"{name}_hi": hi})
-        out.update(gated=self.gated, seconds=self.seconds)
+        if self.gated is not None:
+            out["gated"] = self.gated
+        out["seconds"] = self.seconds
         out.update(self.extras)
         return out
 
