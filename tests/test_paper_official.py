@@ -15,6 +15,7 @@ from erkguid.experiments.paper import (
     Evaluator,
     SuiteConfig,
     format_official,
+    format_suite,
     make_target,
     official_jobs,
     paper_steps,
@@ -133,3 +134,15 @@ def test_learned_md_table4_is_the_committed_json():
         assert len(shown) == 3 and all(_shown(c, e["err_ratio"]) for c, (_, e) in zip(shown, pairs)), ln
         shown = re.findall(number, fd.replace("diverges", ""))
         assert len(shown) == 6 and all(map(_shown, shown, [v for b, e in pairs for v in (b["fd"], e["fd"])])), ln
+
+
+def test_paper_md_is_the_two_committed_runs_formatted():
+    """docs/learned/paper.md is `format_suite` of the rows of its two named commands' JSON (Tables 2-4: official.json;
+    Fig. 4, Tables 10-11: fig4-table10-table11.json), unedited."""
+    runs = [json.loads((DOCS / "learned" / f).read_text()) for f in ("official.json", "fig4-table10-table11.json")]
+    assert [set(r["config"]["tables"]) for r in runs] == [{"table2", "table3", "table4"}, {"fig4", "table10", "table11"}]
+    assert all(r["config"]["num_samples"] == 512 and len(r["config"]["targets"]) == 4 for r in runs)
+    md = (DOCS / "learned" / "paper.md").read_text()
+    body = md[md.index("-->\n") + 4:].strip()
+    assert body == format_suite(runs[0]["rows"] + runs[1]["rows"]).strip()
+    assert {r["table"] for r in runs[1]["rows"]} == {"fig4", "table10", "table11"}
