@@ -1,11 +1,11 @@
 """Convert committed results files written before the evaluation harness (erkguid.experiments.harness) to its schema.
 
-Deterministic and value-preserving: keys are renamed (bench ``problem``/``method`` -> ``model``/``solver``), the keys the
-schema adds are derived from what the file records (demo: ``model``, ``solver``; guidance: ``model``, ``solver``, ``nfe``,
-``setting``, ``w_stiff``, ``w_con``, ``scaling``), rows are reordered to :meth:`Row.flat`'s key order, and the file is
-stamped with ``schema`` and ``version``. No number is recomputed.
-Usage: ``PYTHONPATH=src python scripts/upgrade_results.py FILE...`` (a file that already has a schema is left alone).
-"""
+Deterministic and value-preserving: keys are renamed (bench ``problem``/``method``, paper ``target`` -> ``model``/
+``solver``), the keys the schema adds are derived from what the file records (demo: ``model``, ``solver``; guidance:
+``model``, ``solver``, ``nfe``, ``setting``, ``w_stiff``, ``w_con``, ``scaling``; paper: ``setting``, ``scaling``),
+rows are reordered to :meth:`Row.flat`'s key order, and the file is stamped with ``schema`` and ``version``. No number
+is recomputed. Usage: ``PYTHONPATH=src python scripts/upgrade_results.py FILE...`` (a file that already has a schema
+and no legacy rows is left alone)."""
 
 from __future__ import annotations
 
@@ -48,16 +48,28 @@ def guidance_row(r: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
                                  "guidance", "variant", "nfe_network")}}
 
 
+PAPER_ORDER = KEYS + ("err_mean", "fd", "kid_x1e3", "precision", "recall", "inception", "err_ratio", "err_ratio_lo",
+                      "err_ratio_hi", "fd_delta", "fd_delta_lo", "fd_delta_hi", "gated", "table", "guidance", "variant")
+
+
+def paper_row(r: dict[str, Any]) -> dict[str, Any]:
+    setting = Setting(r["w_stiff"], r["w_con"])
+    return _ordered({**{k: v for k, v in r.items() if k != "target"}, "model": r["target"], "setting": setting.label,
+                     "scaling": setting.scaling}, PAPER_ORDER)
+
+
 def upgrade(res: dict[str, Any]) -> dict[str, Any]:
-    """The harness form of a legacy bench, demo or guidance results dict."""
-    if "schema" in res:
-        return res
+    """The harness form of a legacy bench, demo, guidance or paper-suite results dict."""
     if "problems" in res and res["rows"] and "method" in res["rows"][0]:
         res = {**res, "rows": [bench_row(r) for r in res["rows"]]}
     elif res.get("rows") and "verdict" in res["rows"][0]:
         res = {**res, "rows": [demo_row(r, res["model"]) for r in res["rows"]]}
+    elif res.get("rows") and "target" in res["rows"][0] and "fd_delta" in res["rows"][0]:
+        res = {**res, "rows": [paper_row(r) for r in res["rows"]]}
     elif res.get("rows") and "nfe_loop" in res["rows"][0]:
         res = {**res, "rows": [guidance_row(r, res) for r in res["rows"]]}
+    elif "schema" in res:
+        return res
     else:
         raise ValueError("not a legacy results file this script knows")
     return {"schema": SCHEMA, "version": SCHEMA_VERSION, **res}

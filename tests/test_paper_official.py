@@ -77,7 +77,7 @@ def test_learned_md_table2_is_the_committed_json():
         target, steps = cells[0], int(cells[1])
 
         def row(w, target=target, steps=steps):
-            (r,) = [r for r in rows if r["target"] == target and r["steps"] == steps and r["w_stiff"] == w]
+            (r,) = [r for r in rows if r["model"] == target and r["steps"] == steps and r["w_stiff"] == w]
             return r
 
         err, fd = cells[2].split(" / ")
@@ -102,7 +102,7 @@ def test_learned_md_table3_is_the_committed_json():
     for ln in lines:
         target, steps, kind, ratio, dfd, pr = [c.strip() for c in ln.split("|")[1:-1]]
         guidance = {"CFG": "cfg w=1.5", "AG": "ag w=2"}[kind]
-        mine = [r for r in rows if (r["target"], r["steps"], r["guidance"]) == (target, int(steps), guidance)]
+        mine = [r for r in rows if (r["model"], r["steps"], r["guidance"]) == (target, int(steps), guidance)]
         (base,) = [r for r in mine if r["w_stiff"] == 0]
         (erk,) = [r for r in mine if r["w_stiff"] > 0]
         for cell, values in ((ratio, [erk["err_ratio"], erk["err_ratio_lo"], erk["err_ratio_hi"]]),
@@ -125,7 +125,7 @@ def test_learned_md_table4_is_the_committed_json():
         budgets = [int(b.split(" (")[0]) for b in nfe.split(" / ")]
         pairs = []
         for b in budgets:
-            mine = [r for r in rows if (r["target"], r["solver"], r["table"]) == (target, solver, f"table4:nfe{b + (b % 2)}")]
+            mine = [r for r in rows if (r["model"], r["solver"], r["table"]) == (target, solver, f"table4:nfe{b + (b % 2)}")]
             (base,) = [r for r in mine if r["w_stiff"] == 0]
             (erk,) = [r for r in mine if r["w_stiff"] > 0]
             assert erk["nfe"] == b, ln

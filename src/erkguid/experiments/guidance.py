@@ -95,8 +95,9 @@ def run_guidance(
                 guided.counter.reset()
                 proj = variant.endswith("Proj")
                 setting = Setting(w_stiff if "Guid" in variant else 0.0, w_con if variant != "alone" else 0.0)
+                kw: dict[str, Any] = {"w_proj": w_p} if proj else {}
                 run = evaluate(guided, x0, sigmas, ref.x, setting=setting, run=sample_erk_proj if proj else sample,
-                               class_labels=labels, **({"w_proj": w_p} if proj else {}))
+                               class_labels=labels, **kw)
                 base = run.err if base is None else base
                 label = f"{setting.label},proj={w_p:g}" if setting.w_stiff else f"proj={w_p:g}"
                 rows.append(Row(model.name, "heun", n, run.nfe, setting,

@@ -109,7 +109,7 @@ class Row:
     metrics: dict[str, float]
     intervals: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     gated: float | None = 0.0  # None: not recorded (the row's table has no gate column)
-    seconds: float = 0.0
+    seconds: float | None = 0.0  # None: not timed
     extras: dict[str, Any] = field(default_factory=dict)
 
     def flat(self) -> dict[str, Any]:
@@ -120,7 +120,8 @@ class Row:
             out.update({name: v, f"{name}_lo": lo, f"{name}_hi": hi})
         if self.gated is not None:
             out["gated"] = self.gated
-        out["seconds"] = self.seconds
+        if self.seconds is not None:
+            out["seconds"] = self.seconds
         out.update(self.extras)
         return out
 
