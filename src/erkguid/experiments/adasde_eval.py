@@ -182,7 +182,7 @@ def format_tables(res: dict[str, Any]) -> str:
         keys = r.get("metrics", METRICS)
         head = " | ".join(LABELS[k] for k in keys)
         fd = f"; FD of true samples {r['floor_fd']:.4f}" if "floor_fd" in r else ""
-        lines += [f"### {r['model']}, {r['nfe']} NFE (grid {grid}; teacher {r['teacher_nfe']} NFE)", "",
+        lines += [f"#### {r['model']}, {r['nfe']} NFE (grid {grid}; teacher {r['teacher_nfe']} NFE)", "",
                   f"truth: {r.get('truth', 'exact samples')}; noise floor: sliced W2 truth vs truth {r['floor_sliced_w2']:.4f}; "
                   f"log-lik of true samples {r['floor_loglik']:.3f}{fd}",
                   "", f"| arm | {head} |", "|---|" + "---|" * len(keys)]

@@ -106,7 +106,7 @@ class Row:
     steps: int
     nfe: float
     setting: Setting
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     intervals: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     gated: float | None = 0.0  # None: not recorded (the row's table has no gate column)
     seconds: float | None = 0.0  # None: not timed
