@@ -31,6 +31,7 @@ def test_adasde_eval_tables_are_the_committed_json(stem, model):
 
 def test_adasde_quick_bench_table_is_the_committed_json():
     rows = json.loads((DOCS / "solvers" / "bench-quick.json").read_text())["rows"]
-    sel = [r for r in rows if r["nfe_target"] == 7 and r["model"] in ("tree2d", "digits64") and r["solver"] in ("adasde", "ipndm")]
+    sel = [r for r in rows if r["nfe_target"] == 7 and r["model"] in ("tree2d", "digits64")
+           and r["solver"] in ("adasde", "ipndm")]
     assert {r["solver"] for r in sel} == {"adasde", "ipndm"} and len(sel) == 8
     assert _block("bench-quick:adasde") == bench_tables(sel)
