@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from erkguid._io import atomic_write_json
-from erkguid.experiments.harness import KEYS, SCHEMA, SCHEMA_VERSION, Setting
+from erkguid.experiments.harness import SCHEMA, SCHEMA_VERSION, Setting
+
+KEYS = ("model", "solver", "steps", "nfe", "setting", "w_stiff", "w_con", "scaling")  # Row.flat()'s leading keys
 
 
 def _ordered(row: dict[str, Any], first: tuple[str, ...]) -> dict[str, Any]:

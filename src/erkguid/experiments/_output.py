@@ -6,9 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from .harness import write_results
-
-__all__ = ["pyplot", "write_results"]
+from .harness import write_results  # noqa: F401  (the one results writer, re-exported for existing imports)
 
 
 class _Figures:

@@ -32,10 +32,11 @@ from ..models import GaussianMixture, LowRankMixture
 from ..noise import randn_from_seeds
 from ..reference import reference_solve
 from ..resolve import Model, resolve_model
+from ..sampling import Trace
 from ..schedules import edm_sigmas
 from ..solvers import adaptive_heun, get_solver, shipped_for
 from ._output import pyplot
-from .harness import Row, Setting, distribution_metrics, error_metrics, error_ratio, evaluate, measured_row, write_results
+from .harness import Evaluated, Setting, distribution_metrics, evaluate, measured_row, write_results
 
 
 @dataclass
@@ -206,7 +207,7 @@ def _run(config: BenchConfig, progress: bool) -> dict[str, Any]:
                 base_err[(solver, n)] = run.err
             rows.append(measured_row(prob.name, solver, n, run, s, base_err[(solver, n)],
                                      distribution_metrics(run.x, truth, prob.log_prob),
-                                     default=s == default_setting(solver), nfe_target=target).flat())
+                                     {"default": s == default_setting(solver), "nfe_target": target}).flat())
         if config.baselines:
             rows += _baseline_rows(config, prob, x0, ref, truth, seeds, base_err, progress)
     return {"config": _config_dict(config), "problems": info, "rows": rows, "notes": notes,
@@ -244,23 +245,19 @@ def _baseline_rows(config, prob, x0, ref, truth, seeds, base_err, progress) -> l
         for tau in config.adaptive_taus:
             t = time.perf_counter()
             r = adaptive_heun(prob.denoiser, x0, sig, tau=tau, **config.extra)
-            sec = time.perf_counter() - t
-            err = global_error(r.x, ref)
-            rows.append(_baseline_row(prob, f"adaptive_heun(tau={tau:g})", n, float(r.nfe.double().mean()), target, r.x, err,
-                                      truth, base, sec))
+            run = Evaluated(r.x, global_error(r.x, ref), float(r.nfe.double().mean()), 0.0, time.perf_counter() - t, Trace())
+            rows.append(_baseline_row(prob, f"adaptive_heun(tau={tau:g})", n, run, target, truth, base))
         n_pc = steps_for("heun_pc", target)
         for r_pc, stoch in config.pc_settings:
             run = evaluate(prob.denoiser, x0, edm_sigmas(n_pc, prob.sigma_min, prob.sigma_max), ref, solver="heun_pc",
                            seeds=[s + 50_000 for s in seeds], solver_options={"r": r_pc, "stochastic": stoch}, **config.extra)
-            name = f"heun_pc(r={r_pc:g},{'stoch' if stoch else 'det'})"
-            rows.append(_baseline_row(prob, name, n_pc, run.nfe, target, run.x, run.err, truth, base, run.seconds))
+            rows.append(_baseline_row(prob, f"heun_pc(r={r_pc:g},{'stoch' if stoch else 'det'})", n_pc, run, target, truth, base))
     return rows
 
 
-def _baseline_row(prob, name, n, nfe, target, x, err, truth, base, sec) -> dict[str, Any]:
-    metrics = {**error_metrics(err), **distribution_metrics(x, truth, prob.log_prob)}
-    return Row(prob.name, name, n, nfe, Setting(scaling="-"), metrics, {"err_ratio": error_ratio(err, base)}, 0.0, sec,
-               {"setting": "baseline", "default": False, "nfe_target": target}).flat()
+def _baseline_row(prob, name, n, run, target, truth, base) -> dict[str, Any]:
+    return measured_row(prob.name, name, n, run, Setting(scaling="-"), base, distribution_metrics(run.x, truth, prob.log_prob),
+                        {"gated": 0.0, "setting": "baseline", "default": False, "nfe_target": target}).flat()
 
 
 def _config_dict(c: BenchConfig) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from ..sampling import Trace, sample
 
 SCHEMA = "erkguid.results"
 SCHEMA_VERSION = 1
-KEYS = ("model", "solver", "steps", "nfe", "setting", "w_stiff", "w_con", "scaling")  # a flat row's fixed leading keys
 
 
 @dataclass(frozen=True)
@@ -75,17 +74,6 @@ def evaluate(denoiser: Callable[..., Tensor], x0: Tensor, sigmas: Tensor, refere
                      sec, tr)
 
 
-def error_metrics(err: Tensor) -> dict[str, float]:
-    """Mean and median per-sample global error."""
-    return {"err_mean": float(err.mean()), "err_median": float(err.median())}
-
-
-def error_ratio(err: Tensor, base: Tensor | None) -> tuple[float, float, float]:
-    """Mean error / baseline mean error with its paired bootstrap interval (:func:`erkguid.metrics.ratio_ci`); NaN
-    without a baseline."""
-    return ratio_ci(err, base) if base is not None else (float("nan"),) * 3
-
-
 def distribution_metrics(x: Tensor, truth: Tensor | None, log_prob: Callable[[Tensor], Tensor] | None = None, *,
                          max_points: int = 4096) -> dict[str, float]:
     """Sliced W2 and energy distance (on at most ``max_points`` samples) to true samples and the mean true log-density
@@ -99,8 +87,9 @@ def distribution_metrics(x: Tensor, truth: Tensor | None, log_prob: Callable[[Te
 @dataclass
 class Row:
     """The one evaluation row. ``intervals`` maps a name to ``(value, lo, hi)``; ``extras`` holds what only one table
-    needs (they may override ``setting``'s label, e.g. ``"baseline"``). :meth:`flat` is the JSON form: the fixed
-    :data:`KEYS`, then metrics, intervals as ``name``, ``name_lo``, ``name_hi``, ``gated``, ``seconds``, extras."""
+    needs (they may override ``setting``'s label, e.g. ``"baseline"``). :meth:`flat` is the JSON form: ``model, solver,
+    steps, nfe, setting`` (the label), ``w_stiff, w_con, scaling``, the metrics, each interval as ``name``, ``name_lo``,
+    ``name_hi``, then ``gated``, ``seconds`` and the extras."""
 
     model: str
     solver: str
@@ -128,10 +117,13 @@ class Row:
 
 
 def measured_row(model: str, solver: str, steps: int, run: Evaluated, setting: Setting, base: Tensor | None,
-                 metrics: dict[str, float], **extras: Any) -> Row:
-    """The row of an :func:`evaluate` run: its error metrics, then ``metrics``, and its error ratio vs ``base``."""
-    return Row(model, solver, steps, run.nfe, setting, {**error_metrics(run.err), **metrics},
-               {"err_ratio": error_ratio(run.err, base)}, run.gated, run.seconds, extras)
+                 metrics: dict[str, float], extras: dict[str, Any] | None = None) -> Row:
+    """The row of an :func:`evaluate` run: mean and median error, then ``metrics``, and the ratio of mean errors vs the
+    baseline's per-sample errors ``base`` with its paired bootstrap interval (:func:`erkguid.metrics.ratio_ci`; NaN
+    without a baseline)."""
+    ratio = ratio_ci(run.err, base) if base is not None else (float("nan"),) * 3
+    return Row(model, solver, steps, run.nfe, setting, {"err_mean": float(run.err.mean()), "err_median": float(run.err.median()),
+                                                        **metrics}, {"err_ratio": ratio}, run.gated, run.seconds, extras or {})
 
 
 def write_results(out_dir: str | Path, name: str, result: dict[str, Any], markdown: str | None = None,

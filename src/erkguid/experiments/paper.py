@@ -158,8 +158,7 @@ class Evaluator:
                           check_divergence=False, **self._extra())  # a table row shows a blow-up as its error
             beta = ev.trace.beta[~ev.trace.beta.isnan()]
             gated = float((beta != 0).double().mean()) if beta.numel() and w_stiff > 0 else 0.0
-            feats, probs = self.t.features(ev.x.float())
-            self._runs[key] = Run(ev.x, ev.err, feats, probs, ev.trace.nfe, gated)
+            self._runs[key] = Run(ev.x, ev.err, *self.t.features(ev.x.float()), ev.trace.nfe, gated)
         return self._runs[key]
 
     def run_adaptive(self, steps: int, tau: float) -> Run:
@@ -169,13 +168,9 @@ class Evaluator:
         key = ("adaptive_heun", steps, tau)
         if key not in self._runs:
             res = adaptive_heun(self.t.denoiser, self.x0, edm_sigmas(steps, sigma_max=SIGMA_MAX), tau=tau, **self._extra())
-            self._runs[key] = self._finish(res.x, "none", 1.0, round(float(res.nfe.double().mean()), 1), 0.0)
+            self._runs[key] = Run(res.x, global_error(res.x, self.reference("none", 1.0)), *self.t.features(res.x.float()),
+                                  round(float(res.nfe.double().mean()), 1), 0.0)
         return self._runs[key]
-
-    def _finish(self, x: Tensor, guidance: str, w_guid: float, nfe: float, gated: float, sigma_end: float = 0.0) -> Run:
-        err = global_error(x, self.reference(guidance, w_guid, sigma_end))
-        feats, probs = self.t.features(x.float())
-        return Run(x, err, feats, probs, nfe, gated)
 
     def _fd_delta(self, a: Run, b: Run) -> tuple[float, float, float]:
         """FD(a) - FD(b) with a paired bootstrap over seeds (same resampled seeds for both)."""
