@@ -1,13 +1,13 @@
 """docs/adasde.md's evidence tables are the committed outputs of `erkguid adasde-eval` and `erkguid bench --quick`,
 formatted by the commands' own formatters."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 from erkguid.experiments.adasde_eval import format_tables
 from erkguid.experiments.bench import format_tables as bench_tables
+from erkguid.experiments.harness import read_results
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 EVAL = [("tree2d", "tree2d"), ("digits64", "digits64"), ("learned-tree2d-main", "learned:tree2d-main"),
@@ -22,7 +22,7 @@ def _block(name: str) -> str:
 
 @pytest.mark.parametrize(("stem", "model"), EVAL)
 def test_adasde_eval_tables_are_the_committed_json(stem, model):
-    res = json.loads((DOCS / "adasde" / f"{stem}.json").read_text())
+    res = read_results(DOCS / "adasde" / f"{stem}.json")
     s = res["settings"]
     assert (s["models"], s["nfes"], s["seeds"], s["num_samples"]) == ([model], [3, 5, 7], 5, 2048)
     assert [r["model"] for r in res["results"]] == [model] * 3
@@ -30,7 +30,7 @@ def test_adasde_eval_tables_are_the_committed_json(stem, model):
 
 
 def test_adasde_quick_bench_table_is_the_committed_json():
-    rows = json.loads((DOCS / "solvers" / "bench-quick.json").read_text())["rows"]
+    rows = read_results(DOCS / "solvers" / "bench-quick.json")["rows"]
     sel = [r for r in rows if r["nfe_target"] == 7 and r["model"] in ("tree2d", "digits64")
            and r["solver"] in ("adasde", "ipndm")]
     assert {r["solver"] for r in sel} == {"adasde", "ipndm"} and len(sel) == 8

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from erkguid.experiments.harness import read_results
 from erkguid.experiments.paper import (
     OFFICIAL_TABLE2,
     OFFICIAL_TABLE3_SCALES,
@@ -139,7 +140,7 @@ def test_learned_md_table4_is_the_committed_json():
 def test_paper_md_is_the_two_committed_runs_formatted():
     """docs/learned/paper.md is `format_suite` of the rows of its two named commands' JSON (Tables 2-4: official.json;
     Fig. 4, Tables 10-11: fig4-table10-table11.json), unedited."""
-    runs = [json.loads((DOCS / "learned" / f).read_text()) for f in ("official.json", "fig4-table10-table11.json")]
+    runs = [read_results(DOCS / "learned" / f) for f in ("official.json", "fig4-table10-table11.json")]
     assert [set(r["config"]["tables"]) for r in runs] == [{"table2", "table3", "table4"}, {"fig4", "table10", "table11"}]
     assert all(r["config"]["num_samples"] == 512 and len(r["config"]["targets"]) == 4 for r in runs)
     md = (DOCS / "learned" / "paper.md").read_text()

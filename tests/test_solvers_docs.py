@@ -1,15 +1,15 @@
 """docs/solvers.md's quick-bench tables are the committed output of `erkguid bench --quick`, summarized."""
 
-import json
 from pathlib import Path
 
 from erkguid.experiments.bench import summarize
+from erkguid.experiments.harness import read_results
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def test_solvers_md_quick_tables_are_the_committed_json():
-    res = json.loads((DOCS / "solvers" / "bench-quick.json").read_text())
+    res = read_results(DOCS / "solvers" / "bench-quick.json")
     cfg = res["config"]
     assert (cfg["num_samples"], cfg["nfe_targets"], cfg["problems"]) == (256, [7, 15], ["tree2d", "digits64", "gauss"])
     assert "adasde" in {r["solver"] for r in res["rows"]}
