@@ -23,6 +23,8 @@ def test_evaluate_measures_the_engine_nfe_and_the_per_sample_error():
     assert torch.equal(run.x, direct)  # the harness adds measurement, not behaviour
     assert torch.equal(run.err, (direct - ref).flatten(1).norm(dim=1))
     assert 0.0 <= run.gated <= 1.0 and run.seconds > 0 and run.trace.nfe == 9
+    capped = evaluate(model, x0, sig, ref, setting=Setting(2.0, 0.0, trust=0.1))
+    assert torch.equal(capped.x, eg.sample(model, x0, sig, w_stiff=2.0, w_con=0.0, trust=0.1))
 
 
 def test_row_flat_is_the_one_schema():
@@ -31,6 +33,9 @@ def test_row_flat_is_the_one_schema():
     assert row.flat() == {"model": "tree2d", "solver": "heun", "steps": 4, "nfe": 7.0, "setting": "w=1,c=0.5", "w_stiff": 1.0,
                           "w_con": 0.5, "scaling": "z2", "err_mean": 0.1, "err_ratio": 0.5, "err_ratio_lo": 0.4,
                           "err_ratio_hi": 0.6, "gated": 0.25, "seconds": 1.5, "nfe_target": 7}
+    capped = Row("m", "heun", 2, 3, Setting(1.0, 0.05, "sat", 0.5), {"err_mean": 0.2}).flat()
+    assert list(capped)[:10] == ["model", "solver", "steps", "nfe", "setting", "w_stiff", "w_con", "scaling", "trust", "err_mean"]
+    assert (capped["setting"], capped["trust"]) == ("w=1,c=0.05,sat,trust=0.5", 0.5)
     untimed = Row("m", "euler", 2, 2, Setting(), {}, gated=None, seconds=None, extras={"setting": "baseline"}).flat()
     assert "gated" not in untimed and "seconds" not in untimed and untimed["setting"] == "baseline"
 

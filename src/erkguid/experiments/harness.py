@@ -34,17 +34,20 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class Setting:
-    """One ERK-Guid setting (``w_stiff = 0``: the plain solver)."""
+    """One ERK-Guid setting (``w_stiff = 0``: the plain solver); ``trust`` as in :func:`erkguid.sample` (None: the paper's
+    correction, and no ``trust`` key in a row)."""
 
     w_stiff: float = 0.0
     w_con: float = 0.0
     scaling: str = "z2"
+    trust: float | None = None
 
     @property
     def label(self) -> str:
         if self.w_stiff == 0:
             return "plain"
-        return f"w={self.w_stiff:g},c={self.w_con:g}" + ("" if self.scaling == "z2" else f",{self.scaling}")
+        return (f"w={self.w_stiff:g},c={self.w_con:g}" + ("" if self.scaling == "z2" else f",{self.scaling}")
+                + ("" if self.trust is None else f",trust={self.trust:g}"))
 
 
 @dataclass
@@ -61,13 +64,14 @@ class Evaluated:
 
 def evaluate(denoiser: Callable[..., Tensor], x0: Tensor, sigmas: Tensor, reference: Tensor, *, solver: str = "heun",
              setting: Setting = Setting(), run: Callable[..., Tensor] = sample, **kw: Any) -> Evaluated:
-    """Run ``run(denoiser, x0, sigmas, solver=, w_stiff=, w_con=, scaling=, callback=Trace(), **kw)`` and measure it
+    """Run ``run(denoiser, x0, sigmas, solver=, w_stiff=, w_con=, scaling=, [trust=,] callback=Trace(), **kw)``, measure it
     against ``reference`` (the ODE solution from ``x0``). ``run`` defaults to :func:`erkguid.sample`; the NFE is the
     engine's own count (``Trace.nfe``), ``gated`` the fraction of steps with a pair whose correction was applied."""
     tr = Trace()
     t = time.perf_counter()
+    trust = {} if setting.trust is None else {"trust": setting.trust}
     x = run(denoiser, x0, sigmas, solver=solver, w_stiff=setting.w_stiff, w_con=setting.w_con, scaling=setting.scaling,
-            callback=tr, **kw)
+            callback=tr, **trust, **kw)
     sec = time.perf_counter() - t
     gate = tr.beta[~tr.beta.isnan()]
     return Evaluated(x, global_error(x, reference), float(tr.nfe), float((gate != 0).float().mean()) if gate.numel() else 0.0,
@@ -88,8 +92,8 @@ def distribution_metrics(x: Tensor, truth: Tensor | None, log_prob: Callable[[Te
 class Row:
     """The one evaluation row. ``intervals`` maps a name to ``(value, lo, hi)``; ``extras`` holds what only one table
     needs (they may override ``setting``'s label, e.g. ``"baseline"``). :meth:`flat` is the JSON form: ``model, solver,
-    steps, nfe, setting`` (the label), ``w_stiff, w_con, scaling``, the metrics, each interval as ``name``, ``name_lo``,
-    ``name_hi``, then ``gated``, ``seconds`` and the extras."""
+    steps, nfe, setting`` (the label), ``w_stiff, w_con, scaling`` (and ``trust`` when set), the metrics, each interval
+    as ``name``, ``name_lo``, ``name_hi``, then ``gated``, ``seconds`` and the extras."""
 
     model: str
     solver: str
@@ -103,9 +107,11 @@ class Row:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def flat(self) -> dict[str, Any]:
+        st = self.setting
+        trust = {} if st.trust is None else {"trust": st.trust}
         out: dict[str, Any] = {"model": self.model, "solver": self.solver, "steps": self.steps, "nfe": self.nfe,
-                               "setting": self.setting.label, "w_stiff": self.setting.w_stiff, "w_con": self.setting.w_con,
-                               "scaling": self.setting.scaling, **self.metrics}
+                               "setting": st.label, "w_stiff": st.w_stiff, "w_con": st.w_con, "scaling": st.scaling, **trust,
+                               **self.metrics}
         for name, (v, lo, hi) in self.intervals.items():
             out.update({name: v, f"{name}_lo": lo, f"{name}_hi": hi})
         if self.gated is not None:
