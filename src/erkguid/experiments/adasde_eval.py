@@ -125,22 +125,18 @@ def run_adasde_eval(
         neutral = AdaSDECoefficients.neutral(levels, gamma_max=0.0, afs=True)
         run("dpm2 untrained (AFS)", grid, solver_options={"coefficients": neutral})
         for name, spec in SOLVERS.items():
-            if name == "adasde":
-                continue
-            steps = next((k for k in range(1, 40) if spec.nfe(k) == nfe), None)
+            steps = None if name == "adasde" else next((k for k in range(1, 40) if spec.nfe(k) == nfe), None)
             if steps is None:
                 continue
             try:
                 run(f"{name} (EDM grid)", edm_sigmas(steps), solver=name, seeds=noise_seeds)
             except ValueError as exc:  # a solver that needs options we do not know
                 row.setdefault("skipped", {})[name] = str(exc)
-                continue
         for s in range(seeds):
             for arm, g in (("adasde", gamma_max), ("twin (gamma=0)", 0.0)):
                 cfg = DistillConfig(**{**base.__dict__, "gamma_max": g, "seed": s})
                 t0 = time.perf_counter()
-                distilled = distill_adasde(model, cfg, shape=shape, progress=False, meta={"model": mname})
-                coef = distilled.coefficients
+                coef = distill_adasde(model, cfg, shape=shape, progress=False, meta={"model": mname}).coefficients
                 row["learned"].setdefault(arm, []).append({**coef.table(), "seconds": time.perf_counter() - t0})
                 if out is not None:
                     coef.save(out / "coefficients" / f"{mname.replace(':', '-')}_nfe{nfe}_{'adasde' if g else 'twin'}_s{s}.json")

@@ -61,12 +61,10 @@ def run_demo(
     base_row: dict[int, dict[str, Any]] = {}
     for n, w, c in tqdm([(n, w, c) for n in steps for (w, c) in settings], disable=not progress, desc="demo"):
         run = evaluate(model, x0, edm_sigmas(n, sigma_max=sigma_max), ref.x, solver="heun", setting=Setting(w, c))
-        if w == 0:
-            base_err[n] = run.err
-        row = measured_row(model.name, "heun", n, run, Setting(w, c), base_err.get(n),
+        row = measured_row(model.name, "heun", n, run, Setting(w, c), run.err if w == 0 else base_err.get(n),
                            distribution_metrics(run.x, truth, model.log_prob)).flat()
         if w == 0:
-            base_row[n] = row
+            base_err[n], base_row[n] = run.err, row
         row["verdict"] = _verdict(row, base_row.get(n))
         rows.append(row)
         finals[(n, w, c)] = run.x

@@ -124,9 +124,8 @@ class Row:
 
 def measured_row(model: str, solver: str, steps: int, run: Evaluated, setting: Setting, base: Tensor | None,
                  metrics: dict[str, float], extras: dict[str, Any] | None = None) -> Row:
-    """The row of an :func:`evaluate` run: mean and median error, then ``metrics``, and the ratio of mean errors vs the
-    baseline's per-sample errors ``base`` with its paired bootstrap interval (:func:`erkguid.metrics.ratio_ci`; NaN
-    without a baseline)."""
+    """The row of an :func:`evaluate` run: mean and median error, ``metrics``, and the ratio of mean errors vs the per-sample
+    errors ``base`` of its baseline with a paired bootstrap interval (:func:`erkguid.metrics.ratio_ci`; NaN without one)."""
     ratio = ratio_ci(run.err, base) if base is not None else (float("nan"),) * 3
     return Row(model, solver, steps, run.nfe, setting, {"err_mean": float(run.err.mean()), "err_median": float(run.err.median()),
                                                         **metrics}, {"err_ratio": ratio}, run.gated, run.seconds, extras or {})
