@@ -72,8 +72,8 @@ def test_bench_includes_adasde_where_a_file_exists() -> None:
     cfg = BenchConfig(problems=("tree2d", "gauss"), solvers=("adasde",), nfe_targets=(5, 15), num_samples=16)
     res = run_bench(cfg, progress=False)
     rows = res["rows"]
-    assert {(r["problem"], r["nfe_target"], r["setting"]) for r in rows} == {("tree2d", 5, "plain"), ("tree2d", 5, "w=1,c=0.05")}
-    assert all(r["method"] == "adasde" and r["nfe"] == 5 and r["steps"] == 4 for r in rows)
+    assert {(r["model"], r["nfe_target"], r["setting"]) for r in rows} == {("tree2d", 5, "plain"), ("tree2d", 5, "w=1,c=0.05")}
+    assert all(r["solver"] == "adasde" and r["nfe"] == 5 and r["steps"] == 4 for r in rows)
     plain, erk = rows
     assert plain["err_ratio"] == pytest.approx(1.0) and erk["err_ratio"] != pytest.approx(1.0)
     assert len(res["notes"]) == 3 and all("adasde skipped" in n for n in res["notes"])

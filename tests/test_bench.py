@@ -31,7 +31,7 @@ def test_run_bench_custom_problem(tmp_path):
                       settings=(Setting(), Setting(0.5, 0.0)), num_samples=32, baselines=True, adaptive_taus=(1.0,),
                       pc_settings=((0.02, False),))
     res = run_bench(cfg, tmp_path, progress=False)
-    rows = {(r["method"], r["setting"]): r for r in res["rows"]}
+    rows = {(r["solver"], r["setting"]): r for r in res["rows"]}
     assert rows[("heun", "plain")]["nfe"] == 7 and rows[("deis", "plain")]["nfe"] == 7
     assert rows[("heun", "plain")]["err_ratio"] == 1.0
     # the ratio is paired: same noise, so it equals the ratio of the two rows' mean errors

@@ -230,7 +230,7 @@ def test_guidance_experiment_small():
     rows = res["rows"]
     assert len(rows) == 2 * len(VARIANTS)
     for r in rows:  # Heun: 2N - 1 loop calls; both branches evaluated at every call (no interval)
-        assert r["nfe_loop"] == 5 and r["nfe_network"] == 10.0
+        assert r["nfe"] == 5 and r["nfe_network"] == 10.0
         assert r["err_mean"] > 0 and math.isfinite(r["nll"])
     assert "files" not in res
     assert "| CFG | +ERK-Proj | 3 |" in format_table(res)

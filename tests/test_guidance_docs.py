@@ -1,18 +1,18 @@
 """docs/guidance.md's evidence tables are the committed outputs of `erkguid guidance`, formatted."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 from erkguid.experiments.guidance import format_table
+from erkguid.experiments.harness import read_results
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 @pytest.mark.parametrize(("name", "num_samples"), [("digits64", 512), ("tree2d", 1024)])
 def test_guidance_md_tables_are_the_committed_json(name, num_samples):
-    res = json.loads((DOCS / "guidance" / f"{name}.json").read_text())
+    res = read_results(DOCS / "guidance" / f"{name}.json")
     assert res["num_samples"] == num_samples and res["model"] == name
     md = (DOCS / "guidance.md").read_text()
     assert format_table(res) in md

@@ -41,8 +41,8 @@ def test_evaluator_metrics_match_direct_computation():
     ev = Evaluator(t, 32, rtol=1e-3, num_boot=5)
     row = ev.row("x", "heun", 6, 1.0, 0.5)
     run = ev.run("heun", 6, 1.0, 0.5)
-    assert row.fd == pytest.approx(frechet_distance(run.x.numpy(), t.data.numpy()))
-    assert row.err_mean == pytest.approx(float((run.x - ev.reference("none", 1.0)).norm(dim=1).mean()))
+    assert row.metrics["fd"] == pytest.approx(frechet_distance(run.x.numpy(), t.data.numpy()))
+    assert row.metrics["err_mean"] == pytest.approx(float((run.x - ev.reference("none", 1.0)).norm(dim=1).mean()))
     # guidance with scale 1 is the main model itself
     x = torch.randn(5, 2)
     s = torch.full((5,), 0.7)

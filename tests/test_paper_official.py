@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from erkguid.experiments.harness import read_results
 from erkguid.experiments.paper import (
     OFFICIAL_TABLE2,
     OFFICIAL_TABLE3_SCALES,
@@ -15,6 +16,7 @@ from erkguid.experiments.paper import (
     Evaluator,
     SuiteConfig,
     format_official,
+    format_suite,
     make_target,
     official_jobs,
     paper_steps,
@@ -76,7 +78,7 @@ def test_learned_md_table2_is_the_committed_json():
         target, steps = cells[0], int(cells[1])
 
         def row(w, target=target, steps=steps):
-            (r,) = [r for r in rows if r["target"] == target and r["steps"] == steps and r["w_stiff"] == w]
+            (r,) = [r for r in rows if r["model"] == target and r["steps"] == steps and r["w_stiff"] == w]
             return r
 
         err, fd = cells[2].split(" / ")
@@ -101,7 +103,7 @@ def test_learned_md_table3_is_the_committed_json():
     for ln in lines:
         target, steps, kind, ratio, dfd, pr = [c.strip() for c in ln.split("|")[1:-1]]
         guidance = {"CFG": "cfg w=1.5", "AG": "ag w=2"}[kind]
-        mine = [r for r in rows if (r["target"], r["steps"], r["guidance"]) == (target, int(steps), guidance)]
+        mine = [r for r in rows if (r["model"], r["steps"], r["guidance"]) == (target, int(steps), guidance)]
         (base,) = [r for r in mine if r["w_stiff"] == 0]
         (erk,) = [r for r in mine if r["w_stiff"] > 0]
         for cell, values in ((ratio, [erk["err_ratio"], erk["err_ratio_lo"], erk["err_ratio_hi"]]),
@@ -124,7 +126,7 @@ def test_learned_md_table4_is_the_committed_json():
         budgets = [int(b.split(" (")[0]) for b in nfe.split(" / ")]
         pairs = []
         for b in budgets:
-            mine = [r for r in rows if (r["target"], r["solver"], r["table"]) == (target, solver, f"table4:nfe{b + (b % 2)}")]
+            mine = [r for r in rows if (r["model"], r["solver"], r["table"]) == (target, solver, f"table4:nfe{b + (b % 2)}")]
             (base,) = [r for r in mine if r["w_stiff"] == 0]
             (erk,) = [r for r in mine if r["w_stiff"] > 0]
             assert erk["nfe"] == b, ln
@@ -133,3 +135,15 @@ def test_learned_md_table4_is_the_committed_json():
         assert len(shown) == 3 and all(_shown(c, e["err_ratio"]) for c, (_, e) in zip(shown, pairs)), ln
         shown = re.findall(number, fd.replace("diverges", ""))
         assert len(shown) == 6 and all(map(_shown, shown, [v for b, e in pairs for v in (b["fd"], e["fd"])])), ln
+
+
+def test_paper_md_is_the_two_committed_runs_formatted():
+    """docs/learned/paper.md is `format_suite` of the rows of its two named commands' JSON (Tables 2-4: official.json;
+    Fig. 4, Tables 10-11: fig4-table10-table11.json), unedited."""
+    runs = [read_results(DOCS / "learned" / f) for f in ("official.json", "fig4-table10-table11.json")]
+    assert [set(r["config"]["tables"]) for r in runs] == [{"table2", "table3", "table4"}, {"fig4", "table10", "table11"}]
+    assert all(r["config"]["num_samples"] == 512 and len(r["config"]["targets"]) == 4 for r in runs)
+    md = (DOCS / "learned" / "paper.md").read_text()
+    body = md[md.index("-->\n") + 4:].strip()
+    assert body == format_suite(runs[0]["rows"] + runs[1]["rows"]).strip()
+    assert {r["table"] for r in runs[1]["rows"]} == {"fig4", "table10", "table11"}

@@ -420,7 +420,8 @@ def test_no_nan_in_strict_json(tmp_path: Path) -> None:
     from erkguid.experiments._output import write_results
 
     (f,) = write_results(tmp_path / "r", "x", {"a": float("nan"), "b": [float("inf"), 1.5]})
-    assert Path(f).read_text() == '{\n  "a": null,\n  "b": [\n    null,\n    1.5\n  ]\n}\n'
+    assert Path(f).read_text() == ('{\n  "schema": "erkguid.results",\n  "version": 1,\n  "a": null,\n  "b": [\n    null,\n'
+                                   '    1.5\n  ]\n}\n')
 
 
 def test_diffusers_vae_folder_is_not_a_denoiser(tmp_path: Path) -> None:

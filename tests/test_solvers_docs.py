@@ -1,24 +1,24 @@
 """docs/solvers.md's quick-bench tables are the committed output of `erkguid bench --quick`, summarized."""
 
-import json
 from pathlib import Path
 
 from erkguid.experiments.bench import summarize
+from erkguid.experiments.harness import read_results
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def test_solvers_md_quick_tables_are_the_committed_json():
-    res = json.loads((DOCS / "solvers" / "bench-quick.json").read_text())
+    res = read_results(DOCS / "solvers" / "bench-quick.json")
     cfg = res["config"]
     assert (cfg["num_samples"], cfg["nfe_targets"], cfg["problems"]) == (256, [7, 15], ["tree2d", "digits64", "gauss"])
-    assert "adasde" in {r["method"] for r in res["rows"]}
+    assert "adasde" in {r["solver"] for r in res["rows"]}
     table = summarize(res["rows"])
     assert table.count("### ") == 3 and table in (DOCS / "solvers.md").read_text()
 
 
 def test_summary_header_names_what_its_cells_hold():
-    row = {"problem": "p", "nfe_target": 7, "nfe": 7, "method": "heun", "err_ratio": 1.0}
+    row = {"model": "p", "nfe_target": 7, "nfe": 7, "solver": "heun", "err_ratio": 1.0}
     plain = {**row, "setting": "plain", "default": False, "err_mean": 1.0}
     dflt = {**row, "setting": "w=1,c=0.05", "default": True, "err_mean": 0.5, "err_ratio": 0.5}
     other = {**row, "setting": "w=0.5,c=0", "default": False, "err_mean": 0.25, "err_ratio": 0.25}

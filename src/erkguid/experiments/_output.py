@@ -1,13 +1,12 @@
-"""How benchmark commands save their results: ``NAME.json`` + ``NAME.md`` (+ ``NAME.png``) in one folder."""
+"""Figures of benchmark commands; their results files are written by :func:`erkguid.experiments.harness.write_results`
+(re-exported here)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from .._io import atomic_write_json, atomic_write_text
+from .harness import write_results  # noqa: F401  (the one results writer, re-exported for existing imports)
 
 
 class _Figures:
@@ -35,20 +34,3 @@ class _Figures:
 def pyplot() -> Any:
     """A pyplot-like factory for figures that are only written to files (needs the ``plots`` extra)."""
     return _Figures()
-
-
-def write_results(out_dir: str | Path, name: str, result: dict[str, Any], markdown: str | None = None,
-                  plot: Callable[[Path], Any] | None = None) -> list[str]:
-    """Write ``result`` to ``NAME.json`` (strict JSON, atomically), ``markdown`` to ``NAME.md`` and ``plot(out_dir / "NAME.png")``
-    (each when given) under ``out_dir`` (created); returns the paths written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / f"{name}.json"]
-    atomic_write_json(files[0], result)  # strict JSON: NaN / Infinity are written as null
-    if markdown is not None:
-        files.append(out / f"{name}.md")
-        atomic_write_text(files[-1], markdown if markdown.endswith("\n") else markdown + "\n")
-    if plot is not None:
-        files.append(out / f"{name}.png")
-        plot(files[-1])
-    return [str(f) for f in files]

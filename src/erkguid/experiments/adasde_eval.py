@@ -24,9 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
-from ..metrics import energy_distance, global_error, paired_t, sliced_wasserstein
+from ..metrics import global_error, paired_t, sliced_wasserstein
 from ..noise import randn_from_seeds
-from ..sampling import sample
 from ..schedules import edm_sigmas
 from ..solvers import SOLVERS, AdaSDECoefficients
 from ..training.adasde import (
@@ -37,7 +36,8 @@ from ..training.adasde import (
     student_levels,
     teacher_levels,
 )
-from ._output import pyplot, write_results
+from ._output import pyplot
+from .harness import Setting, distribution_metrics, evaluate, write_results
 
 METRICS = ("sliced_w2", "energy", "loglik", "to_teacher")
 FEATURE_METRICS = ("fd", "kid_x1e3")
@@ -63,15 +63,12 @@ class _Features:
         return {"fd": self.ref.fd(f), "kid_x1e3": 1e3 * kid(f, self.real, subset_size=1000)[0]}
 
 
-def _metrics(true_model: Any, x: torch.Tensor, truth: torch.Tensor, teacher: torch.Tensor, sigma_min: float,
+def _metrics(true_model: Any, x: torch.Tensor, err: torch.Tensor, truth: torch.Tensor, sigma_min: float,
              features: _Features | None = None) -> dict[str, float]:
-    n = x.shape[0]
-    out = {
-        "sliced_w2": sliced_wasserstein(x.reshape(n, -1), truth.reshape(truth.shape[0], -1)),
-        "energy": energy_distance(x.reshape(n, -1), truth.reshape(truth.shape[0], -1), max_points=2048),
-        "loglik": float(true_model.log_prob(x, sigma_min).mean()),
-        "to_teacher": float(global_error(x, teacher).mean()),
-    }
+    """Distribution metrics against the true samples and the exact log-density at sigma_min, and the mean per-sample
+    error ``err`` vs the teacher from the same noise."""
+    out = distribution_metrics(x, truth, lambda v: true_model.log_prob(v, sigma_min), max_points=2048)
+    out["to_teacher"] = float(err.mean())
     if features is not None:
         out.update(features(x))
     return out
@@ -120,38 +117,33 @@ def run_adasde_eval(
             row["floor_fd"] = features(truth)["fd"]
         arms: dict[str, list[dict[str, float]]] = {}
 
-        def run(name: str, x: torch.Tensor) -> None:
-            arms.setdefault(name, []).append(_metrics(true_model, x, truth, teacher, sigma_min, features))  # noqa: B023
+        def run(name: str, grid: torch.Tensor, solver: str = "adasde", w_stiff: float = 0.0, **kw: Any) -> None:
+            ev = evaluate(model, x0, grid, teacher, solver=solver, setting=Setting(w_stiff), **kw)  # noqa: B023
+            arms.setdefault(name, []).append(_metrics(true_model, ev.x, ev.err, truth, sigma_min, features))  # noqa: B023
 
-        run("teacher", teacher)
+        arms["teacher"] = [_metrics(true_model, teacher, global_error(teacher, teacher), truth, sigma_min, features)]
         neutral = AdaSDECoefficients.neutral(levels, gamma_max=0.0, afs=True)
-        run("dpm2 untrained (AFS)", sample(model, x0, grid, solver="adasde", solver_options={"coefficients": neutral}))
+        run("dpm2 untrained (AFS)", grid, solver_options={"coefficients": neutral})
         for name, spec in SOLVERS.items():
-            if name == "adasde":
-                continue
-            steps = next((k for k in range(1, 40) if spec.nfe(k) == nfe), None)
+            steps = None if name == "adasde" else next((k for k in range(1, 40) if spec.nfe(k) == nfe), None)
             if steps is None:
                 continue
             try:
-                x = sample(model, x0, edm_sigmas(steps), solver=name, seeds=noise_seeds)
+                run(f"{name} (EDM grid)", edm_sigmas(steps), solver=name, seeds=noise_seeds)
             except ValueError as exc:  # a solver that needs options we do not know
                 row.setdefault("skipped", {})[name] = str(exc)
-                continue
-            run(f"{name} (EDM grid)", x)
         for s in range(seeds):
             for arm, g in (("adasde", gamma_max), ("twin (gamma=0)", 0.0)):
                 cfg = DistillConfig(**{**base.__dict__, "gamma_max": g, "seed": s})
                 t0 = time.perf_counter()
-                distilled = distill_adasde(model, cfg, shape=shape, progress=False, meta={"model": mname})
-                coef = distilled.coefficients
+                coef = distill_adasde(model, cfg, shape=shape, progress=False, meta={"model": mname}).coefficients
                 row["learned"].setdefault(arm, []).append({**coef.table(), "seconds": time.perf_counter() - t0})
                 if out is not None:
                     coef.save(out / "coefficients" / f"{mname.replace(':', '-')}_nfe{nfe}_{'adasde' if g else 'twin'}_s{s}.json")
                 opts = {"coefficients": coef}
-                run(arm, sample(model, x0, grid, solver="adasde", solver_options=opts, seeds=noise_seeds))
+                run(arm, grid, solver_options=opts, seeds=noise_seeds)
                 if g > 0:
-                    run(f"adasde + ERK-Guid (w={w_stiff:g})",
-                        sample(model, x0, grid, solver="adasde", solver_options=opts, seeds=noise_seeds, w_stiff=w_stiff))
+                    run(f"adasde + ERK-Guid (w={w_stiff:g})", grid, w_stiff=w_stiff, solver_options=opts, seeds=noise_seeds)
         for name, vals in arms.items():
             row["arms"][name] = {k: [v[k] for v in vals] for k in metrics}
         a, t = row["arms"]["adasde"], row["arms"]["twin (gamma=0)"]
@@ -182,7 +174,7 @@ def format_tables(res: dict[str, Any]) -> str:
         keys = r.get("metrics", METRICS)
         head = " | ".join(LABELS[k] for k in keys)
         fd = f"; FD of true samples {r['floor_fd']:.4f}" if "floor_fd" in r else ""
-        lines += [f"### {r['model']}, {r['nfe']} NFE (grid {grid}; teacher {r['teacher_nfe']} NFE)", "",
+        lines += [f"#### {r['model']}, {r['nfe']} NFE (grid {grid}; teacher {r['teacher_nfe']} NFE)", "",
                   f"truth: {r.get('truth', 'exact samples')}; noise floor: sliced W2 truth vs truth {r['floor_sliced_w2']:.4f}; "
                   f"log-lik of true samples {r['floor_loglik']:.3f}{fd}",
                   "", f"| arm | {head} |", "|---|" + "---|" * len(keys)]

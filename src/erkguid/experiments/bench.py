@@ -27,15 +27,16 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
 from .._validate import sweep
-from ..metrics import energy_distance, global_error, ratio_ci, sliced_wasserstein
+from ..metrics import global_error, sliced_wasserstein
 from ..models import GaussianMixture, LowRankMixture
 from ..noise import randn_from_seeds
 from ..reference import reference_solve
 from ..resolve import Model, resolve_model
-from ..sampling import Trace, sample
+from ..sampling import Trace
 from ..schedules import edm_sigmas
-from ..solvers import SOLVERS, adaptive_heun, get_solver, shipped_for
-from ._output import pyplot, write_results
+from ..solvers import adaptive_heun, get_solver, shipped_for
+from ._output import pyplot
+from .harness import Evaluated, Setting, distribution_metrics, evaluate, measured_row, write_results
 
 
 @dataclass
@@ -94,21 +95,6 @@ class Problem:
                    sigma_max=model.sigma_max, sigma_min=model.sigma_min)
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One ERK-Guid setting (``w_stiff = 0``: the plain solver)."""
-
-    w_stiff: float = 0.0
-    w_con: float = 0.0
-    scaling: str = "z2"
-
-    @property
-    def label(self) -> str:
-        if self.w_stiff == 0:
-            return "plain"
-        return f"w={self.w_stiff:g},c={self.w_con:g}" + ("" if self.scaling == "z2" else f",{self.scaling}")
-
-
 # Paper defaults (App. B.2: w_con = 0.05 for the solver study; Table 5: w_stiff per solver).
 DEFAULT_SETTING = {"heun": Setting(1.0, 0.05), "dpm2": Setting(1.25, 0.05), "deis": Setting(2.5, 0.05)}
 FALLBACK_SETTING = Setting(1.0, 0.05)
@@ -164,15 +150,6 @@ def _problem(p: str | Problem) -> Problem:
     return Problem.from_model(m)
 
 
-def _metrics(prob: Problem, x: Tensor, ref: Tensor, truth: Tensor | None) -> dict[str, float]:
-    err = global_error(x, ref)
-    out = {"err_mean": float(err.mean()), "err_median": float(err.median())}
-    out["sliced_w2"] = sliced_wasserstein(x, truth) if truth is not None else float("nan")
-    out["energy"] = energy_distance(x, truth) if truth is not None else float("nan")
-    out["loglik"] = float(prob.log_prob(x.double()).mean()) if prob.log_prob is not None else float("nan")
-    return out
-
-
 @sweep
 def run_bench(config: BenchConfig = QUICK, out_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the grid of ``config``; return ``{'rows': [...], 'problems': {...}, 'seconds': ...}`` and write
@@ -224,22 +201,13 @@ def _run(config: BenchConfig, progress: bool) -> dict[str, Any]:
         base_err: dict[tuple[str, int], Tensor] = {}
         for solver, target, s, sig, opts in tqdm(jobs, disable=not progress, desc=f"bench {prob.name}"):
             n = sig.numel() - 1
-            tr = Trace()
-            t = time.perf_counter()
-            x = sample(prob.denoiser, x0, sig, solver=solver, w_stiff=s.w_stiff, w_con=s.w_con, scaling=s.scaling,
-                       callback=tr, check_divergence=False, **opts, **config.extra)  # rows show where ERK-Guid hurts
-            sec = time.perf_counter() - t
-            err = global_error(x, ref)
+            run = evaluate(prob.denoiser, x0, sig, ref, solver=solver, setting=s, check_divergence=False, **opts,
+                           **config.extra)  # rows show where ERK-Guid hurts
             if s.w_stiff == 0:
-                base_err[(solver, n)] = err
-            ratio, lo, hi = ratio_ci(err, base_err[(solver, n)])
-            gate = tr.beta[~tr.beta.isnan()]
-            rows.append({
-                "problem": prob.name, "method": solver, "setting": s.label, "w_stiff": s.w_stiff, "w_con": s.w_con,
-                "scaling": s.scaling, "default": s == default_setting(solver), "steps": n, "nfe": float(tr.nfe),
-                "nfe_target": target, **_metrics(prob, x, ref, truth), "err_ratio": ratio, "err_ratio_lo": lo,
-                "err_ratio_hi": hi, "gated": float((gate != 0).float().mean()) if gate.numel() else 0.0, "seconds": sec,
-            })
+                base_err[(solver, n)] = run.err
+            rows.append(measured_row(prob.name, solver, n, run, s, base_err[(solver, n)],
+                                     distribution_metrics(run.x, truth, prob.log_prob),
+                                     {"default": s == default_setting(solver), "nfe_target": target}).flat())
         if config.baselines:
             rows += _baseline_rows(config, prob, x0, ref, truth, seeds, base_err, progress)
     return {"config": _config_dict(config), "problems": info, "rows": rows, "notes": notes,
@@ -268,6 +236,7 @@ def _solver_grid(solver: str, target: int, prob: Problem, seeds: list[int], note
 
 
 def _baseline_rows(config, prob, x0, ref, truth, seeds, base_err, progress) -> list[dict[str, Any]]:
+    """Adaptive Heun (B.6) and Heun + Langevin corrector (B.7) at each NFE target, vs plain Heun at the same target."""
     rows = []
     for target in tqdm(config.nfe_targets, disable=not progress, desc=f"baselines {prob.name}"):
         n = steps_for("heun", target)
@@ -276,27 +245,19 @@ def _baseline_rows(config, prob, x0, ref, truth, seeds, base_err, progress) -> l
         for tau in config.adaptive_taus:
             t = time.perf_counter()
             r = adaptive_heun(prob.denoiser, x0, sig, tau=tau, **config.extra)
-            sec = time.perf_counter() - t
-            rows.append(_baseline_row(prob, f"adaptive_heun(tau={tau:g})", n, float(r.nfe.double().mean()), target,
-                                      r.x, ref, truth, base, sec))
+            run = Evaluated(r.x, global_error(r.x, ref), float(r.nfe.double().mean()), 0.0, time.perf_counter() - t, Trace())
+            rows.append(_baseline_row(prob, f"adaptive_heun(tau={tau:g})", n, run, target, truth, base))
         n_pc = steps_for("heun_pc", target)
-        sig = edm_sigmas(n_pc, prob.sigma_min, prob.sigma_max)
         for r_pc, stoch in config.pc_settings:
-            t = time.perf_counter()
-            x = sample(prob.denoiser, x0, sig, solver="heun_pc", seeds=[s + 50_000 for s in seeds],
-                       solver_options={"r": r_pc, "stochastic": stoch}, **config.extra)
-            sec = time.perf_counter() - t
-            name = f"heun_pc(r={r_pc:g},{'stoch' if stoch else 'det'})"
-            rows.append(_baseline_row(prob, name, n_pc, float(SOLVERS["heun_pc"].nfe(n_pc)), target, x, ref, truth, base, sec))
+            run = evaluate(prob.denoiser, x0, edm_sigmas(n_pc, prob.sigma_min, prob.sigma_max), ref, solver="heun_pc",
+                           seeds=[s + 50_000 for s in seeds], solver_options={"r": r_pc, "stochastic": stoch}, **config.extra)
+            rows.append(_baseline_row(prob, f"heun_pc(r={r_pc:g},{'stoch' if stoch else 'det'})", n_pc, run, target, truth, base))
     return rows
 
 
-def _baseline_row(prob, name, n, nfe, target, x, ref, truth, base, sec) -> dict[str, Any]:
-    err = global_error(x, ref)
-    ratio, lo, hi = ratio_ci(err, base) if base is not None else (float("nan"),) * 3
-    return {"problem": prob.name, "method": name, "setting": "baseline", "w_stiff": 0.0, "w_con": 0.0, "scaling": "-",
-            "default": False, "steps": n, "nfe": nfe, "nfe_target": target, **_metrics(prob, x, ref, truth),
-            "err_ratio": ratio, "err_ratio_lo": lo, "err_ratio_hi": hi, "gated": 0.0, "seconds": sec}
+def _baseline_row(prob, name, n, run, target, truth, base) -> dict[str, Any]:
+    return measured_row(prob.name, name, n, run, Setting(scaling="-"), base, distribution_metrics(run.x, truth, prob.log_prob),
+                        {"gated": 0.0, "setting": "baseline", "default": False, "nfe_target": target}).flat()
 
 
 def _config_dict(c: BenchConfig) -> dict[str, Any]:
@@ -308,18 +269,18 @@ def _config_dict(c: BenchConfig) -> dict[str, Any]:
 def format_tables(rows: list[dict[str, Any]]) -> str:
     """One markdown table per problem: every row, ratio vs the same solver without ERK-Guid."""
     out = []
-    for prob in dict.fromkeys(r["problem"] for r in rows):
+    for prob in dict.fromkeys(r["model"] for r in rows):
         out.append(f"### {prob}\n")
         out.append("| method | setting | NFE | err mean | err median | err / plain [95% CI] | sliced W2 | energy | log-lik "
                    "| gated | s |")
         out.append("|" + "---|" * 11)
         for r in rows:
-            if r["problem"] != prob:
+            if r["model"] != prob:
                 continue
             ci = "—" if r["setting"] == "plain" else f"{r['err_ratio']:.3f} [{r['err_ratio_lo']:.3f}, {r['err_ratio_hi']:.3f}]"
             setting = r["setting"] + (" (default)" if r["default"] else "")
             out.append(
-                f"| {r['method']} | {setting} | {r['nfe']:.4g} | {r['err_mean']:.4f} | {r['err_median']:.4f} | {ci} | "
+                f"| {r['solver']} | {setting} | {r['nfe']:.4g} | {r['err_mean']:.4f} | {r['err_median']:.4f} | {ci} | "
                 f"{r['sliced_w2']:.4f} | {r['energy']:.5f} | {r['loglik']:.2f} | {r['gated']:.2f} | {r['seconds']:.2f} |"
             )
         out.append("")
@@ -330,17 +291,17 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     """Per problem and NFE target: each solver's plain, default and best (lowest mean error) ERK setting,
     and the best method overall. 'best' is selected on the same samples it is reported on."""
     out: list[str] = []
-    for prob in dict.fromkeys(r["problem"] for r in rows):
+    for prob in dict.fromkeys(r["model"] for r in rows):
         head = len(out)
         several = False  # a best ERK setting other than the default is shown somewhere
-        targets = sorted({r["nfe_target"] for r in rows if r["problem"] == prob})
+        targets = sorted({r["nfe_target"] for r in rows if r["model"] == prob})
         out.append("| solver | " + " | ".join(f"NFE≈{t}" for t in targets) + " |")
         out.append("|---|" + "---|" * len(targets))
         winners: dict[str, Any] = {}
-        for solver in dict.fromkeys(r["method"] for r in rows if r["problem"] == prob):
+        for solver in dict.fromkeys(r["solver"] for r in rows if r["model"] == prob):
             cells = []
             for t in targets:
-                rs = [r for r in rows if r["problem"] == prob and r["method"] == solver and r["nfe_target"] == t]
+                rs = [r for r in rows if r["model"] == prob and r["solver"] == solver and r["nfe_target"] == t]
                 if not rs:
                     cells.append("—")
                     continue
@@ -366,7 +327,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         out.insert(head, f"### {prob}: mean global error ({what})\n")
         out.append("")
         out.append("Best overall: " + "; ".join(
-            f"NFE≈{t}: {w['method']} {w['setting']} ({w['err_mean']:.4f})" for t, w in sorted(winners.items())) + "\n")
+            f"NFE≈{t}: {w['solver']} {w['setting']} ({w['err_mean']:.4f})" for t, w in sorted(winners.items())) + "\n")
     return "\n".join(out)
 
 
@@ -378,16 +339,16 @@ def plot_bench(rows: list[dict[str, Any]], out: Path) -> list[str]:
     ERK-Guid setting per NFE (dashed); baselines dotted."""
     plt = pyplot()
 
-    probs = list(dict.fromkeys(r["problem"] for r in rows))
+    probs = list(dict.fromkeys(r["model"] for r in rows))
     files = []
     for metric in METRICS:
         fig, axes = plt.subplots(1, len(probs), figsize=(5.2 * len(probs), 4.2), squeeze=False)
         for ax, prob in zip(axes[0], probs):
-            rs = [r for r in rows if r["problem"] == prob]
-            methods = list(dict.fromkeys(r["method"] for r in rs))
+            rs = [r for r in rows if r["model"] == prob]
+            methods = list(dict.fromkeys(r["solver"] for r in rs))
             for k, m in enumerate(methods):
                 color = f"C{k % 10}"
-                mr = [r for r in rs if r["method"] == m]
+                mr = [r for r in rs if r["solver"] == m]
                 if mr[0]["setting"] == "baseline":
                     pts = sorted((r["nfe"], r[metric]) for r in mr)
                     ax.plot(*zip(*pts), ":", marker="x", color=color, label=m)

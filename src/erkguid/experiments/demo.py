@@ -8,7 +8,6 @@ reference is a per-sample adaptive Dormand-Prince solve checked against a 100x t
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,42 +15,24 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
-from ..metrics import energy_distance, global_error, ratio_ci, sliced_wasserstein
+from ..metrics import sliced_wasserstein
 from ..models import GaussianMixture, LowRankMixture, tree_2d
 from ..noise import randn_from_seeds
 from ..reference import check_reference
-from ..sampling import Trace, sample
+from ..sampling import Trace
 from ..schedules import edm_sigmas
-from ._output import pyplot, write_results
+from ._output import pyplot
+from .harness import Setting, distribution_metrics, evaluate, measured_row, write_results
 
 DEFAULT_STEPS = (4, 6, 8, 16)  # Heun NFE = 2N - 1: 7, 11, 15, 31
 DEFAULT_SETTINGS = ((0.0, 0.0), (0.25, 0.5), (0.5, 0.5), (1.0, 0.5), (0.5, 0.0))
 
 
-@dataclass
-class Row:
-    steps: int
-    nfe: int
-    w_stiff: float
-    w_con: float
-    err_mean: float
-    err_median: float
-    err_ratio: float
-    err_ratio_lo: float
-    err_ratio_hi: float
-    sliced_w2: float
-    energy: float
-    loglik: float
-    gated: float
-    seconds: float
-    verdict: str
-
-
-def _verdict(row: Row, base: Row | None) -> str:
+def _verdict(row: dict[str, Any], base: dict[str, Any] | None) -> str:
     if base is None or row is base:
         return "baseline"
-    err = "error down" if row.err_ratio_hi < 1 else "error UP" if row.err_ratio_lo > 1 else "error ~"
-    dist = "SW down" if row.sliced_w2 < base.sliced_w2 else "SW UP"
+    err = "error down" if row["err_ratio_hi"] < 1 else "error UP" if row["err_ratio_lo"] > 1 else "error ~"
+    dist = "SW down" if row["sliced_w2"] < base["sliced_w2"] else "SW UP"
     return f"{err}, {dist}"
 
 
@@ -73,40 +54,28 @@ def run_demo(
     ref, ref_gap = check_reference(model, x0, sigma_max, rtol=1e-7, progress=progress)
     ref_seconds = time.perf_counter() - t0
     truth = model.sample(num_samples, seed=10_000 + seed, dtype=torch.float64)
-    rows: list[Row] = []
+    rows: list[dict[str, Any]] = []
     finals: dict[tuple[int, float, float], torch.Tensor] = {}
     traces: dict[tuple[int, float, float], Trace] = {}
-    grid = [(n, w, c) for n in steps for (w, c) in settings]
     base_err: dict[int, torch.Tensor] = {}
-    base_row: dict[int, Row] = {}
-    for n, w, c in tqdm(grid, disable=not progress, desc="demo"):
-        tr = Trace()
-        t = time.perf_counter()
-        x = sample(model, x0, edm_sigmas(n, sigma_max=sigma_max), solver="heun", w_stiff=w, w_con=c, callback=tr)
-        sec = time.perf_counter() - t
-        err = global_error(x, ref.x)
+    base_row: dict[int, dict[str, Any]] = {}
+    for n, w, c in tqdm([(n, w, c) for n in steps for (w, c) in settings], disable=not progress, desc="demo"):
+        run = evaluate(model, x0, edm_sigmas(n, sigma_max=sigma_max), ref.x, solver="heun", setting=Setting(w, c))
+        row = measured_row(model.name, "heun", n, run, Setting(w, c), run.err if w == 0 else base_err.get(n),
+                           distribution_metrics(run.x, truth, model.log_prob)).flat()
         if w == 0:
-            base_err[n] = err
-        ratio, lo, hi = ratio_ci(err, base_err[n]) if n in base_err else (float("nan"),) * 3
-        gate = tr.beta[~tr.beta.isnan()]
-        row = Row(
-            n, tr.nfe, w, c, float(err.mean()), float(err.median()), ratio, lo, hi,
-            sliced_wasserstein(x, truth), energy_distance(x, truth), float(model.log_prob(x).mean()),
-            float((gate != 0).float().mean()) if gate.numel() else 0.0, sec, "",
-        )
-        if w == 0:
-            base_row[n] = row
-        row.verdict = _verdict(row, base_row.get(n))
+            base_err[n], base_row[n] = run.err, row
+        row["verdict"] = _verdict(row, base_row.get(n))
         rows.append(row)
-        finals[(n, w, c)] = x
-        traces[(n, w, c)] = tr
+        finals[(n, w, c)] = run.x
+        traces[(n, w, c)] = run.trace
     result = {
         "model": model.name,
         "num_samples": num_samples,
         "seed": seed,
         "reference": {"rtol": 1e-9, "max_gap_vs_100x_looser": ref_gap, "seconds": ref_seconds},
         "truth_vs_truth_sliced_w2": sliced_wasserstein(truth, model.sample(num_samples, seed=20_000 + seed, dtype=torch.float64)),
-        "rows": [asdict(r) for r in rows],
+        "rows": rows,
     }
     if out_dir is not None:
         result["files"] = write_results(out_dir, "demo", result, format_table(rows),
@@ -114,18 +83,17 @@ def run_demo(
     return result
 
 
-def format_table(rows: list[Row] | list[dict[str, Any]]) -> str:
+def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of demo rows."""
-    rs = [asdict(r) if isinstance(r, Row) else r for r in rows]
     head = (
         "| NFE | w_stiff | w_con | err mean | err median | err / Heun [95% CI] | sliced W2 | energy | log-lik | gated | verdict |"
     )
     lines = [head, "|" + "---|" * 11]
-    for r in rs:
+    for r in rows:
         gated = "—" if r["w_stiff"] == 0 else f"{r['gated']:.2f}"
         ci = "—" if r["w_stiff"] == 0 else f"{r['err_ratio']:.3f} [{r['err_ratio_lo']:.3f}, {r['err_ratio_hi']:.3f}]"
         lines.append(
-            f"| {r['nfe']} | {r['w_stiff']:g} | {r['w_con']:g} | {r['err_mean']:.4f} | {r['err_median']:.4f} | {ci} | "
+            f"| {r['nfe']:g} | {r['w_stiff']:g} | {r['w_con']:g} | {r['err_mean']:.4f} | {r['err_median']:.4f} | {ci} | "
             f"{r['sliced_w2']:.4f} | {r['energy']:.5f} | {r['loglik']:.2f} | {gated} | {r['verdict']} |"
         )
     return "\n".join(lines) + "\n"
@@ -137,7 +105,7 @@ def plot_demo(
     truth: torch.Tensor,
     finals: dict[tuple[int, float, float], torch.Tensor],
     traces: dict[tuple[int, float, float], Trace],
-    rows: list[Row],
+    rows: list[dict[str, Any]],
     steps: tuple[int, ...],
     settings: tuple[tuple[float, float], ...],
 ) -> None:
@@ -191,7 +159,7 @@ def plot_demo(
     ax.legend(fontsize=7)
     ax = fig.add_subplot(2, 2, 4)
     for w, c in settings:
-        curve: list[tuple[int, float]] = [(r.nfe, r.err_mean) for r in rows if r.w_stiff == w and r.w_con == c]
+        curve = [(r["nfe"], r["err_mean"]) for r in rows if r["w_stiff"] == w and r["w_con"] == c]
         ax.plot(*zip(*curve), "o-", label="Heun" if w == 0 else f"ERK w={w:g}, c={c:g}")
     ax.set_xscale("log")
     ax.set_yscale("log")

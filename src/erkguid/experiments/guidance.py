@@ -11,7 +11,6 @@ guidance aims to sharpen towards: sliced W2 per class (averaged over classes) an
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +19,16 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
 from ..guidance import Guided, autoguidance, cfg
-from ..metrics import global_error, ratio_ci, sliced_wasserstein
+from ..metrics import ratio_ci, sliced_wasserstein
 from ..models import ConditionalMixture, GaussianMixture, get_model
 from ..noise import randn_from_seeds
 from ..reference import check_reference
-from ..sampling import Trace, sample, sample_erk_proj
+from ..sampling import sample, sample_erk_proj
 from ..schedules import edm_sigmas
-from ._output import pyplot, write_results
+from ._output import pyplot
+from .harness import Row, Setting, evaluate, write_results
 
 VARIANTS = ("alone", "+ERK-Guid", "+ERK-Proj", "+ERK-Guid+Proj")
-
-
-@dataclass
-class Row:
-    guidance: str
-    variant: str
-    steps: int
-    nfe_loop: int
-    nfe_network: float
-    err_mean: float
-    err_ratio: float
-    err_ratio_lo: float
-    err_ratio_hi: float
-    sliced_w2: float
-    nll: float
-    seconds: float
 
 
 def class_sliced_w2(model: GaussianMixture, x: torch.Tensor, labels: torch.Tensor, truth: dict[int, torch.Tensor]) -> float:
@@ -89,7 +73,7 @@ def run_guidance(
     x0 = randn_from_seeds(range(seed, seed + num_samples), model.shape, sigma=sigma_max, dtype=torch.float64)
     truth = {c: model.sample(max(64, num_samples // ncls), seed=10_000 + seed + c, class_labels=torch.full((1,), c).expand(
         max(64, num_samples // ncls)), dtype=torch.float64) for c in range(ncls)}
-    rows: list[Row] = []
+    rows: list[dict[str, Any]] = []
     finals: dict[tuple[str, str, int], torch.Tensor] = {}
     refs: dict[str, dict[str, Any]] = {}
     kinds = (("CFG", w_cfg), ("AG", w_ag))
@@ -109,24 +93,20 @@ def run_guidance(
             base = None
             for variant in VARIANTS:
                 guided.counter.reset()
-                tr = Trace()
-                t = time.perf_counter()
-                if variant == "alone":
-                    x = sample(guided, x0, sigmas, callback=tr, class_labels=labels)
-                elif variant == "+ERK-Guid":
-                    x = sample(guided, x0, sigmas, w_stiff=w_stiff, w_con=w_con, callback=tr, class_labels=labels)
-                else:  # ERK-Proj alone (no correction) or with the ERK-Guid correction
-                    ws = w_stiff if variant == "+ERK-Guid+Proj" else 0.0
-                    x = sample_erk_proj(guided, x0, sigmas, w_stiff=ws, w_con=w_con, w_proj=w_p, callback=tr,
-                                        class_labels=labels)
-                sec = time.perf_counter() - t
-                err = global_error(x, ref.x)
-                base = err if base is None else base
-                ratio, lo, hi = ratio_ci(err, base) if variant != "alone" else (1.0, 1.0, 1.0)
-                rows.append(Row(kind, variant, n, tr.nfe, guided.counter.per_sample(num_samples), float(err.mean()),
-                                ratio, lo, hi, class_sliced_w2(model, x, labels, truth),
-                                float(-model.log_prob(x, class_labels=labels).mean()), sec))
-                finals[(kind, variant, n)] = x
+                proj = variant.endswith("Proj")
+                setting = Setting(w_stiff if "Guid" in variant else 0.0, w_con if variant != "alone" else 0.0)
+                kw: dict[str, Any] = {"w_proj": w_p} if proj else {}
+                run = evaluate(guided, x0, sigmas, ref.x, setting=setting, run=sample_erk_proj if proj else sample,
+                               class_labels=labels, **kw)
+                base = run.err if base is None else base
+                label = f"{setting.label},proj={w_p:g}" if setting.w_stiff else f"proj={w_p:g}"
+                rows.append(Row(model.name, "heun", n, run.nfe, setting,
+                                {"err_mean": float(run.err.mean()), "sliced_w2": class_sliced_w2(model, run.x, labels, truth),
+                                 "nll": float(-model.log_prob(run.x, class_labels=labels).mean())},
+                                {"err_ratio": ratio_ci(run.err, base)}, None, run.seconds,
+                                {"guidance": kind, "variant": variant, "nfe_network": guided.counter.per_sample(num_samples),
+                                 **({"setting": label} if proj else {})}).flat())
+                finals[(kind, variant, n)] = run.x
                 bar.update()
     bar.close()
     truth_all = torch.cat([truth[c] for c in range(ncls)])
@@ -144,7 +124,7 @@ def run_guidance(
         "reference": refs,
         "truth_vs_truth_sliced_w2": class_sliced_w2(model, truth_all, truth_labels, truth2),
         "truth_nll": float(-model.log_prob(truth_all, class_labels=truth_labels).mean()),
-        "rows": [asdict(r) for r in rows],
+        "rows": rows,
     }
     if out_dir is not None:
         plot = (lambda p: plot_guidance(p, model, finals, rows, steps)) if model.dim == 2 else None
@@ -159,7 +139,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [head, "|" + "---|" * 9]
     for r in result["rows"]:
         ci = "—" if r["variant"] == "alone" else f"{r['err_ratio']:.3f} [{r['err_ratio_lo']:.3f}, {r['err_ratio_hi']:.3f}]"
-        lines.append(f"| {r['guidance']} | {r['variant']} | {r['steps']} | {r['nfe_loop']} | {r['nfe_network']:g} | "
+        lines.append(f"| {r['guidance']} | {r['variant']} | {r['steps']} | {r['nfe']:g} | {r['nfe_network']:g} | "
                      f"{r['err_mean']:.4f} | {ci} | {r['sliced_w2']:.4f} | {r['nll']:.2f} |")
     for kind, ref in result["reference"].items():
         lines.append(f"| {kind} | exact guided ODE | — | — | — | 0 | — | {ref['sliced_w2']:.4f} | {ref['nll']:.2f} |")
@@ -169,7 +149,8 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def plot_guidance(
-    path: Path, model: GaussianMixture, finals: dict[tuple[str, str, int], torch.Tensor], rows: list[Row], steps: tuple[int, ...]
+    path: Path, model: GaussianMixture, finals: dict[tuple[str, str, int], torch.Tensor], rows: list[dict[str, Any]],
+    steps: tuple[int, ...]
 ) -> None:
     """Samples at the fewest steps (per guidance kind and variant, next to the exact guided ODE) and error vs NFE."""
     plt = pyplot()
@@ -196,8 +177,7 @@ def plot_guidance(
             ax.set_title(f"{kind}: {title}", fontsize=8)
         ax = fig.add_subplot(2, cols, r * cols + cols)
         for v in VARIANTS:
-            curve: list[tuple[float, float]] = [(x.nfe_network, x.err_mean) for x in rows
-                                                if x.guidance == kind and x.variant == v]
+            curve = [(x["nfe_network"], x["err_mean"]) for x in rows if x["guidance"] == kind and x["variant"] == v]
             ax.plot(*zip(*curve), "o-", label=v)
         ax.set_xscale("log")
         ax.set_yscale("log")

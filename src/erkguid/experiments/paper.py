@@ -27,11 +27,11 @@ from ..guidance import autoguidance, cfg
 from ..metrics import global_error, paired_bootstrap, ratio_ci
 from ..noise import randn_from_seeds
 from ..reference import reference_solve
-from ..sampling import Trace, sample
 from ..schedules import edm_sigmas
 from ..solvers import SOLVERS
-from ._output import pyplot, write_results
+from ._output import pyplot
 from .bench import max_steps
+from .harness import Row, Setting, evaluate, write_results
 
 SIGMA_MAX = 80.0
 # Paper Table 5 (ImageNet-64 column) strengths for Table 4, with w_con = 0.05 (App. B.2).
@@ -110,32 +110,6 @@ def make_target(name: str, num_ref: int = 2048) -> Target:
 
 # ------------------------------------------------------------------------------ evaluation
 @dataclass
-class Row:
-    table: str
-    target: str
-    solver: str
-    steps: int
-    nfe: float
-    guidance: str
-    w_stiff: float
-    w_con: float
-    err_mean: float
-    err_ratio: float
-    err_ratio_lo: float
-    err_ratio_hi: float
-    fd: float
-    fd_delta: float
-    fd_delta_lo: float
-    fd_delta_hi: float
-    kid_x1e3: float
-    precision: float
-    recall: float
-    inception: float | None
-    gated: float
-    variant: str = ""
-
-
-@dataclass
 class Run:
     """Samples of one configuration and their per-sample quantities."""
 
@@ -183,16 +157,16 @@ class Evaluator:
         the error is then measured against the exact solution at sigma_min."""
         key = (solver, steps, w_stiff, w_con, guidance, w_guid, options, to_zero)
         if key not in self._runs:
-            tr = Trace()
             opts = dict(options)
             seeds = self.seeds if opts.get("stochastic") else None
             grid = edm_sigmas(steps, sigma_max=SIGMA_MAX) if to_zero else edm_sigmas(steps + 1, sigma_max=SIGMA_MAX)[:-1]
-            x = sample(self.t.guided(guidance, w_guid), self.x0, grid, solver=solver,
-                       w_stiff=w_stiff, w_con=w_con, callback=tr, solver_options=opts or None, seeds=seeds,
-                       check_divergence=False, **self._extra())  # a table row shows a blow-up as its error
-            beta = tr.beta[~tr.beta.isnan()]
+            sigma_end = 0.0 if to_zero else float(grid[-1])
+            ev = evaluate(self.t.guided(guidance, w_guid), self.x0, grid, self.reference(guidance, w_guid, sigma_end),
+                          solver=solver, setting=Setting(w_stiff, w_con), solver_options=opts or None, seeds=seeds,
+                          check_divergence=False, **self._extra())  # a table row shows a blow-up as its error
+            beta = ev.trace.beta[~ev.trace.beta.isnan()]
             gated = float((beta != 0).double().mean()) if beta.numel() and w_stiff > 0 else 0.0
-            self._runs[key] = self._finish(x, guidance, w_guid, tr.nfe, gated, 0.0 if to_zero else float(grid[-1]))
+            self._runs[key] = Run(ev.x, ev.err, *self.t.features(ev.x.float()), ev.trace.nfe, gated)
         return self._runs[key]
 
     def run_adaptive(self, steps: int, tau: float) -> Run:
@@ -202,13 +176,9 @@ class Evaluator:
         key = ("adaptive_heun", steps, tau)
         if key not in self._runs:
             res = adaptive_heun(self.t.denoiser, self.x0, edm_sigmas(steps, sigma_max=SIGMA_MAX), tau=tau, **self._extra())
-            self._runs[key] = self._finish(res.x, "none", 1.0, round(float(res.nfe.double().mean()), 1), 0.0)
+            self._runs[key] = Run(res.x, global_error(res.x, self.reference("none", 1.0)), *self.t.features(res.x.float()),
+                                  round(float(res.nfe.double().mean()), 1), 0.0)
         return self._runs[key]
-
-    def _finish(self, x: Tensor, guidance: str, w_guid: float, nfe: float, gated: float, sigma_end: float = 0.0) -> Run:
-        err = global_error(x, self.reference(guidance, w_guid, sigma_end))
-        feats, probs = self.t.features(x.float())
-        return Run(x, err, feats, probs, nfe, gated)
 
     def _fd_delta(self, a: Run, b: Run) -> tuple[float, float, float]:
         """FD(a) - FD(b) with a paired bootstrap over seeds (same resampled seeds for both)."""
@@ -235,10 +205,11 @@ class Evaluator:
         prec, rec = self.ref.precision_recall(r.feats)
         k = kid(r.feats, self.ref_feats, num_subsets=10, subset_size=min(1000, len(r.feats)))[0]
         variant = variant or (f"tau={tau:g}" if tau is not None else ", ".join(f"{a}={b}" for a, b in options))
-        return Row(table, self.t.name, "adaptive_heun" if tau is not None else solver, steps, r.nfe,
-                   guidance if guidance == "none" else f"{guidance} w={w_guid:g}", w_stiff, w_con, float(r.err.mean()),
-                   ratio, lo, hi, self.ref.fd(r.feats), *fdd, 1e3 * k, prec, rec,
-                   None if r.probs is None else inception_score(r.probs), r.gated, variant)
+        metrics = {"err_mean": float(r.err.mean()), "fd": self.ref.fd(r.feats), "kid_x1e3": 1e3 * k, "precision": prec,
+                   "recall": rec, "inception": None if r.probs is None else inception_score(r.probs)}
+        extras = {"table": table, "guidance": guidance if guidance == "none" else f"{guidance} w={w_guid:g}", "variant": variant}
+        return Row(self.t.name, "adaptive_heun" if tau is not None else solver, steps, r.nfe, Setting(w_stiff, w_con), metrics,
+                   {"err_ratio": (ratio, lo, hi), "fd_delta": fdd}, r.gated, None, extras)
 
 
 # ------------------------------------------------------------------------------ the suite
@@ -382,7 +353,7 @@ def run_paper_suite(out_dir: str | Path | None = "runs/paper", *, quick: bool = 
     finally:
         torch.set_num_threads(threads)
     result: dict[str, Any] = {"config": asdict(cfg), "seed": seed, "seconds": time.perf_counter() - t_start, "references": refs,
-              "solvers_available": sorted(SOLVERS), "rows": [asdict(r) for r in rows]}
+              "solvers_available": sorted(SOLVERS), "rows": [r.flat() for r in rows]}
     if out_dir is not None:
         result["files"] = write_results(out_dir, "paper", result, format_suite(result["rows"]),
                                         lambda p: plot_suite(p, result["rows"]))
@@ -399,7 +370,7 @@ def _fmt_row(r: dict[str, Any]) -> str:
     ratio = "—" if base else f"{r['err_ratio']:.3f} [{r['err_ratio_lo']:.3f}, {r['err_ratio_hi']:.3f}]"
     dfd = "—" if base else f"{r['fd_delta']:+.4g} [{r['fd_delta_lo']:+.3g}, {r['fd_delta_hi']:+.3g}]"
     is_ = "—" if r["inception"] is None else f"{r['inception']:.3f}"
-    return (f"| {r['target']} | {r['solver']} | {r['steps']} | {r['nfe']} | {r['guidance']} | {r['w_stiff']:g} | "
+    return (f"| {r['model']} | {r['solver']} | {r['steps']} | {r['nfe']} | {r['guidance']} | {r['w_stiff']:g} | "
             f"{r['w_con']:g} | "
             f"{r['err_mean']:.4g} | {ratio} | {r['fd']:.4g} | {dfd} | {r['kid_x1e3']:.3g} | {r['precision']:.3f} | "
             f"{r['recall']:.3f} | {is_} | {r.get('variant', '')} |")
@@ -433,22 +404,22 @@ def format_official(rows: list[dict[str, Any]]) -> str:
     its baseline's FD: Table 2 at the official steps (ours: w_stiff 0.5 and 1 at w_con 0.5), Tables 3 and 4 in full."""
     def base(r: dict[str, Any]) -> dict[str, Any]:
         table = "table2" if r["table"] == "table2:official" else r["table"]  # the official Table 2 rows share our baseline
-        return next(b for b in rows if b["table"] == table and b["target"] == r["target"] and b["solver"] == r["solver"]
+        return next(b for b in rows if b["table"] == table and b["model"] == r["model"] and b["solver"] == r["solver"]
                     and b["steps"] == r["steps"] and b["guidance"] == r["guidance"] and _is_base(b))
 
-    off2 = {(r["target"], r["steps"]) for r in rows if r["table"] == "table2:official"}
-    ours2 = [r for r in rows if r["table"] == "table2" and (r["target"], r["steps"]) in off2 and r["w_stiff"] in (0.5, 1.0)]
+    off2 = {(r["model"], r["steps"]) for r in rows if r["table"] == "table2:official"}
+    ours2 = [r for r in rows if r["table"] == "table2" and (r["model"], r["steps"]) in off2 and r["w_stiff"] in (0.5, 1.0)]
     keep = [r for r in rows if not _is_base(r) and (r["table"] == "table2:official" or r in ours2
                                                      or r["table"].split(":")[0] in ("table3", "table4"))]
     order = {"table2": 0, "table3": 1, "table4": 2}
-    keep.sort(key=lambda r: (order[r["table"].split(":")[0]], r["target"], r["solver"], r["guidance"].split(" ")[0], r["nfe"],
+    keep.sort(key=lambda r: (order[r["table"].split(":")[0]], r["model"], r["solver"], r["guidance"].split(" ")[0], r["nfe"],
                              r["table"], r["w_stiff"]))
     lines = ["| table | target | solver | steps | NFE | guidance | w_stiff | w_con | settings | err / base [95% CI] | "
              "FD base -> ERK | dFD [95% CI] |", "|" + "---|" * 12]
     for r in keep:
         b = base(r)
         who = "official" if r["variant"] == "official" else "paper NFE" if r["variant"] == PAPER_NFE else "ours"
-        lines.append(f"| {r['table'].split(':')[0]} | {r['target']} | {r['solver']} | {r['steps']} | {r['nfe']:g} | "
+        lines.append(f"| {r['table'].split(':')[0]} | {r['model']} | {r['solver']} | {r['steps']} | {r['nfe']:g} | "
                      f"{r['guidance']} | {r['w_stiff']:g} | {r['w_con']:g} | {who} | "
                      f"{r['err_ratio']:.3g} [{r['err_ratio_lo']:.3g}, {r['err_ratio_hi']:.3g}] | "
                      f"{b['fd']:.4g} -> {r['fd']:.4g} | "
@@ -460,10 +431,10 @@ def plot_suite(path: Path, rows: list[dict[str, Any]]) -> None:
     """Table 2 (error ratio and FD vs w_stiff) and Fig. 4 (FD vs w_con) per target."""
     plt = pyplot()
 
-    targets = list(dict.fromkeys(r["target"] for r in rows))
+    targets = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(3, len(targets), figsize=(4 * len(targets), 10), squeeze=False)
     for j, t in enumerate(targets):
-        t2 = [r for r in rows if r["target"] == t and r["table"] == "table2"]
+        t2 = [r for r in rows if r["model"] == t and r["table"] == "table2"]
         for n in sorted({r["steps"] for r in t2}):
             pts = sorted((r["w_stiff"], r["err_ratio"], r["fd"]) for r in t2 if r["steps"] == n)
             w, er, fd = zip(*pts)
@@ -475,7 +446,7 @@ def plot_suite(path: Path, rows: list[dict[str, Any]]) -> None:
         for a in axes[:2, j]:
             a.set_xlabel("w_stiff")
             a.legend(fontsize=7)
-        f4 = [r for r in rows if r["target"] == t and r["table"] == "fig4"]
+        f4 = [r for r in rows if r["model"] == t and r["table"] == "fig4"]
         for w in sorted({r["w_stiff"] for r in f4}):
             curve = sorted((r["w_con"], r["fd"]) for r in f4 if r["w_stiff"] == w)
             axes[2, j].plot(*zip(*curve), "o-", label=f"w_stiff={w:g}")
