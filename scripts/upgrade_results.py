@@ -1,4 +1,4 @@
-"""Convert committed results files written before the evaluation harness (erkguid.experiments.harness) to its schema.
+"""Convert committed results files written before the evaluation harness (erkguid.evaluation) to its schema.
 
 Deterministic and value-preserving: keys are renamed (bench ``problem``/``method``, paper ``target`` -> ``model``/
 ``solver``), the keys the schema adds are derived from what the file records (demo: ``model``, ``solver``; guidance:
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from erkguid._io import atomic_write_json
-from erkguid.experiments.harness import SCHEMA, SCHEMA_VERSION, Setting
+from erkguid.evaluation import SCHEMA, SCHEMA_VERSION, Setting
 
 KEYS = ("model", "solver", "steps", "nfe", "setting", "w_stiff", "w_con", "scaling")  # Row.flat()'s leading keys
 

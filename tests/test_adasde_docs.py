@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from erkguid.evaluation import read_results
 from erkguid.experiments.adasde_eval import format_tables
 from erkguid.experiments.bench import format_tables as bench_tables
-from erkguid.experiments.harness import read_results
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 EVAL = [("tree2d", "tree2d"), ("digits64", "digits64"), ("learned-tree2d-main", "learned:tree2d-main"),

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from erkguid.evaluation import read_results
 from erkguid.experiments.guidance import format_table
-from erkguid.experiments.harness import read_results
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import erkguid as eg
-from erkguid.experiments.harness import SCHEMA, SCHEMA_VERSION, Row, Setting, evaluate, read_results, write_results
+from erkguid.evaluation import SCHEMA, SCHEMA_VERSION, Row, Setting, evaluate, read_results, write_results
 from erkguid.schedules import edm_sigmas
 
 
@@ -52,6 +52,7 @@ def test_results_file_round_trip_and_schema_errors(tmp_path):
         read_results(tmp_path / "new.json")
 
 
-def test_the_library_does_not_import_the_harness():
+def test_the_library_does_not_import_the_experiments():
+    """erkguid.evaluation is library (tune uses it); the experiment configurations on top of it are never imported by it."""
     code = "import sys, erkguid, erkguid.tune; print(any(m.startswith('erkguid.experiments') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

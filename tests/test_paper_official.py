@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from erkguid.experiments.harness import read_results
+from erkguid.evaluation import read_results
 from erkguid.experiments.paper import (
     OFFICIAL_TABLE2,
     OFFICIAL_TABLE3_SCALES,

@@ -236,9 +236,10 @@ def test_paper_suite_runs_the_class_conditional_patch_target():
     for g in ("cfg", "ag"):  # guidance at scale 1 is the conditional model itself
         torch.testing.assert_close(t.guided(g, 1.0)(x, s, class_labels=lab), t.denoiser(x, s, lab))
     ev = Evaluator(t, 8, rtol=1e-4, num_boot=5)
-    base, erk = ev.row("t", "heun", 4, 0.0, 0.5, "cfg", 1.5), ev.row("t", "heun", 4, 1.0, 0.05, "cfg", 1.5)
-    assert (base.err_ratio, base.fd_delta) == (1.0, 0.0) and base.err_mean > 0
-    assert erk.err_ratio_lo <= erk.err_ratio <= erk.err_ratio_hi and erk.gated > 0
+    base = ev.row("t", "heun", 4, 0.0, 0.5, "cfg", 1.5).flat()
+    erk = ev.row("t", "heun", 4, 1.0, 0.05, "cfg", 1.5).flat()
+    assert (base["err_ratio"], base["fd_delta"]) == (1.0, 0.0) and base["err_mean"] > 0
+    assert erk["err_ratio_lo"] <= erk["err_ratio"] <= erk["err_ratio_hi"] and erk["gated"] > 0
 
 
 @pytest.mark.filterwarnings("ignore:No artists with labels")  # paper.png's Fig. 4 panel is empty without fig4 rows
@@ -252,6 +253,6 @@ def test_cli_paper_suite_runs_the_patch_target(tmp_path):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "paper.json").read_text())["rows"]
-    assert {x["target"] for x in rows} == {"patches16"} and {x["table"] for x in rows} == {"table2", "table2:official"}
+    assert {x["model"] for x in rows} == {"patches16"} and {x["table"] for x in rows} == {"table2", "table2:official"}
     base = next(x for x in rows if x["w_stiff"] == 0)
     assert (base["err_ratio"], base["fd_delta"]) == (1.0, 0.0) and base["err_mean"] > 0 and base["fd"] > 0

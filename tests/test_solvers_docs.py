@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
+from erkguid.evaluation import read_results
 from erkguid.experiments.bench import summarize
-from erkguid.experiments.harness import read_results
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

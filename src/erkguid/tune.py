@@ -33,12 +33,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ._validate import sweep
-from .metrics import global_error, ratio_ci, sliced_wasserstein
+from .evaluation import Evaluated, Setting, evaluate
+from .metrics import ratio_ci, sliced_wasserstein
 from .noise import randn_from_seeds
 from .recommend import recommended
 from .reference import reference_solve
 from .resolve import Model, resolve_model
-from .sampling import NonFiniteError, sample
+from .sampling import NonFiniteError
 from .schedules import check_sigmas, edm_sigmas, logsnr_sigmas, vp_time_uniform_sigmas
 from .solvers import SOLVERS, Solver, get_solver
 
@@ -116,7 +117,8 @@ class Candidate:
 
 
 class CountingDenoiser:
-    """Wraps a denoiser and counts its calls (one call evaluates the whole batch: calls = NFE per sample)."""
+    """Counts a denoiser's calls for samplers the engine does not run (k-diffusion peers, independent checks of the
+    engine's own count); one call evaluates the whole batch, so calls = NFE per sample."""
 
     def __init__(self, denoiser: Callable[..., Tensor]) -> None:
         self.denoiser, self.calls = denoiser, 0
@@ -158,17 +160,23 @@ class Evaluator:
         sub.extra = {n: v[:k] for n, v in self.extra.items()}
         return sub
 
-    def samples(self, cand: Candidate) -> tuple[Tensor, int]:
-        """The candidate's samples from this evaluator's noise and the NFE the run spent (counted)."""
-        d = CountingDenoiser(self.model.denoiser)
+    def run(self, cand: Candidate) -> Evaluated:
+        """The candidate run from this evaluator's noise (:func:`erkguid.evaluation.evaluate`): samples, per-sample global
+        errors against the reference solutions, and the NFE the engine counted."""
         with torch.no_grad():
-            x = sample(d, self.x0, **cand.kwargs(), extra_args=self.extra)
-        return x, d.calls
+            return evaluate(self.model.denoiser, self.x0, torch.tensor(cand.sigmas, dtype=torch.float64), self.ref,
+                            solver=cand.solver, setting=Setting(cand.w_stiff, cand.w_con, cand.scaling, cand.trust),
+                            solver_options=dict(cand.solver_options), extra_args=self.extra)
+
+    def samples(self, cand: Candidate) -> tuple[Tensor, int]:
+        """The candidate's samples and the NFE the run spent."""
+        r = self.run(cand)
+        return r.x, int(r.nfe)
 
     def errors(self, cand: Candidate) -> tuple[Tensor, int]:
-        """Per-sample global errors ``[B]`` and the NFE the run spent (counted)."""
-        x, calls = self.samples(cand)
-        return global_error(x, self.ref), calls
+        """Per-sample global errors ``[B]`` and the NFE the run spent."""
+        r = self.run(cand)
+        return r.err, int(r.nfe)
 
     def score(self, cand: Candidate) -> float:
         """Mean global error (or, with ``reference``, sliced W2 to it); ``inf`` when the configuration fails (a grid a

@@ -1,4 +1,4 @@
-"""Figures of benchmark commands; their results files are written by :func:`erkguid.experiments.harness.write_results`
+"""Figures of benchmark commands; their results files are written by :func:`erkguid.evaluation.write_results`
 (re-exported here)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from .harness import write_results  # noqa: F401  (the one results writer, re-exported for existing imports)
+from ..evaluation import write_results  # noqa: F401  (the one results writer, re-exported for existing imports)
 
 
 class _Figures:

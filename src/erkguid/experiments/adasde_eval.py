@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
+from ..evaluation import Setting, distribution_metrics, evaluate, write_results
 from ..metrics import global_error, paired_t, sliced_wasserstein
 from ..noise import randn_from_seeds
 from ..schedules import edm_sigmas
@@ -37,7 +38,6 @@ from ..training.adasde import (
     teacher_levels,
 )
 from ._output import pyplot
-from .harness import Setting, distribution_metrics, evaluate, write_results
 
 METRICS = ("sliced_w2", "energy", "loglik", "to_teacher")
 FEATURE_METRICS = ("fd", "kid_x1e3")

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
 from .._validate import sweep
+from ..evaluation import Evaluated, Setting, distribution_metrics, evaluate, measured_row, write_results
 from ..metrics import global_error, sliced_wasserstein
 from ..models import GaussianMixture, LowRankMixture
 from ..noise import randn_from_seeds
@@ -36,7 +37,6 @@ from ..sampling import Trace
 from ..schedules import edm_sigmas
 from ..solvers import adaptive_heun, get_solver, shipped_for
 from ._output import pyplot
-from .harness import Evaluated, Setting, distribution_metrics, evaluate, measured_row, write_results
 
 
 @dataclass

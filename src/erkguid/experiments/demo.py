@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
+from ..evaluation import Setting, distribution_metrics, evaluate, measured_row, write_results
 from ..metrics import sliced_wasserstein
 from ..models import GaussianMixture, LowRankMixture, tree_2d
 from ..noise import randn_from_seeds
@@ -22,7 +23,6 @@ from ..reference import check_reference
 from ..sampling import Trace
 from ..schedules import edm_sigmas
 from ._output import pyplot
-from .harness import Setting, distribution_metrics, evaluate, measured_row, write_results
 
 DEFAULT_STEPS = (4, 6, 8, 16)  # Heun NFE = 2N - 1: 7, 11, 15, 31
 DEFAULT_SETTINGS = ((0.0, 0.0), (0.25, 0.5), (0.5, 0.5), (1.0, 0.5), (0.5, 0.0))

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
+from ..evaluation import Row, Setting, evaluate, write_results
 from ..guidance import Guided, autoguidance, cfg
 from ..metrics import ratio_ci, sliced_wasserstein
 from ..models import ConditionalMixture, GaussianMixture, get_model
@@ -26,7 +27,6 @@ from ..reference import check_reference
 from ..sampling import sample, sample_erk_proj
 from ..schedules import edm_sigmas
 from ._output import pyplot
-from .harness import Row, Setting, evaluate, write_results
 
 VARIANTS = ("alone", "+ERK-Guid", "+ERK-Proj", "+ERK-Guid+Proj")
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_savefig
 from .._validate import sweep
+from ..evaluation import Row, Setting, evaluate, write_results
 from ..feature_metrics import DigitsFeatures, FeatureReference, inception_score, kid
 from ..guidance import autoguidance, cfg
 from ..metrics import global_error, paired_bootstrap, ratio_ci
@@ -31,7 +32,6 @@ from ..schedules import edm_sigmas
 from ..solvers import SOLVERS
 from ._output import pyplot
 from .bench import max_steps
-from .harness import Row, Setting, evaluate, write_results
 
 SIGMA_MAX = 80.0
 # Paper Table 5 (ImageNet-64 column) strengths for Table 4, with w_con = 0.05 (App. B.2).

@@ -1,6 +1,7 @@
-"""The evaluation harness: one row schema, one evaluation of a sampler configuration, one results file.
+"""Evaluation: one row schema, one evaluation of a sampler configuration, one results file.
 
-Every evidence command (``erkguid demo``, ``bench``, ``guidance``, ...) is a configuration over three things here:
+``erkguid tune`` and every evidence command (``erkguid demo``, ``bench``, ``guidance``, the paper suite,
+``adasde-eval``) are configurations over three things here:
 
 * :func:`evaluate` runs one sampler configuration (:class:`Setting`) with :func:`erkguid.sample` from a fixed,
   per-sample-seeded noise batch and measures what every table reports: the NFE the engine counted, the fraction of
@@ -11,7 +12,8 @@ Every evidence command (``erkguid demo``, ``bench``, ``guidance``, ...) is a con
 * :func:`write_results` / :func:`read_results` save and load ``NAME.json`` (+ ``NAME.md``, ``NAME.png``) through
   :mod:`erkguid._io`, stamped with :data:`SCHEMA` and :data:`SCHEMA_VERSION`.
 
-Nothing in the library imports this module.
+It depends on the library only (the engine, metrics and file I/O); ``erkguid.experiments`` is built on it, never the
+other way round.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from typing import Any
 
 from torch import Tensor
 
-from .._io import atomic_write_json, atomic_write_text, read_json_object
-from ..metrics import energy_distance, global_error, ratio_ci, sliced_wasserstein
-from ..sampling import Trace, sample
+from ._io import atomic_write_json, atomic_write_text, read_json_object
+from .metrics import energy_distance, global_error, ratio_ci, sliced_wasserstein
+from .sampling import Trace, sample
 
 SCHEMA = "erkguid.results"
 SCHEMA_VERSION = 1
