@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +33,19 @@ from tqdm.auto import tqdm
 
 from erkguid import edm_sigmas, recommended, sample
 from erkguid._io import atomic_write_text
+from erkguid._validate import sweep
+from erkguid.evaluation import Evaluated, Setting, evaluate, measured_row
 from erkguid.experiments._output import pyplot, write_results
 from erkguid.experiments.bench import default_setting, steps_for
 from erkguid.experiments.demo import image_tiles
 from erkguid.experiments.overhead import _case
 from erkguid.experiments.profile import profile_run
 from erkguid.learned import UNET_STATS, load_learned
-from erkguid.metrics import global_error, ratio_ci, sliced_wasserstein
+from erkguid.metrics import global_error, sliced_wasserstein
 from erkguid.models import get_model
 from erkguid.noise import randn_from_seeds
 from erkguid.recommend import OFF
 from erkguid.reference import reference_solve
-from erkguid.sampling import Trace
 from erkguid.solvers import get_solver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,40 +64,35 @@ def setting_kwargs(solver: str, nfe: int) -> dict[str, dict[str, Any]]:
             "recommended": recommended(solver, nfe), "(0.5, 0.5)": {**OFF, "w_stiff": 0.5, "w_con": 0.5}}
 
 
-def accuracy_rows(denoiser: Callable[..., Tensor], x0: Tensor, ref: Tensor, truth: Tensor | None,
+@sweep
+def accuracy_rows(model: str, denoiser: Callable[..., Tensor], x0: Tensor, ref: Tensor, truth: Tensor | None,
                   settings: tuple[str, ...] = SETTINGS) -> list[dict[str, Any]]:
-    """Every solver x NFE target x setting from the same noise ``x0``: error vs ``ref`` per sample, its ratio to the plain
-    solver (paired bootstrap, :func:`erkguid.metrics.ratio_ci`), sliced W2 to the reference set (same seeds) and, when
-    exact samples ``truth`` exist, to them. A setting with ``w_stiff = 0`` is the plain solver bit for bit (tested
-    invariant), so its row reuses the plain run (``same_as_plain``)."""
+    """Every solver x NFE target x setting from the same noise ``x0``, as :func:`erkguid.evaluation.evaluate` runs and
+    rows (:class:`erkguid.evaluation.Row`): error vs ``ref`` per sample, its ratio to the plain solver (paired bootstrap),
+    sliced W2 to the reference set (same seeds) and, when exact samples ``truth`` exist, to them. A setting with
+    ``w_stiff = 0`` is the plain solver bit for bit (tested invariant), so its row reuses the plain run
+    (``same_as_plain``)."""
     rows: list[dict[str, Any]] = []
     jobs = [(s, t) for s in SOLVERS for t in NFE]
     for solver, target in tqdm(jobs, desc="accuracy"):
         n = steps_for(solver, target)
-        nfe = get_solver(solver).nfe(n)
         sig = edm_sigmas(n)
-        base: dict[str, Any] = {}
-        for label, kw in setting_kwargs(solver, nfe).items():
+        base: Evaluated | None = None
+        for label, kw in setting_kwargs(solver, get_solver(solver).nfe(n)).items():
             if label not in settings:
                 continue
-            same = kw["w_stiff"] == 0 and bool(base)
-            if same:
-                x, gated, sec = base["x"], 0.0, 0.0
+            setting = Setting(kw["w_stiff"], kw["w_con"], kw["scaling"], kw["trust"])
+            same = kw["w_stiff"] == 0 and base is not None
+            if base is not None and same:
+                run = replace(base, seconds=0.0)
             else:
-                tr = Trace()
-                t = time.perf_counter()
-                x = sample(denoiser, x0, sig, solver=solver, callback=tr, check_divergence=False, **kw)
-                sec = time.perf_counter() - t
-                gate = tr.beta[~tr.beta.isnan()]
-                gated = float((gate != 0).float().mean()) if gate.numel() and kw["w_stiff"] else 0.0
-            err = global_error(x, ref)
-            if not base:
-                base = {"x": x, "err": err}
-            ratio, lo, hi = ratio_ci(err, base["err"])
-            rows.append({"solver": solver, "nfe_target": target, "steps": n, "nfe": nfe, "setting": label, **kw,
-                         "same_as_plain": same, "err_mean": float(err.mean()), "err_median": float(err.median()),
-                         "err_ratio": ratio, "err_ratio_lo": lo, "err_ratio_hi": hi, "sw2_ref": sliced_wasserstein(x, ref),
-                         "sw2_truth": None if truth is None else sliced_wasserstein(x, truth), "gated": gated, "seconds": sec})
+                run = evaluate(denoiser, x0, sig, ref, solver=solver, setting=setting, check_divergence=False)
+                run = run if kw["w_stiff"] else replace(run, gated=0.0)  # plain: no correction applied
+            base = base or run
+            metrics = {"sw2_ref": sliced_wasserstein(run.x, ref),
+                       "sw2_truth": None if truth is None else sliced_wasserstein(run.x, truth)}
+            extras = {"setting": label, "nfe_target": target, "same_as_plain": same}
+            rows.append(measured_row(model, solver, n, run, setting, base.err, metrics, extras).flat())
     return rows
 
 
@@ -113,7 +110,7 @@ def accuracy(name: str, num: int) -> None:
            "truth": {"loglik_mean": float(m.log_prob(truth).mean()),
                      "sw2_truth_vs_truth": sliced_wasserstein(truth, m.sample(num, seed=20_000, dtype=torch.float64)),
                      "sw2_ref_vs_truth": sliced_wasserstein(ref, truth)},
-           "rows": accuracy_rows(m, x0, ref, truth)}
+           "rows": accuracy_rows(name, m, x0, ref, truth)}
     res["seconds"] = time.perf_counter() - t0
     md = accuracy_table(res)
     print(md)
@@ -143,7 +140,7 @@ def unet_accuracy(num: int, ref_steps: int) -> None:
                          "float32_vs_float64_max": float(rnd.max()), "seconds": time.perf_counter() - t0},
            "truth": None}
     with torch.inference_mode():
-        res["rows"] = accuracy_rows(d, x0, ref, None)
+        res["rows"] = accuracy_rows("learned:patches16-unet", d, x0, ref, None)
     res["seconds"] = time.perf_counter() - t0
     md = accuracy_table(res)
     print(md)
@@ -153,7 +150,7 @@ def unet_accuracy(num: int, ref_steps: int) -> None:
 def _kw_label(r: dict[str, Any]) -> str:
     out = f"({r['w_stiff']:g}, {r['w_con']:g}"
     out += "" if r["scaling"] == "z2" else f", {r['scaling']}"
-    return out + ("" if r["trust"] is None else f", trust {r['trust']:g}") + ")"
+    return out + ("" if r.get("trust") is None else f", trust {r['trust']:g}") + ")"
 
 
 def accuracy_table(res: dict[str, Any]) -> str:
