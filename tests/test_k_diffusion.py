@@ -123,7 +123,7 @@ COMFY_NAMES = {"euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_
 
 def test_every_solver_with_a_pair_has_a_function_equal_to_erkguid_sample() -> None:
     names = kd.available()
-    assert {"heun", "dpm_2", "dpmpp_2m", "deis_rhoab", "ipndm_ab", "unipc2_bh2", "heun_pc", "adasde"} <= set(names)
+    assert {"heun", "dpm_2", "dpmpp_2m", "deis_rhoab", "deis_logrho", "ipndm_ab", "unipc2_bh2", "heun_pc", "adasde"} <= set(names)
     # no stock name with a different behaviour (lms: k-diffusion's sample_lms, checked equal in test_solvers.py)
     assert set(names) & COMFY_NAMES == {"heun", "dpm_2", "dpmpp_2m", "lms"}
     sigmas, x = edm_sigmas(6), _x(3)

@@ -17,7 +17,7 @@ erkguid solver behind ``X``; no solver maths lives here. Conventions kept from k
   plus erkguid's per-sample ``rho``/``beta``/``correction_norm`` where the step had a pair.
 * Names: ``heun``, ``dpm_2`` and ``dpmpp_2m`` equal the stock k-diffusion/ComfyUI samplers of that
   name at ``w_stiff = 0``. Solvers that differ from a stock sampler of a similar name get their own
-  name (``deis_rhoab`` / ``deis_tab``: erkguid's DEIS forms, not checked equal to ComfyUI's ``deis``;
+  name (``deis_rhoab`` / ``deis_tab`` / ``deis_logrho``: erkguid's DEIS forms, not checked equal to ComfyUI's ``deis``;
   ``ipndm_ab``: the AB formula also on the last step, where ComfyUI's ``ipndm`` returns the denoised;
   ``unipc2_bh2``: UniPC order 2; ``dpmpp_3m``: k-diffusion's ``dpmpp_3m_sde`` at eta = 0). ``lms`` equals
   k-diffusion's ``sample_lms`` (order 4) at ``w_stiff = 0``.
@@ -67,6 +67,7 @@ KDIFF_NAMES: dict[str, str] = {
     "dpmpp_2m": "dpmpp_2m",
     "deis_rhoab": "deis",
     "deis_tab": "deis",
+    "deis_logrho": "deis",
     "ipndm_ab": "ipndm",
     "lms": "lms",
     "dpmpp_3m": "dpmpp_3m",
@@ -77,7 +78,8 @@ KDIFF_NAMES: dict[str, str] = {
 
 
 #: solver options fixed by a name (merged under the caller's ``solver_options``).
-KDIFF_OPTIONS: dict[str, dict[str, Any]] = {"deis_rhoab": {"mode": "rhoab"}, "deis_tab": {"mode": "tab"}}
+KDIFF_OPTIONS: dict[str, dict[str, Any]] = {"deis_rhoab": {"mode": "rhoab"}, "deis_tab": {"mode": "tab"},
+                                            "deis_logrho": {"mode": "logrho"}}
 
 
 def _default_seeds(extra_args: dict[str, Any], batch: int) -> list[int]:
