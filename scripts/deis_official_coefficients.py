@@ -81,7 +81,7 @@ def main() -> None:
                 ours_c, theirs_c = OURS(sig, order, "tab"), riemann_coefficients(sig, order)
                 rel = max(float(np.max(np.abs(a - b) / np.abs(a))) for a, b in zip(ours_c[:-1], theirs_c[:-1]))
                 x_ours = at_sigma_min(model, x0, sig, order)
-                deis.deis_coefficients = lambda s, o, m="rhoab": riemann_coefficients(s, o, m)  # noqa: E731
+                deis.deis_coefficients = lambda s, o, m="rhoab", lof=False: riemann_coefficients(s, o, m)  # noqa: E731
                 try:
                     x_off = at_sigma_min(model, x0, sig, order)
                 finally:
