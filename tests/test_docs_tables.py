@@ -1,0 +1,34 @@
+"""Published results tables are the committed JSON of a named command, formatted by that command's own formatter.
+
+Each results table sits in a marked block ``<!-- NAME:begin -->`` ... ``<!-- NAME:end -->``; the test reads the committed
+JSON (never times or samples anything) and compares the block with the command's formatting of it.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+def _block(doc: Path, name: str) -> str:
+    md = doc.read_text()
+    begin, end = f"<!-- {name}:begin -->\n", f"\n<!-- {name}:end -->"
+    assert md.count(begin) == 1 and md.count(end) == 1, f"{doc.name}: block {name!r} missing or repeated"
+    return md[md.index(begin) + len(begin):md.index(end)]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_tune_evidence_table_is_the_committed_json():
+    res = json.loads((DOCS / "tune" / "evidence.json").read_text())
+    assert len(res["rows"]) == 32 and {r["nfe"] for r in res["rows"]} == {5, 7, 11, 15}
+    assert _block(DOCS / "tune.md", "tune:evidence") == _script("tune_evidence").table(res)
