@@ -6,7 +6,10 @@ JSON (never times or samples anything) and compares the block with the command's
 
 import importlib.util
 import json
+import re
 from pathlib import Path
+
+from tests.test_paper_official import _shown
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -40,3 +43,69 @@ def test_ecosystem_diffusers_schedulers_table_is_the_committed_json():
     assert all(r["strength0_max_diff"] == 0.0 for r in rows)  # the page says: bit-identical at w = 0
     table = _script("diffusers_schedulers_check").format_table(res)
     assert _block(DOCS / "ecosystem.md", "ecosystem:diffusers-schedulers") == table
+
+
+def _table_lines(md: str, start: str, stop: str) -> list[list[str]]:
+    """The data rows (cells, bold markers removed) of the one table between ``start`` and ``stop``."""
+    sec = md[md.index(start):md.index(stop)]
+    rows = [ln for ln in sec.splitlines() if ln.startswith("|")][2:]
+    return [[c.strip().replace("*", "") for c in ln.split("|")[1:-1]] for ln in rows]
+
+
+def _numbers(cell: str) -> list[str]:
+    return re.findall(r"[-+]?\d*\.?\d+", cell)
+
+
+def test_learned_md_table10_is_the_committed_json():
+    """Table 10's columns: `erkguid bench --suite paper ... --tables table10,table11` (fig4-table10-table11.json), the
+    Table 2 column and Heun 32 steps from official.json's `table2` rows (the same 16-step grid and seeds)."""
+    t10 = [r for r in json.loads((DOCS / "learned" / "fig4-table10-table11.json").read_text())["rows"] if r["table"] == "table10"]
+    t2 = [r for r in json.loads((DOCS / "learned" / "official.json").read_text())["rows"] if r["table"] == "table2"]
+    lines = _table_lines((DOCS / "learned.md").read_text(), "### Table 10 analogue", "Paper, Table 10")
+    assert [ln[0] for ln in lines] == ["tree2d-learned", "digits-learned", "tree2d-exact", "digits-exact"]
+    for target, erk, tab2, *taus, heun32 in lines:
+        mine = [r for r in t10 if r["model"] == target]
+        (base,) = [r for r in mine if r["solver"] == "heun" and r["w_stiff"] == 0]
+        (w1,) = [r for r in mine if r["solver"] == "heun" and r["w_stiff"] == 1.0 and r["w_con"] == 0.5]
+        assert all(map(_shown, _numbers(erk), [w1["err_ratio"], w1["err_ratio_lo"], w1["err_ratio_hi"]])), (target, erk)
+        plain = {r["steps"]: r for r in t2 if r["model"] == target and r["w_stiff"] == 0}
+        (half,) = [r for r in t2 if r["model"] == target and r["steps"] == 16 and r["w_stiff"] == 0.5]
+        assert plain[16]["err_mean"] == base["err_mean"] and half["w_con"] == 0.5 and half["nfe"] == 31
+        assert _shown(tab2, half["err_ratio"]) and _shown(heun32, plain[32]["err_mean"] / plain[16]["err_mean"])
+        adaptive = [r for r in mine if r["solver"] == "adaptive_heun"]
+        assert [r["variant"] for r in adaptive] == ["tau=0.5", "tau=1", "tau=2", "tau=5", "tau=10"]
+        for cell, r in zip(taus, adaptive, strict=True):
+            ratio, nfe = _numbers(cell)
+            assert _shown(ratio, r["err_ratio"]) and int(nfe) == round(r["nfe"]), (target, cell)
+
+
+def test_learned_md_former_tune_table_is_the_committed_presets():
+    """The former `erkguid tune TARGET` table: each row's chosen setting and held-out figures are its preset's."""
+    lines = _table_lines((DOCS / "learned.md").read_text(), "## The former `erkguid tune TARGET`", "Tuned, DEIS gains")
+    assert len(lines) == 5
+    for command, chosen, ratio, dfd in lines:
+        target, solver, nfe, objective = re.fullmatch(
+            r"`erkguid tune (\S+) --solver (\S+) --nfe (\d+) --objective (\w+)`", command).groups()
+        p = json.loads((DOCS / "learned" / f"{target}-{solver}-nfe{nfe}-{objective}.json").read_text())
+        h = p["heldout"]
+        assert (p["target"], p["solver"], p["nfe"], p["objective"]) == (target, solver, int(nfe), objective)
+        assert all(map(_shown, _numbers(chosen), [p["w_stiff"], p["w_con"]])), command
+        assert all(map(_shown, _numbers(ratio), [h["err_ratio"], *h["err_ratio_ci"]])), command
+        shown = _numbers(dfd)
+        assert all(map(_shown, shown[:3], [h["fd_delta"], *h["fd_delta_ci"]])), command
+        if len(shown) == 4:  # "(of F)": the held-out Heun FD the change is relative to
+            assert _shown(shown[3], h["fd"] - h["fd_delta"]), command
+
+
+def test_learned_md_models_table_is_the_shipped_manifest():
+    """Parameters, training steps and final loss (and the classifier's test figures) of every shipped model."""
+    manifest = json.loads((ROOT / "src" / "erkguid" / "data" / "models" / "manifest.json").read_text())
+    lines = _table_lines((DOCS / "learned.md").read_text(), "## Shipped models", "`manifest.json` records")
+    assert len(lines) == 5
+    for name, _data, _arch, params, steps, loss, _role in lines:
+        m = manifest[name.strip("`")]
+        assert params == f"{m['params'] / 1000:.0f}k" and int(steps) == m["steps"], name
+        if "test CE" in loss:
+            assert _shown(_numbers(loss)[0], m["final_loss"]) and _shown(_numbers(_role)[-1], m["test_accuracy"]), name
+        else:
+            assert _shown(loss, m["final_loss"]), name
