@@ -9,6 +9,8 @@ import json
 import re
 from pathlib import Path
 
+from erkguid.evaluation import read_results
+from erkguid.experiments.generate_bench import format_table
 from tests.test_paper_official import _shown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,3 +111,11 @@ def test_learned_md_models_table_is_the_shipped_manifest():
             assert _shown(_numbers(loss)[0], m["final_loss"]) and _shown(_numbers(_role)[-1], m["test_accuracy"]), name
         else:
             assert _shown(loss, m["final_loss"]), name
+
+
+def test_ecosystem_generate_bench_table_is_the_committed_json():
+    res = read_results(DOCS / "ecosystem" / "generate_bench.json")
+    c = res["config"]
+    assert (c["threads"], c["repeats"], c["steps"], c["w_stiff"]) == (1, 5, 18, 1.0)
+    assert [s["solver"] for s in res["summary"]] == ["heun", "dpm2"] and len(res["runs"]) == 5 * 4
+    assert _block(DOCS / "ecosystem.md", "ecosystem:generate-bench") == format_table(res)
