@@ -9,17 +9,22 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from erkguid.evaluation import read_results
 from erkguid.experiments.generate_bench import format_table
+from erkguid.experiments.overhead import format_cases, format_overhead
+from erkguid.experiments.sampler_cost import format_sampler_table
 from tests.test_paper_official import _shown
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
 
-def _block(doc: Path, name: str) -> str:
+def _block(doc: Path, name: str, indent: str = "") -> str:
+    """The text between ``<!-- name:begin -->`` and ``<!-- name:end -->`` (markers at ``indent``, e.g. in a list item)."""
     md = doc.read_text()
-    begin, end = f"<!-- {name}:begin -->\n", f"\n<!-- {name}:end -->"
+    begin, end = f"{indent}<!-- {name}:begin -->\n", f"\n{indent}<!-- {name}:end -->"
     assert md.count(begin) == 1 and md.count(end) == 1, f"{doc.name}: block {name!r} missing or repeated"
     return md[md.index(begin) + len(begin):md.index(end)]
 
@@ -119,3 +124,44 @@ def test_ecosystem_generate_bench_table_is_the_committed_json():
     assert (c["threads"], c["repeats"], c["steps"], c["w_stiff"]) == (1, 5, 18, 1.0)
     assert [s["solver"] for s in res["summary"]] == ["heun", "dpm2"] and len(res["runs"]) == 5 * 4
     assert _block(DOCS / "ecosystem.md", "ecosystem:generate-bench") == format_table(res)
+
+
+@pytest.fixture(scope="module")
+def overhead():
+    res = read_results(DOCS / "performance" / "overhead.json")
+    assert res["threads"] == 1 and len(res["cases"]) == 2  # the full command (not --sampler-only), one torch thread
+    assert res["sampler"]["timing"][0]["rounds"] == 9
+    return res
+
+
+def test_performance_md_current_table_is_the_committed_overhead_json(overhead):
+    assert _block(DOCS / "performance.md", "performance:sampler") == format_sampler_table(overhead["sampler"])
+    assert format_sampler_table(overhead["sampler"]) in format_overhead(overhead)  # the command prints the same table
+
+
+def test_readme_cost_table_and_figures_are_the_committed_overhead_json(overhead):
+    readme = (ROOT / "README.md").read_text()
+    table = format_cases(overhead["cases"]).split("\n")[:4]
+    assert _block(ROOT / "README.md", "readme:cost", indent="  ") == "\n".join("  " + ln for ln in table)
+    t, noise = overhead["sampler"]["timing"][0], overhead["sampler"]["noise"]
+    cost = readme[readme.index("- **Cost**"):readme.index("## Layout")]
+    assert f"load {overhead['loadavg'][0]:.1f}" in cost
+    assert f"Heun takes {t['heun_over_kdiff']:.2f}×" in cost and f"`dpmpp_2m` {t['dpmpp_2m_over_kdiff']:.2f}×" in cost
+    assert f"{t['erk_on_over_off']:.2f}× in that run" in cost
+    lo, hi = sorted(f"{r['per_sample_over_batched']:.1f}" for r in noise)
+    assert f"noise costs {lo}–{hi}× one batched" in cost
+    pct = sorted(100 * c["correction_over_denoiser"] for c in overhead["cases"])
+    assert f"it is the {pct[0]:.1f}–{pct[-1]:.1f}% above" in cost
+
+
+def test_sampler_table_without_k_diffusion_says_n_a(overhead):
+    """Without k-diffusion (a test-only dependency) the run stores None for its figures: the table says n/a."""
+    s = json.loads(json.dumps(overhead["sampler"]))
+    t, o, m = s["timing"][0], s["ops_and_reads"][0], s["memory"]
+    t["heun_over_kdiff"] = t["dpmpp_2m_over_kdiff"] = None
+    for d in (o["ops_per_step"], o["host_reads_per_step"]):
+        del d["kdiff_heun"], d["kdiff_dpmpp_2m"]
+    del m["peak_allocated_state_tensors"]["kdiff:heun:0"], m["peak_allocated_state_tensors"]["kdiff:dpmpp_2m:0"]
+    rows = format_sampler_table(s).splitlines()
+    assert rows[2].endswith("| n/a | <= 1.05 |") and rows[3].endswith("| n/a | - |")
+    assert "(k-diffusion n/a, n/a)" in rows[5] and "(k-diffusion n/a)" in rows[-3]
