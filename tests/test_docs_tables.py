@@ -165,3 +165,64 @@ def test_sampler_table_without_k_diffusion_says_n_a(overhead):
     rows = format_sampler_table(s).splitlines()
     assert rows[2].endswith("| n/a | <= 1.05 |") and rows[3].endswith("| n/a | - |")
     assert "(k-diffusion n/a, n/a)" in rows[5] and "(k-diffusion n/a)" in rows[-3]
+
+
+def test_validation_md_divergence_table_and_figures_are_the_committed_summary():
+    res = json.loads((DOCS / "validation" / "divergence_sweep_summary.json").read_text())
+    assert res["command"].startswith("python scripts/divergence_sweep.py") and "--quick" not in res["command"]
+    summary = res["summary"]
+    assert summary["guard_factor"] == 100.0
+    md = (DOCS / "validation.md").read_text()
+    assert _block(DOCS / "validation.md", "validation:divergence") == _script("divergence_sweep").format_table(summary)
+    text = " ".join(md[md.index("**Why 100.**"):md.index("**Cost.**")].split())
+    for shown in (f"({summary['runs']} runs)", f"{summary['runs_ending_beyond_1000x_data']} runs that ended beyond 1000x",
+                  f"lets through is {summary['largest_final_norm_over_data_let_through']:.0f}x",
+                  f"{summary['blown_plain_solver_runs (w_stiff=0, never size-checked)']} are plain-solver runs",
+                  f"of the {summary['blown_erk_runs_let_through']} ERK-Guid runs, "
+                  f"{summary['of_which_the_plain_solver_also_ends_beyond_10x']} are on grids",
+                  f"ratio of {summary['healthy_peak_ratio_max']:.1f}"):
+        assert shown in text, shown
+    assert summary["of_which_raised"] == summary["runs_ending_beyond_1000x_data"]  # "every one of them raises"
+    caught = summary["healthy_runs_caught"]
+    assert f"({caught['10']} at 10, {caught['20']} at 20, {caught['50']} at 50)" in text and caught["100"] == 2
+
+
+# Every table of these pages, by its header row: a results table is a marked JSON block (tested above) or is
+# checked cell by cell against its JSON by the named test; the others document an API or contract (no results),
+# or are one-off historical comparisons that name their command and commits (docs/performance.md).
+BLOCK, CHECKED, API, ONE_OFF = "block", "checked", "api", "one-off"
+TABLES = {
+    "docs/tune.md": {"| spec | model |": API, "| model | NFE | tuned sampler |": BLOCK},
+    "docs/ecosystem.md": {"| name | erkguid solver | at w_stiff = 0 |": API, "| graph | state |": API,
+                          "| class | stock class | ERK pair (Table 9) |": API, "| scheduler | w=0 vs stock (max abs) |": BLOCK,
+                          "| solver | w_stiff | samples/s |": BLOCK},
+    "docs/performance.md": {"| figure | this run | target |": BLOCK, "| figure | before | after | target |": ONE_OFF,
+                            "| figure | after the merge (two runs) | target |": ONE_OFF, "| | five runs | median |": ONE_OFF,
+                            "| `[B, n]` | batched randn |": ONE_OFF},
+    "docs/engine.md": {"| concept | place |": API},
+    "docs/diagnostics.md": {"| function | what it does | paper |": API},
+    "docs/learned.md": {"| name | data | architecture | params |": CHECKED,  # test_learned_md_models_table_...
+                        "| target | steps | Heun err / FD |": CHECKED,  # test_paper_official.py: table2
+                        "| target | steps | guidance | err ratio": CHECKED,  # test_paper_official.py: table3
+                        "| target | solver | NFE (steps) |": CHECKED,  # test_paper_official.py: table4
+                        "| target | ERK w=1, w_con=0.5 (NFE 31) |": CHECKED,  # test_learned_md_table10_...
+                        "| table | target | solver | steps | NFE |": CHECKED,  # test_paper_official.py: format_official
+                        "| command | chosen (w_stiff, w_con) |": CHECKED},  # test_learned_md_former_tune_table_...
+    "docs/validation.md": {"| argument | accepted | refused": API, "| runs | final samples' largest norm |": BLOCK},
+    "README.md": {"| command | what it does |": API, "| NFE | w_stiff | w_con | err mean |": CHECKED,  # test_demo_readme.py
+                  "| state | one denoiser eval |": BLOCK},
+}
+
+
+@pytest.mark.parametrize("page", sorted(TABLES))
+def test_every_table_of_the_page_is_classified(page):
+    """A new table on these pages must be a JSON-backed block or be classified here (so no results table is loose),
+    and exactly the block tables sit just below a ``begin`` marker."""
+    lines = (ROOT / page).read_text().splitlines()
+    starts = [k for k, ln in enumerate(lines) if ln.lstrip().startswith("|") and not lines[k - 1].lstrip().startswith("|")]
+    assert len(starts) == len(TABLES[page]), (page, [lines[k][:60] for k in starts])
+    for k in starts:
+        kinds = [kind for head, kind in TABLES[page].items() if lines[k].strip().startswith(head)]
+        assert len(kinds) == 1, (page, lines[k][:60])
+        marked = any(":begin -->" in ln for ln in lines[max(0, k - 3):k])  # a block may open with a caption line
+        assert marked == (kinds[0] == BLOCK), (page, lines[k][:60])
