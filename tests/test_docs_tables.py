@@ -187,6 +187,23 @@ def test_validation_md_divergence_table_and_figures_are_the_committed_summary():
     assert f"({caught['10']} at 10, {caught['20']} at 20, {caught['50']} at 50)" in text and caught["100"] == 2
 
 
+def test_adasde_md_shipped_files_table_is_the_shipped_json():
+    """docs/adasde.md's table of shipped coefficient files: every cell is its file's (written by
+    `scripts/ship_adasde.py` / `erkguid distill`), to the digits shown."""
+    lines = _table_lines((DOCS / "adasde.md").read_text(), "| file | model | NFE | grid (then 0)", "### In `erkguid bench`")
+    files = sorted(p.stem for p in (ROOT / "src" / "erkguid" / "data" / "adasde").glob("*.json"))
+    assert sorted(ln[0].strip("`") for ln in lines) == files
+    for name, model, nfe, grid, gamma_max, seconds, check, gammas in lines:
+        d = json.loads((ROOT / "src" / "erkguid" / "data" / "adasde" / f"{name.strip('`')}.json").read_text())
+        m = d["meta"]
+        assert (model.strip("`"), int(nfe)) == (m["model"], d["nfe"]), name
+        cells = [(grid, d["sigmas"]), (gamma_max, [d["gamma_max"]]), (seconds, [m["seconds"]]),
+                 (check, [m["check"]["sliced_w2"]]), (gammas, d["mapped"]["gamma"])]
+        for cell, values in cells:
+            shown = _numbers(cell)
+            assert len(shown) == len(values) and all(map(_shown, shown, values)), (name, cell)
+
+
 # Every table of these pages, by its header row: a results table is a marked JSON block (tested above) or is
 # checked cell by cell against its JSON by the named test; the others document an API or contract (no results),
 # or are one-off historical comparisons that name their command and commits (docs/performance.md).
@@ -208,6 +225,9 @@ TABLES = {
                         "| target | ERK w=1, w_con=0.5 (NFE 31) |": CHECKED,  # test_learned_md_table10_...
                         "| table | target | solver | steps | NFE |": CHECKED,  # test_paper_official.py: format_official
                         "| command | chosen (w_stiff, w_con) |": CHECKED},  # test_learned_md_former_tune_table_...
+    "docs/adasde.md": {"| file | model | NFE | grid (then 0) |": CHECKED,  # test_adasde_md_shipped_files_table_...
+                       "| method | setting | NFE | err mean |": BLOCK,  # test_adasde_docs.py (bench-quick:adasde)
+                       "| arm | sliced W2": BLOCK, "| paired difference": BLOCK},  # test_adasde_docs.py (adasde-eval)
     "docs/validation.md": {"| argument | accepted | refused": API, "| runs | final samples' largest norm |": BLOCK},
     "README.md": {"| command | what it does |": API, "| NFE | w_stiff | w_con | err mean |": CHECKED,  # test_demo_readme.py
                   "| state | one denoiser eval |": BLOCK},
@@ -217,12 +237,17 @@ TABLES = {
 @pytest.mark.parametrize("page", sorted(TABLES))
 def test_every_table_of_the_page_is_classified(page):
     """A new table on these pages must be a JSON-backed block or be classified here (so no results table is loose),
-    and exactly the block tables sit just below a ``begin`` marker."""
+    and exactly the block tables lie inside a ``begin`` / ``end`` marked block."""
     lines = (ROOT / page).read_text().splitlines()
+    inside, depth = [], 0
+    for ln in lines:
+        depth += ln.strip().endswith(":begin -->") - ln.strip().endswith(":end -->")
+        inside.append(depth > 0)
     starts = [k for k, ln in enumerate(lines) if ln.lstrip().startswith("|") and not lines[k - 1].lstrip().startswith("|")]
-    assert len(starts) == len(TABLES[page]), (page, [lines[k][:60] for k in starts])
+    used = set()
     for k in starts:
-        kinds = [kind for head, kind in TABLES[page].items() if lines[k].strip().startswith(head)]
+        kinds = [(head, kind) for head, kind in TABLES[page].items() if lines[k].strip().startswith(head)]
         assert len(kinds) == 1, (page, lines[k][:60])
-        marked = any(":begin -->" in ln for ln in lines[max(0, k - 3):k])  # a block may open with a caption line
-        assert marked == (kinds[0] == BLOCK), (page, lines[k][:60])
+        used.add(kinds[0][0])
+        assert inside[k] == (kinds[0][1] == BLOCK), (page, lines[k][:60])
+    assert used == set(TABLES[page]), (page, set(TABLES[page]) - used)
