@@ -204,6 +204,23 @@ def test_adasde_md_shipped_files_table_is_the_shipped_json():
             assert len(shown) == len(values) and all(map(_shown, shown, values)), (name, cell)
 
 
+def test_reproduction_md_results_table_is_the_committed_runs():
+    """REPRODUCTION.md's Results table: the rows of the committed `erkguid reproduce` runs, formatted, in this order."""
+    from erkguid.experiments.reproduce import format_rows
+
+    runs = [("fig1", "fig1"), ("tree2d-fig2", "fig2"), ("digits64-fig2", "fig2"), ("tree2d-fig3", "fig3"),
+            ("digits64-fig3", "fig3"), ("fig6a", "fig6a"), ("digits64-fig7", "fig7")]
+    want = []
+    for stem, name in runs:
+        res = json.loads((DOCS / "reproduce" / f"{stem}.json").read_text())
+        assert res["name"] == name
+        want += format_rows(res["claims"], f"erkguid reproduce {name}").splitlines()[2:]
+    lines = (ROOT / "REPRODUCTION.md").read_text().splitlines()
+    k = lines.index("| figure | claim | paper | ours | command | reproduces |")
+    got = [ln for ln in lines[k + 2:k + 2 + len(want) + 1] if ln.startswith("|")]
+    assert got == want
+
+
 # Every table of these pages, by its header row: a results table is a marked JSON block (tested above) or is
 # checked cell by cell against its JSON by the named test; the others document an API or contract (no results),
 # or are one-off historical comparisons that name their command and commits (docs/performance.md).
@@ -228,6 +245,7 @@ TABLES = {
     "docs/adasde.md": {"| file | model | NFE | grid (then 0) |": CHECKED,  # test_adasde_md_shipped_files_table_...
                        "| method | setting | NFE | err mean |": BLOCK,  # test_adasde_docs.py (bench-quick:adasde)
                        "| arm | sliced W2": BLOCK, "| paired difference": BLOCK},  # test_adasde_docs.py (adasde-eval)
+    "REPRODUCTION.md": {"| figure | claim | paper | ours | command | reproduces |": CHECKED},  # test_reproduction_md_...
     "docs/validation.md": {"| argument | accepted | refused": API, "| runs | final samples' largest norm |": BLOCK},
     "README.md": {"| command | what it does |": API, "| NFE | w_stiff | w_con | err mean |": CHECKED,  # test_demo_readme.py
                   "| state | one denoiser eval |": BLOCK},
@@ -243,7 +261,7 @@ def test_every_table_of_the_page_is_classified(page):
     for ln in lines:
         depth += ln.strip().endswith(":begin -->") - ln.strip().endswith(":end -->")
         inside.append(depth > 0)
-    starts = [k for k, ln in enumerate(lines) if ln.lstrip().startswith("|") and not lines[k - 1].lstrip().startswith("|")]
+    starts = [k for k, ln in enumerate(lines[:-1]) if ln.lstrip().startswith("|") and lines[k + 1].lstrip().startswith("|--")]
     used = set()
     for k in starts:
         kinds = [(head, kind) for head, kind in TABLES[page].items() if lines[k].strip().startswith(head)]
