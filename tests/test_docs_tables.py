@@ -246,6 +246,10 @@ TABLES = {
                        "| method | setting | NFE | err mean |": BLOCK,  # test_adasde_docs.py (bench-quick:adasde)
                        "| arm | sliced W2": BLOCK, "| paired difference": BLOCK},  # test_adasde_docs.py (adasde-eval)
     "REPRODUCTION.md": {"| figure | claim | paper | ours | command | reproduces |": CHECKED},  # test_reproduction_md_...
+    "docs/guidance.md": {"| adapter | network contract | conversion |": API,
+                         "| guidance | variant | steps | NFE loop |": CHECKED},  # test_guidance_docs.py
+    "docs/solvers.md": {"| name | file | step function |": API, "| solver | NFE≈7 | NFE≈15 |": CHECKED,  # test_solvers_docs.py
+                        "| solver | NFE≈7 | NFE≈11 | NFE≈15 | NFE≈23 |": BLOCK},  # test_bench.py (bench-full)
     "docs/validation.md": {"| argument | accepted | refused": API, "| runs | final samples' largest norm |": BLOCK},
     "README.md": {"| command | what it does |": API, "| NFE | w_stiff | w_con | err mean |": CHECKED,  # test_demo_readme.py
                   "| state | one denoiser eval |": BLOCK},
