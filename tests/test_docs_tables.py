@@ -221,6 +221,12 @@ def test_reproduction_md_results_table_is_the_committed_runs():
     assert got == want
 
 
+def test_safety_md_kill_resume_table_is_the_committed_json():
+    res = json.loads((DOCS / "safety" / "kill_resume_check.json").read_text())
+    assert res["kills_per_job"] == 20 and all(res[job]["identical"] for job in ("generate", "train", "distill"))
+    assert _block(DOCS / "safety.md", "safety:kill-resume") == _script("kill_resume_check").format_table(res)
+
+
 # Every table of these pages, by its header row: a results table is a marked JSON block (tested above) or is
 # checked cell by cell against its JSON by the named test; the others document an API or contract (no results),
 # or are one-off historical comparisons that name their command and commits (docs/performance.md).
@@ -250,6 +256,8 @@ TABLES = {
                          "| guidance | variant | steps | NFE loop |": CHECKED},  # test_guidance_docs.py
     "docs/solvers.md": {"| name | file | step function |": API, "| solver | NFE≈7 | NFE≈15 |": CHECKED,  # test_solvers_docs.py
                         "| solver | NFE≈7 | NFE≈11 | NFE≈15 | NFE≈23 |": BLOCK},  # test_bench.py (bench-full)
+    "docs/safety.md": {"| item | class | before | after |": ONE_OFF,  # aaf3fa7 vs aa5e664, named on the page
+                       "| job | kills | inside a write |": BLOCK},
     "docs/validation.md": {"| argument | accepted | refused": API, "| runs | final samples' largest norm |": BLOCK},
     "README.md": {"| command | what it does |": API, "| NFE | w_stiff | w_con | err mean |": CHECKED,  # test_demo_readme.py
                   "| state | one denoiser eval |": BLOCK},
