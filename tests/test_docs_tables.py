@@ -50,6 +50,12 @@ def test_ecosystem_diffusers_schedulers_table_is_the_committed_json():
     assert all(r["strength0_max_diff"] == 0.0 for r in rows)  # the page says: bit-identical at w = 0
     table = _script("diffusers_schedulers_check").format_table(res)
     assert _block(DOCS / "ecosystem.md", "ecosystem:diffusers-schedulers") == table
+    md = " ".join((DOCS / "ecosystem.md").read_text().split())
+    ratio = [r["ratio_erk_vs_stock"] for r in rows]
+    step = [r["step_time_erk_s"] - r["step_time_stock_s"] for r in rows if "step_time_erk_s" in r]
+    assert f"the whole-pipeline ratio ({min(ratio):.2f}-{max(ratio):.2f} in this run)" in md
+    assert f"ERK-Guid adds {1e3 * min(step):.0f}-{1e3 * max(step):.0f} ms per 20-step run here" in md
+    assert f"({1e3 * min(step) / 20:.1f}-{1e3 * max(step) / 20:.1f} ms per step" in md
 
 
 def _table_lines(md: str, start: str, stop: str) -> list[list[str]]:
@@ -124,6 +130,15 @@ def test_ecosystem_generate_bench_table_is_the_committed_json():
     assert (c["threads"], c["repeats"], c["steps"], c["w_stiff"]) == (1, 5, 18, 1.0)
     assert [s["solver"] for s in res["summary"]] == ["heun", "dpm2"] and len(res["runs"]) == 5 * 4
     assert _block(DOCS / "ecosystem.md", "ecosystem:generate-bench") == format_table(res)
+    heun, dpm2 = res["summary"]
+    md = " ".join((DOCS / "ecosystem.md").read_text().split())
+    assert (f"{1e3 * heun['extra_sampler_time_per_run_s']:.1f} ms per run for Heun and "
+            f"{1e3 * dpm2['extra_sampler_time_per_run_s']:.1f} ms for DPM-Solver-2") in md
+    readme = " ".join((ROOT / "README.md").read_text().split())  # README's end-to-end bullet: the same run
+    for s in (heun, dpm2):
+        assert (f"{s['plain']['samples_per_s']:.2f} vs {'Heun + ERK-Guid ' if s is heun else ''}"
+                f"{s['erk']['samples_per_s']:.2f}") in readme
+        assert f"a ratio of {s['throughput_ratio_erk_over_plain']:.3f}" in readme
 
 
 @pytest.fixture(scope="module")
