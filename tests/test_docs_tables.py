@@ -1,7 +1,10 @@
 """Published results tables are the committed JSON of a named command, formatted by that command's own formatter.
 
 Each results table sits in a marked block ``<!-- NAME:begin -->`` ... ``<!-- NAME:end -->``; the test reads the committed
-JSON (never times or samples anything) and compares the block with the command's formatting of it.
+JSON (never times or samples anything) and compares the block with the command's formatting of it. Tables that combine
+several runs or predate a formatter (docs/learned.md, adasde.md's shipped files, REPRODUCTION.md) are checked cell by
+cell, to the digits shown. ``TABLES`` classifies every table of the covered pages, so a new results table cannot stay
+loose.
 """
 
 import importlib.util
