@@ -28,15 +28,13 @@ import erkguid  # noqa: E402
 from erkguid.denoisers import DiscreteVPSchedule, VPDenoiser  # noqa: E402
 from erkguid.experiments._output import write_results  # noqa: E402
 from erkguid.integrations import diffusers as erk  # noqa: E402
-from tests._helpers import tiny_sd_pipeline  # noqa: E402
-from tests.test_diffusers_schedulers import VEL, flow_loop  # noqa: E402
 
-SCHEDULERS = [  # (stock class name, ERK class, erkguid solver with the same update or None)
-    ("HeunDiscreteScheduler", erk.ERKHeunDiscreteScheduler, "heun"),
-    ("KDPM2DiscreteScheduler", erk.ERKKDPM2DiscreteScheduler, "dpm2"),
-    ("DPMSolverMultistepScheduler", erk.ERKDPMSolverMultistepScheduler, "dpmpp_2m"),
-    ("UniPCMultistepScheduler", erk.ERKUniPCMultistepScheduler, "unipc"),
-    ("DEISMultistepScheduler", erk.ERKDEISMultistepScheduler, "deis"),  # mode "logrho": erk_solver_options()
+SCHEDULERS = [  # (stock class name, ERK class name, erkguid solver with the same update); names: importing the
+    ("HeunDiscreteScheduler", "ERKHeunDiscreteScheduler", "heun"),  # module (format_table) does not import diffusers
+    ("KDPM2DiscreteScheduler", "ERKKDPM2DiscreteScheduler", "dpm2"),
+    ("DPMSolverMultistepScheduler", "ERKDPMSolverMultistepScheduler", "dpmpp_2m"),
+    ("UniPCMultistepScheduler", "ERKUniPCMultistepScheduler", "unipc"),
+    ("DEISMultistepScheduler", "ERKDEISMultistepScheduler", "deis"),  # mode "logrho": erk_solver_options()
 ]
 
 
@@ -69,13 +67,17 @@ def _timed(pipe, run: dict, repeats: int) -> tuple[torch.Tensor, float, float]:
 def check(steps: int, repeats: int, w_stiff: float, tmp: Path) -> dict:
     import diffusers
 
+    from tests._helpers import tiny_sd_pipeline
+    from tests.test_diffusers_schedulers import VEL, flow_loop
+
     base_cfg = diffusers.DPMSolverMultistepScheduler(steps_offset=1).config
     pipe = tiny_sd_pipeline(diffusers.DPMSolverMultistepScheduler.from_config(base_cfg), tmp / "tok")
     run = {"prompt": "a cat", "num_inference_steps": steps, "height": 8, "width": 8, "output_type": "latent"}
     emb = pipe.encode_prompt("a cat", "cpu", 1, False)[0]
     latents = erkguid.randn_from_seeds([0], (4, 8, 8))
     rows = []
-    for stock_name, cls, solver in SCHEDULERS:
+    for stock_name, erk_name, solver in SCHEDULERS:
+        cls = getattr(erk, erk_name)
         pipe.scheduler = getattr(diffusers, stock_name).from_config(base_cfg)
         want, t_stock, st_stock = _timed(pipe, run, repeats)
         pipe.scheduler = cls.from_config(base_cfg, w_stiff=0.0)  # explicit: the default is erkguid.recommended
@@ -129,16 +131,8 @@ def check(steps: int, repeats: int, w_stiff: float, tmp: Path) -> dict:
             "diffusers": diffusers.__version__, "threads": torch.get_num_threads(), "rows": rows}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--w-stiff", type=float, default=1.0)
-    ap.add_argument("--out", default="runs/diffusers_schedulers")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        res = check(args.steps, args.repeats, args.w_stiff, Path(tmp))
+def format_table(res: dict) -> str:
+    """The printed table (docs/ecosystem.md's diffusers block): one row per scheduler from ``check``'s result."""
     lines = [f"steps {res['steps']}, median of {res['repeats']} runs (flow loop: 1 run), w_stiff {res['w_stiff']}, 1 thread, "
              f"load average {res['loadavg'][0]:.1f}", "",
              "| scheduler | w=0 vs stock (max abs) | w>0 vs erkguid.sample (max abs) | ERK effect (max abs) | reload | "
@@ -149,7 +143,20 @@ def main() -> None:
                      f"{'n/a' if eff is None else f'{eff:.3g}'} | {'ok' if r['reload_ok'] else 'FAILED'} | "
                      f"{r['wall_stock_s']:.4f} | {r['wall_erk_s']:.4f} | {r['ratio_erk_vs_stock']:.3f} | "
                      f"{r.get('step_time_stock_s', float('nan')):.4f} | {r.get('step_time_erk_s', float('nan')):.4f} |")
-    md = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--w-stiff", type=float, default=1.0)
+    ap.add_argument("--out", default="runs/diffusers_schedulers")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = check(args.steps, args.repeats, args.w_stiff, Path(tmp))
+    md = format_table(res)
     print(md)
     for f in write_results(args.out, "diffusers_schedulers", res, md):
         print("wrote", f)

@@ -7,7 +7,9 @@ largest norm. A run whose final norm stays within 2x the data's is "healthy": th
 fire on those (their peak ratio must be < DIVERGENCE_FACTOR); runs far beyond the data should.
 In the JSON rows a run that raised (NaN/Inf) has ``peak_ratio`` and ``final_norm_over_data`` null.
 
-    python scripts/divergence_sweep.py [--quick] [--out-dir runs/validation]   (writes divergence_sweep.json there)
+    python scripts/divergence_sweep.py [--quick] [--out-dir runs/validation]
+
+writes divergence_sweep.json (every run) and divergence_sweep_summary.{json,md} (the summary: docs/validation/) there.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ PEAKS: list[float] = []
 _FACTOR = _validate.DIVERGENCE_FACTOR
 
 
-def _record_finish(self: _validate.RunGuard) -> None:
+def _record_finish(self: _validate.RunGuard, stacklevel: int = 3) -> None:
     PEAKS.append(self.peak)
 
 
@@ -111,8 +113,29 @@ def main() -> None:
     worst = sorted(healthy, key=lambda r: -r["peak_ratio"])[:5]
     strict = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
     write_results(args.out_dir, "divergence_sweep", {"summary": summary, "worst_healthy": worst, "rows": strict})
-    json.dump({"summary": summary, "worst_healthy": worst}, sys.stdout, indent=1, default=str)
+    short = {"command": "python scripts/divergence_sweep.py " + " ".join(sys.argv[1:]), "summary": summary,
+             "worst_healthy": worst}
+    json.dump(short, sys.stdout, indent=1, default=str)
     print()
+    print(format_table(summary))
+    for f in write_results(args.out_dir, "divergence_sweep_summary", short, format_table(summary)):
+        print("wrote", f)
+
+
+def format_table(summary: dict) -> str:
+    """docs/validation.md's table: healthy and blown runs, and how many a guard factor of 10 / 20 / 50 / 100 raises on."""
+    def caught(key: str) -> str:
+        return " / ".join(str(summary[key][k]) for k in ("10", "20", "50", "100"))
+
+    healthy, blown = (summary[k] for k in ("healthy_runs (final norm <= 2x the data's largest)",
+                                            "blown_runs (final norm > 10x the data's largest)"))
+    return "\n".join([
+        "| runs | final samples' largest norm | largest ratio seen | raised at factor 10 / 20 / 50 / 100 |",
+        "|---|---|---|---|",
+        f'| {healthy} "healthy" | <= 2x the data\'s largest norm | {summary["healthy_peak_ratio_max"]:.1f} | '
+        f'{caught("healthy_runs_caught")} |',
+        f'| {blown} "blown" | > 10x the data\'s largest norm | - | {caught("blown_runs_caught")} |',
+    ])
 
 
 if __name__ == "__main__":

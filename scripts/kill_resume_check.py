@@ -212,6 +212,24 @@ def check_distill(root: Path, kills: int, rng: random.Random) -> dict[str, Any]:
 CHECKS = {"generate": check_generate, "train": check_train, "distill": check_distill}
 
 
+def format_table(res: dict[str, Any]) -> str:
+    """docs/safety.md's table: per job, the kills, how many landed inside a write, the progress at the kills, what was
+    compared, whether the resumed result is byte-identical and how many temp files were left."""
+    compared = {
+        "generate": lambda r: f"every file of the folder ({r['files']} files: samples, generate.json, lock file)",
+        "train": lambda r: f"`checkpoint.safetensors` ({r['steps']} steps, checkpoint every step)",
+        "distill": lambda r: f"checkpoint JSON minus `seconds` ({r['iterations']} iterations, checkpoint every iteration)",
+    }
+    lines = ["| job | kills | inside a write | progress at the kills | compared | byte-identical | temp files left |",
+             "|---|---|---|---|---|---|---|"]
+    for job in (j for j in CHECKS if j in res):
+        r = res[job]
+        at = [k["progress_at_kill"] for k in r["kill_log"]]
+        lines.append(f"| {job} | {r['kills']} | {r['kills_inside_a_write']} | {min(at):.2f}-{max(at):.2f} | "
+                     f"{compared[job](r)} | {'yes' if r['identical'] else 'NO'} | {len(r['stale_temps_after_resume'])} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20, help="kills per job")
@@ -234,6 +252,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=2) + "\n")
+    print(format_table(res))
     print(f"wrote {a.out}")
 
 

@@ -65,19 +65,9 @@ def solvers() -> None:
 @click.option("--sampler-only", is_flag=True, help="Only the sampler cost against k-diffusion (skip the two model cases).")
 def overhead(out: Path, repeats: int, rounds: int, sampler_only: bool) -> None:
     """Cost of ERK-Guid relative to one denoiser evaluation, and the sampler's own cost against k-diffusion."""
-    from ..experiments.overhead import run_overhead
-    from ..experiments.sampler_cost import format_sampler_cost
+    from ..experiments.overhead import format_overhead, run_overhead
 
     res = run_overhead(out, repeats, rounds=rounds, sampler_only=sampler_only)
-    if res["cases"]:
-        click.echo("| state | denoiser eval (ms) | correction (ms) | correction / eval "
-                   "| (ERK - Heun) per corrected step / eval |")
-        click.echo("|---|---|---|---|---|")
-        for c in res["cases"]:
-            click.echo(
-                f"| {c['case']} | {c['denoiser_eval_ms']:.3f} | {c['correction_ms']:.3f} | {c['correction_over_denoiser']:.4f} | "
-                f"{c['run_overhead_per_corrected_step_over_denoiser']:.4f} |"
-            )
-    click.echo(format_sampler_cost(res["sampler"]))
-    click.echo(f"torch threads {res['threads']}, load average {res['loadavg'][0]:.2f}; wrote {out / 'overhead.json'}")
+    click.echo(format_overhead(res))
+    click.echo(f"wrote {out / 'overhead.json'}")
 

@@ -27,7 +27,7 @@ from ..noise import randn_from_seeds
 from ..sampling import sample
 from ..schedules import edm_sigmas
 from ._output import write_results
-from .sampler_cost import run_sampler_cost
+from .sampler_cost import format_sampler_cost, format_sampler_table, run_sampler_cost
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -135,3 +135,22 @@ def _run_overhead(out_dir: str | Path | None, repeats: int, rounds: int, sampler
     if out_dir is not None:
         write_results(out_dir, "overhead", result)
     return result
+
+
+def format_cases(cases: list[dict[str, Any]]) -> str:
+    """The per-state table of `erkguid overhead` (README, Cost): one denoiser evaluation against one correction."""
+    lines = ["| state | one denoiser eval | one correction | correction / eval |", "|---|---|---|---|"]
+    lines += [f"| {c['case']} | {c['denoiser_eval_ms']:.1f} ms | {c['correction_ms']:.2f} ms | "
+              f"{100 * c['correction_over_denoiser']:.2f}% |" for c in cases]
+    lines += [f"{c['case']}: whole {c['steps']}-step runs, Heun {c['heun_run_s']:.3f} s, + ERK-Guid {c['erk_run_s']:.3f} s "
+              f"((ERK - Heun) per corrected step / eval {c['run_overhead_per_corrected_step_over_denoiser']:.2f}; "
+              "a difference of two noisy run times)" for c in cases]
+    return "\n".join(lines)
+
+
+def format_overhead(res: dict[str, Any]) -> str:
+    """Everything `erkguid overhead` prints about a result: the cases' table (README, Cost) when measured, the
+    sampler-cost table (docs/performance.md), then the sampler cost in detail."""
+    parts = [format_cases(res["cases"])] if res["cases"] else []
+    return "\n\n".join([*parts, format_sampler_table(res["sampler"]), format_sampler_cost(res["sampler"])
+                        + f"\ntorch threads {res['threads']}, load average {res['loadavg'][0]:.2f}"])

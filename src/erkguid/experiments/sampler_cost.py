@@ -313,3 +313,37 @@ def format_sampler_cost(s: dict[str, Any]) -> str:
                  f"dpmpp_2m {_f(m['dpmpp_2m_plain_minus_kdiff_state_tensors'], '.2f')}")
     lines.append(f"load average before/after: {s['loadavg_before'][0]:.2f} / {s['loadavg_after'][0]:.2f}")
     return "\n".join(lines)
+
+
+def format_sampler_table(s: dict[str, Any]) -> str:
+    """The sampler-cost figures as a markdown table with the targets of issue 13 (docs/performance.md)."""
+    rows = []
+    for t, o in zip(s["timing"], s["ops_and_reads"]):
+        d, ops, reads = t["device"], o["ops_per_step"], o["host_reads_per_step"]
+        rows += [
+            (f"erkguid Heun / k-diffusion `sample_heun` ({d}, {t['clock']})", _f(t["heun_over_kdiff"], ".2f"), "<= 1.05"),
+            (f"erkguid `dpmpp_2m` / k-diffusion `sample_dpmpp_2m` ({d})", _f(t["dpmpp_2m_over_kdiff"], ".2f"), "-"),
+            (f"Heun + ERK-Guid / Heun ({d})", _f(t["erk_on_over_off"], ".2f"), "<= 1.10"),
+            (f"kernel-like ops per step ({d}): Heun plain / + ERK-Guid, `dpmpp_2m` (k-diffusion "
+             f"{_f(ops.get('kdiff_heun'), '.1f')}, {_f(ops.get('kdiff_dpmpp_2m'), '.1f')})",
+             f"{ops['erkguid_heun']:.1f} / {ops['erkguid_heun_erk']:.1f}, {ops['erkguid_dpmpp_2m']:.1f}", "-"),
+            (f"kernel-like ops of one ERK-Guid correction ({d})", str(o["ops_one_correction"]), "few"),
+            (f"device reads per step ({d}): Heun, + ERK-Guid, `dpmpp_2m` (k-diffusion "
+             f"{_f(reads.get('kdiff_heun'), '.1f')}, {_f(reads.get('kdiff_dpmpp_2m'), '.1f')})",
+             f"{reads['erkguid_heun']:.1f}, {reads['erkguid_heun_erk']:.1f}, {reads['erkguid_dpmpp_2m']:.1f}", "<= 1"),
+        ]
+    for r in s["noise"]:
+        rows.append((f"per-sample noise / batched randn ({r['device']}, `{r['shape']}`)", f"{r['per_sample_over_batched']:.2f}",
+                     "<= 2"))
+    m = s["memory"]
+    p = m["peak_allocated_state_tensors"]
+    rows += [
+        (f"peak memory, state tensors ({m['state_shape']}, {m['steps']} steps): Heun plain / + ERK-Guid (k-diffusion "
+         f"{_f(p.get('kdiff:heun:0'), '.0f')})", f"{p['erkguid:heun:0']:.0f} / {p['erkguid:heun:1']:.0f}", "-"),
+        (f"peak memory: `dpmpp_2m` plain / + ERK-Guid (k-diffusion {_f(p.get('kdiff:dpmpp_2m:0'), '.0f')})",
+         f"{p['erkguid:dpmpp_2m:0']:.0f} / {p['erkguid:dpmpp_2m:1']:.0f}", "-"),
+        ("ERK-Guid extra peak memory, Heun / `dpmpp_2m`",
+         f"+{m['heun_erk_extra_state_tensors']:.2f} / +{m['dpmpp_2m_erk_extra_state_tensors']:.2f}", "<= 1"),
+    ]
+    lines = ["| figure | this run | target |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
