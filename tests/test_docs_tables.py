@@ -255,7 +255,7 @@ TABLES = {
                           "| class | stock class | ERK pair (Table 9) |": API, "| scheduler | w=0 vs stock (max abs) |": BLOCK,
                           "| solver | w_stiff | samples/s |": BLOCK},
     "docs/performance.md": {"| figure | this run | target |": BLOCK, "| figure | before | after | target |": ONE_OFF,
-                            "| figure | after the merge (two runs) | target |": ONE_OFF, "| | five runs | median |": ONE_OFF,
+                            "| figure | after the merge (two runs) | target |": ONE_OFF, "| | runs | median |": ONE_OFF,
                             "| `[B, n]` | batched randn |": ONE_OFF},
     "docs/engine.md": {"| concept | place |": API},
     "docs/diagnostics.md": {"| function | what it does | paper |": API},
