@@ -12,6 +12,7 @@ import erkguid as eg
 from erkguid._batch import bdot, bnorm
 from erkguid.correction import ErkPair, erk_guid, estimate
 from erkguid.metrics import global_error
+from erkguid.tune import CountingDenoiser
 
 
 def random_mixture(dim: int = 3, k: int = 4, seed: int = 0) -> eg.GaussianMixture:
@@ -24,15 +25,6 @@ def random_mixture(dim: int = 3, k: int = 4, seed: int = 0) -> eg.GaussianMixtur
 
 def noise(n: int, shape: tuple[int, ...], dtype=torch.float64, sigma: float = 80.0) -> torch.Tensor:
     return eg.randn_from_seeds(range(n), shape, sigma=sigma, dtype=dtype)
-
-
-class Counting:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, x, sigma, **kw):
-        self.calls += 1
-        return self.fn(x, sigma, **kw)
 
 
 # --------------------------------------------------------------------------- schedules
@@ -125,7 +117,7 @@ def test_nfe_equal_for_heun_and_erk_and_first_step_uncorrected():
     m = eg.tree_2d()
     x = noise(32, (2,), torch.float32)
     for w in (0.0, 1.0):
-        c = Counting(m)
+        c = CountingDenoiser(m)
         seen: dict[int, dict] = {}
         eg.sample(c, x, eg.edm_sigmas(9), w_stiff=w, w_con=0.0, callback=lambda info, seen=seen: seen.setdefault(info["i"], info))
         assert c.calls == 2 * 9 - 1

@@ -12,6 +12,7 @@ import torch
 
 import erkguid as eg
 from erkguid.solvers import Solver, StepOut
+from erkguid.tune import CountingDenoiser
 
 TREE = eg.tree_2d()
 X = eg.randn_from_seeds(range(4), (2,), sigma=80.0)
@@ -20,15 +21,6 @@ S = eg.edm_sigmas(6)
 
 def run(**kw):
     return eg.sample(TREE, X, S, **kw)
-
-
-class Counting:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, x, sigma, **kw):
-        self.calls += 1
-        return self.fn(x, sigma, **kw)
 
 
 # --------------------------------------------------------------------------- sigmas
@@ -138,7 +130,7 @@ def test_seed_range_edges_and_integer_kinds_work():
 # --------------------------------------------------------------------------- callables and the denoiser's output
 @pytest.mark.parametrize("callback", [3, "print", [print]])
 def test_non_callable_callback_rejected_before_step_0(callback):
-    den = Counting(TREE)
+    den = CountingDenoiser(TREE)
     with pytest.raises(TypeError, match="^callback must be callable or None"):
         eg.sample(den, X, S, callback=callback)
     assert den.calls == 0
