@@ -91,6 +91,30 @@ class MixtureBase:
         logw = self._class_mask(self.weights.log().expand(n, -1).clone(), class_labels)
         return torch.multinomial(torch.softmax(logw, 1), 1, generator=g).squeeze(1)
 
+    def sample(
+        self,
+        n: int,
+        *,
+        seed: int = 0,
+        sigma: float = 0.0,
+        class_labels: Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """Exact samples of p(x; sigma) (sigma = 0: p_data), ``[n, *shape]``, from one seeded generator: components,
+        then ``mu_k + C_k^{1/2} z`` with the symmetric square root (:meth:`_from_standard`), which does not depend on
+        the eigenbasis LAPACK returns, so the samples are the same on every machine up to rounding; then sigma noise."""
+        g = torch.Generator().manual_seed(seed)
+        comp = self._draw_components(n, class_labels, g)
+        z = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
+        x = self._from_standard(comp, z)
+        if sigma > 0:
+            x = x + sigma * torch.randn(n, self.dim, generator=g, dtype=torch.float64)
+        return x.reshape((n,) + self.shape).to(dtype)
+
+    def _from_standard(self, comp: Tensor, z: Tensor) -> Tensor:
+        """``mu_k + C_k^{1/2} z`` per sample (component ``comp``, standard normal ``z``, ``[n, d]`` float64)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ from the exact denoiser
     def denoise(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None) -> Tensor:
         raise NotImplementedError

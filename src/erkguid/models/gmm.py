@@ -107,27 +107,8 @@ class GaussianMixture(MixtureBase):
         logits, _, _, _ = self._posterior_terms(x, sigma, class_labels)
         return self._class_prior_correction(torch.logsumexp(logits, dim=1), class_labels)
 
-    def sample(
-        self,
-        n: int,
-        *,
-        seed: int = 0,
-        sigma: float = 0.0,
-        class_labels: Tensor | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> Tensor:
-        """Exact samples of p(x; sigma) (sigma = 0: p_data), ``[n, *shape]``, from one seeded generator.
-
-        Noise is mapped through the symmetric square root of each covariance, which does not depend on the
-        eigenbasis LAPACK returns, so the samples are the same on every machine up to rounding.
-        """
-        g = torch.Generator().manual_seed(seed)
-        comp = self._draw_components(n, class_labels, g)
-        z = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
-        x = self.means[comp] + torch.einsum("bde,be->bd", self.sqrt_covs[comp], z)
-        if sigma > 0:
-            x = x + sigma * torch.randn(n, self.dim, generator=g, dtype=torch.float64)
-        return x.reshape((n,) + self.shape).to(dtype)
+    def _from_standard(self, comp: Tensor, z: Tensor) -> Tensor:
+        return self.means[comp] + torch.einsum("bde,be->bd", self.sqrt_covs[comp], z)
 
     # ------------------------------------------------------------------ derived models
     def subset(self, components: Tensor | Sequence[int], name: str | None = None) -> GaussianMixture:

@@ -172,27 +172,11 @@ class LowRankMixture(MixtureBase):
         logits = self._terms(x, sigma, class_labels)[0]
         return self._class_prior_correction(torch.logsumexp(logits, dim=1).to(acc_dtype(x.dtype)), class_labels)
 
-    def sample(
-        self,
-        n: int,
-        *,
-        seed: int = 0,
-        sigma: float = 0.0,
-        class_labels: Tensor | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> Tensor:
-        """Exact samples of p(x; sigma), ``[n, *shape]``: mu_k + C_k^{1/2} z with the symmetric square root
-        (basis-independent), from one seeded generator."""
-        g = torch.Generator().manual_seed(seed)
-        comp = self._draw_components(n, class_labels, g)
-        z = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
+    def _from_standard(self, comp: Tensor, z: Tensor) -> Tensor:
         u, lam, f = self.bases[comp], self.evals[comp], self.floor[comp]
         rf = f.sqrt()
         gain = (lam + f[:, None]).sqrt() - rf[:, None]  # C^{1/2} = sqrt(f) I + U diag(sqrt(lam + f) - sqrt(f)) U^T
-        x = self.means[comp] + rf[:, None] * z + torch.einsum("bdr,br->bd", u, gain * torch.einsum("bdr,bd->br", u, z))
-        if sigma > 0:
-            x = x + sigma * torch.randn(n, self.dim, generator=g, dtype=torch.float64)
-        return x.reshape((n,) + self.shape).to(dtype)
+        return self.means[comp] + rf[:, None] * z + torch.einsum("bdr,br->bd", u, gain * torch.einsum("bdr,bd->br", u, z))
 
     # ------------------------------------------------------------------ closed form (K = 1)
     def ode_solution(self, x: Tensor, sigma_from: float, sigma_to: float) -> Tensor:
